@@ -1,0 +1,3 @@
+"""raftd: one Raft node of a rafty cluster."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""Peer messages: one frozen, slotted, keyword-only dataclass per kind.
+
+Names follow etcd-io/raft (``MsgApp``, ``MsgVote``...) and fields follow the Raft paper
+(``prev_log_index``, ``leader_commit``...). ``TAGS`` maps each class to its wire tag; tags are
+append-only. NB: when adding a message kind, update ``TAGS`` and ``IS_RESPONSE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftd.core.state import Entry
+from raftd.core.types import Index, NodeId, Term
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    term: Term
+    src: NodeId
+    dst: NodeId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgApp(Message):
+    """AppendEntries (Raft §5.3); with no entries it still carries ``leader_commit``."""
+
+    prev_log_index: Index
+    prev_log_term: Term
+    entries: tuple[Entry, ...]
+    leader_commit: Index
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgAppResp(Message):
+    """Reply to MsgApp. On success ``index`` is the last index now matching the leader.
+
+    On reject, ``index`` echoes the rejected ``prev_log_index`` and ``reject_hint`` /
+    ``log_term`` point at the follower's best guess of a matching prefix (fast backtracking:
+    the largest index <= hint whose term is <= ``log_term``).
+    """
+
+    index: Index
+    reject: bool = False
+    reject_hint: Index = 0
+    log_term: Term = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgVote(Message):
+    """RequestVote (Raft §5.2); ``transfer`` marks a campaign started by TimeoutNow."""
+
+    last_log_index: Index
+    last_log_term: Term
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgVoteResp(Message):
+    reject: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgPreVote(Message):
+    """PreVote (thesis §9.6): ``term`` is the term the sender *would* campaign in."""
+
+    last_log_index: Index
+    last_log_term: Term
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgPreVoteResp(Message):
+    reject: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgHeartbeat(Message):
+    """Leader liveness and commit propagation; ``context`` > 0 tags a ReadIndex round."""
+
+    leader_commit: Index
+    context: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgHeartbeatResp(Message):
+    context: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgReadIndex(Message):
+    """A follower asks the leader for a read index (thesis §6.4); ``context`` is its own id."""
+
+    context: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgReadIndexResp(Message):
+    """``index`` is 0 when the leader could not serve the read (then the follower retries)."""
+
+    index: Index
+    context: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgTimeoutNow(Message):
+    """Leadership transfer: the receiver campaigns at once, skipping PreVote (thesis §3.10)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgProbe(Message):
+    """A node with an empty data dir asks a member whether the cluster has progressed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgProbeResp(Message):
+    """``blank``: the sender is itself still probing; ``last_index``: its log length."""
+
+    blank: bool
+    last_index: Index
+
+
+TAGS: dict[type[Message], str] = {
+    MsgApp: "app",
+    MsgAppResp: "app_resp",
+    MsgVote: "vote",
+    MsgVoteResp: "vote_resp",
+    MsgPreVote: "prevote",
+    MsgPreVoteResp: "prevote_resp",
+    MsgHeartbeat: "heartbeat",
+    MsgHeartbeatResp: "heartbeat_resp",
+    MsgReadIndex: "read_index",
+    MsgReadIndexResp: "read_index_resp",
+    MsgTimeoutNow: "timeout_now",
+    MsgProbe: "probe",
+    MsgProbeResp: "probe_resp",
+}
+
+IS_RESPONSE: frozenset[type[Message]] = frozenset(
+    {MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp, MsgReadIndexResp, MsgProbeResp}
+)
