@@ -1,0 +1,34 @@
+# `make demo` and `make test` work from a fresh clone: they create .venv and install the
+# project into it (again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rafty-installed
+SEEDS ?= 300
+
+.PHONY: demo test sim man clean
+
+demo: $(STAMP)
+	$(BIN)/python -m raftctl.demo
+
+test: $(STAMP)
+	$(if $(SIM_SEEDS),SIM_SEEDS=$(SIM_SEEDS)) $(BIN)/pytest -q
+
+# A longer (or shorter) simulation sweep: make sim SEEDS=1000
+sim: $(STAMP)
+	SIM_SEEDS=$(SEEDS) $(BIN)/pytest -q tests/sim
+
+# Regenerate man/ and completions/ after changing a command or option.
+man: $(STAMP)
+	$(BIN)/python -m raftctl.manpage --write
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@

@@ -1,0 +1,423 @@
+"""Node configuration: load and validate ``node.toml``, and write fresh cluster configs.
+
+Theory of operation: a config file is parsed with ``tomllib`` into plain dicts, then every
+section is checked against a table of known keys before any value is used. Every problem
+raises `ConfigError` with ONE line that names the file and the key (``node.toml: [raft]
+tick_ms must be a positive integer, got "x"``), because a daemon that refuses to start must
+say exactly why. Unknown keys are errors, not warnings: a typo such as ``fsnyc = false``
+would otherwise silently keep the default. Keys documented in DESIGN.md whose feature does
+not exist yet are refused with "not supported yet" for the same reason.
+
+`write_cluster_configs` renders the files `raftd init` writes; LocalCluster (tests, demo)
+uses it too, so both always produce configs that `load_config` accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The node config is unusable; ``str(err)`` is one line naming the file and the key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (or ``[v6]:port``) into ``(host, port)``; raise ValueError if bad."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("expected host:port")
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [ipv6]:port")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+        if ":" in host:
+            raise ValueError("write IPv6 addresses as [addr]:port")
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"{host!r} is not a valid host name")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback IP (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def format_address(host: str, port: int) -> str:
+    """Inverse of `parse_address`: brackets IPv6 hosts."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The config value types
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSection:
+    address: str
+    """Advertised ``host:port``: the node's identity; UDP for peers and TCP for clients."""
+    data_dir: Path
+    """Absolute; a relative value in the file is resolved against the file's directory."""
+    listen: str
+    """Where to bind; defaults to `address` (differs behind NAT or in containers)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSection:
+    members: tuple[str, ...]
+    """Initial voters, in file order. A node not listed here starts blank and waits to join."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftSection:
+    tick_ms: int = 10
+    election_timeout_ms: tuple[int, int] = (150, 300)
+    heartbeat_interval_ms: int = 30
+    fsync: bool = True
+    max_datagram_bytes: int = 1400
+    max_entry_bytes: int = 1048576
+    snapshot_every: int = 10000
+    snapshot_min_log_bytes: int = 67108864
+    promote_lag_entries: int = 1000
+
+    @property
+    def election_ticks(self) -> tuple[int, int]:
+        """Election timeout range in ticks (validated to divide exactly)."""
+        low, high = self.election_timeout_ms
+        return low // self.tick_ms, high // self.tick_ms
+
+    @property
+    def heartbeat_ticks(self) -> int:
+        return self.heartbeat_interval_ms // self.tick_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    node: NodeSection
+    cluster: ClusterSection
+    raft: RaftSection = field(default_factory=RaftSection)
+    source: Path | None = None
+    """The file this was loaded from, for messages; None when built in code."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation tables. A key's checker returns the converted value or raises _Bad(reason).
+
+
+class _Bad(Exception):
+    """A value is wrong; the caller prefixes the file and key to make the one-line message."""
+
+
+def _show(value: Any) -> str:
+    # TOML-like rendering of what the user wrote: strings quoted, booleans lowercase.
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _int(value: Any, *, minimum: int, what: str) -> int:
+    # bool is an int subclass in Python, but `tick_ms = true` is certainly a mistake.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Bad(f"must be {what}, got {_show(value)}")
+    return value
+
+
+def _positive(value: Any) -> int:
+    return _int(value, minimum=1, what="a positive integer")
+
+
+def _non_negative(value: Any) -> int:
+    return _int(value, minimum=0, what="a non-negative integer")
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f'must be a "host:port" string, got {_show(value)}')
+    try:
+        parse_address(value)
+    except ValueError as err:
+        raise _Bad(f'must be "host:port", got {_show(value)} ({err})') from None
+    return value
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"must be a non-empty path string, got {_show(value)}")
+    return value
+
+
+def _members(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Bad(f'must be a non-empty list of "host:port" strings, got {_show(value)}')
+    seen: set[str] = set()
+    for item in value:
+        try:
+            _address(item)
+        except _Bad as bad:
+            raise _Bad(f"entry {bad}") from None
+        if item in seen:
+            raise _Bad(f"lists {_show(item)} twice")
+        seen.add(item)
+    return tuple(value)
+
+
+def _range(value: Any) -> tuple[int, int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+        or value[0] > value[1]
+    ):
+        raise _Bad(f"must be [low, high] with 0 < low <= high, got {_show(value)}")
+    return value[0], value[1]
+
+
+def _datagram(value: Any) -> int:
+    # 512 leaves room for a heartbeat with headers; 65507 is the largest IPv4 UDP payload.
+    return _bounded(value, 512, 65507)
+
+
+def _bounded(value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Bad(f"must be an integer from {low} to {high}, got {_show(value)}")
+    return value
+
+
+_NOT_YET = "is not supported yet"
+
+# section -> key -> checker; None marks a documented key whose feature does not exist yet.
+_SCHEMA: dict[str, dict[str, Any]] = {
+    "node": {"address": _address, "data_dir": _path, "listen": _address},
+    "cluster": {"members": _members, "secret_file": None},
+    "raft": {
+        "tick_ms": _positive,
+        "election_timeout_ms": _range,
+        "heartbeat_interval_ms": _positive,
+        "fsync": _bool,
+        "max_datagram_bytes": _datagram,
+        "max_entry_bytes": _positive,
+        "snapshot_every": _positive,
+        "snapshot_min_log_bytes": _non_negative,
+        "promote_lag_entries": _non_negative,
+    },
+    "security": {"client_token_file": None, "tls_cert": None, "tls_key": None, "tls_ca": None},
+    "metrics": {"address": None},
+    "federated": dict.fromkeys(("enabled", "rotate_after_s", "min_updates", "round_timeout_s")),
+}
+_REQUIRED = {"node": ("address", "data_dir"), "cluster": ("members",)}
+
+
+def _suggest(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """Read, validate and resolve one node's TOML config; raise `ConfigError` on any problem."""
+    source = Path(path)
+    name = os.fspath(path)
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{name}: {message}")
+
+    try:
+        with open(source, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise fail(f"invalid TOML: {err}") from None
+    except OSError as err:
+        raise fail(f"cannot read config: {err.strerror or err}") from None
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in raw.items():
+        if section not in _SCHEMA:
+            if not isinstance(table, dict):
+                raise fail(f'key "{section}" must be inside a section such as [node]')
+            raise fail(f"unknown section [{section}]{_suggest(section, list(_SCHEMA))}")
+        if not isinstance(table, dict):
+            raise fail(f"[{section}] must be a section, got {_show(table)}")
+        checked: dict[str, Any] = {}
+        known = _SCHEMA[section]
+        for key, value in table.items():
+            if key not in known:
+                raise fail(f'[{section}] unknown key "{key}"{_suggest(key, list(known))}')
+            checker = known[key]
+            if checker is None:
+                raise fail(f"[{section}] {key} {_NOT_YET}; remove it")
+            try:
+                checked[key] = checker(value)
+            except _Bad as bad:
+                raise fail(f"[{section}] {key} {bad}") from None
+        values[section] = checked
+
+    for section, keys in _REQUIRED.items():
+        for key in keys:
+            if key not in values.get(section, {}):
+                raise fail(f"[{section}] {key} is required")
+
+    node = values["node"]
+    raft = RaftSection(**values.get("raft", {}))
+    _check_timing(raft, fail)
+    data_dir = (source.resolve().parent / node["data_dir"]).resolve()
+    problem = _unwritable(data_dir)
+    if problem:
+        raise fail(f"[node] data_dir {problem}: {data_dir}")
+    return NodeConfig(
+        node=NodeSection(
+            address=node["address"],
+            data_dir=data_dir,
+            listen=node.get("listen", node["address"]),
+        ),
+        cluster=ClusterSection(members=values["cluster"]["members"]),
+        raft=raft,
+        source=source,
+    )
+
+
+def _check_timing(raft: RaftSection, fail: Callable[[str], ConfigError]) -> None:
+    # Timers count whole ticks, so every interval must be a multiple of the tick.
+    tick = raft.tick_ms
+    low, high = raft.election_timeout_ms
+    intervals = (
+        ("election_timeout_ms", low),
+        ("election_timeout_ms", high),
+        ("heartbeat_interval_ms", raft.heartbeat_interval_ms),
+    )
+    for key, value in intervals:
+        if value % tick:
+            raise fail(f"[raft] {key} must be a multiple of tick_ms ({tick}), got {value}")
+    if low <= tick:
+        raise fail(
+            f"[raft] election_timeout_ms must be bigger than tick_ms ({tick}), "
+            f"got {_show([low, high])}"
+        )
+    # A follower must hear several heartbeats per election timeout or it campaigns needlessly.
+    if raft.heartbeat_interval_ms >= low:
+        raise fail(
+            f"[raft] heartbeat_interval_ms must be less than election_timeout_ms's low bound "
+            f"({low}), got {raft.heartbeat_interval_ms}"
+        )
+
+
+def _unwritable(data_dir: Path) -> str | None:
+    """Why the node could not create or write `data_dir`, or None. Creates nothing."""
+    probe = data_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            return "has no existing parent"
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == data_dir:
+            return "is not a directory"
+        return f"cannot be created ({probe} is a file)"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == data_dir:
+            return "is not writable"
+        return f"cannot be created ({probe} is not writable)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing fresh cluster configs (`raftd init`, LocalCluster)
+
+LOOPBACK_DATAGRAM_BYTES = 65000
+"""Loopback has a 64 KiB MTU, so large datagrams never fragment there."""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A JSON string is a valid TOML basic string for everything we write.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def render_node_config(
+    address: str, data_dir: str, members: Sequence[str], raft: Mapping[str, Any]
+) -> str:
+    """The text of one node's config file."""
+    lines = [
+        "# rafty node config: see `man raftd` or README.md for every key.",
+        "[node]",
+        f"address = {_toml_value(address)}",
+        f"data_dir = {_toml_value(data_dir)}",
+        "",
+        "[cluster]",
+        f"members = {_toml_value(list(members))}",
+    ]
+    if raft:
+        lines += ["", "[raft]"] + [f"{key} = {_toml_value(value)}" for key, value in raft.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_cluster_configs(
+    directory: str | os.PathLike[str],
+    addresses: Sequence[str],
+    *,
+    raft: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write ``nodeK.toml`` (K = 1..n) into `directory` for a fresh cluster of `addresses`.
+
+    Node K keeps its data in ``data/nK`` beside its config. When every address is loopback,
+    ``max_datagram_bytes`` is raised (unless given) since loopback never fragments. Refuses,
+    before writing anything, to overwrite an existing file: raises FileExistsError.
+    """
+    for address in addresses:
+        parse_address(address)
+    out = Path(directory)
+    paths = [out / f"node{k}.toml" for k in range(1, len(addresses) + 1)]
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        raise FileExistsError(f"refusing to overwrite {', '.join(map(str, existing))}")
+    raft_values: dict[str, Any] = {}
+    if all(is_loopback(parse_address(a)[0]) for a in addresses):
+        raft_values["max_datagram_bytes"] = LOOPBACK_DATAGRAM_BYTES
+    raft_values.update(raft or {})
+    out.mkdir(parents=True, exist_ok=True)
+    for k, (path, address) in enumerate(zip(paths, addresses), start=1):
+        # "x" mode: a file that appeared since the check above is still never clobbered.
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(render_node_config(address, f"data/n{k}", addresses, raft_values))
+    return paths
