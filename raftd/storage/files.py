@@ -1,0 +1,195 @@
+"""The file-system seam: storage code does all its I/O through a ``FileSystem``.
+
+Theory of operation: the WAL and the hard-state file need only a handful of primitives
+(append-only handles, whole-file reads, truncate, rename, remove, and the two kinds of fsync).
+``OsFileSystem`` maps them onto ``os``; the simulator swaps in ``tests.sim.disk.SimFileSystem``,
+an in-memory disk that models what survives a power loss. Nothing above this module imports
+``os`` for I/O, so the production recovery code is exactly the code the simulator crashes.
+
+Durability rules every caller relies on (POSIX, and modelled by the simulator):
+
+- data written to a file is durable only after ``FileHandle.fsync()``;
+- creating, renaming or removing a name is durable only after ``fsync_dir()`` of its parent.
+
+NB: an fsync failure is fatal. After a failed fsync the kernel may already have dropped the
+dirty pages and marked them clean, so a retry can "succeed" without the data ever reaching the
+disk (the 2018 PostgreSQL "fsyncgate"). Both implementations therefore raise ``FsyncError``,
+which is deliberately not an ``OSError``: no handler written for ordinary I/O errors catches
+it by accident, and the server logs it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import Protocol
+
+
+class FsyncError(Exception):
+    """fsync failed: the data may be lost and the node must stop, never retry."""
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        super().__init__(f"fsync of {path} failed: {cause.strerror or cause}; stopping, never retrying")
+        self.path = path
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used: not creatable, not writable, or locked by another daemon."""
+
+
+class UnsupportedVersion(Exception):
+    """A storage file carries a format version this build does not understand."""
+
+
+class FileHandle(Protocol):
+    """An open file that is only ever appended to."""
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` at the end of the file (short writes are retried)."""
+
+    def fsync(self) -> None:
+        """Make every write so far durable; raises FsyncError."""
+
+    def tell(self) -> int:
+        """The file's size, i.e. the offset of the next write."""
+
+    def close(self) -> None: ...
+
+
+class FileLock(Protocol):
+    def release(self) -> None: ...
+
+
+class FileSystem(Protocol):
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents; no error if it exists."""
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in the directory ``path``, sorted."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def size(self, path: str) -> int: ...
+
+    def read(self, path: str) -> bytes:
+        """The whole content of the file."""
+
+    def create(self, path: str) -> FileHandle:
+        """Create (or empty) the file and open it for appending."""
+
+    def open_append(self, path: str) -> FileHandle:
+        """Open an existing file for appending."""
+
+    def truncate(self, path: str, size: int) -> None: ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` with ``src``."""
+
+    def remove(self, path: str) -> None: ...
+
+    def fsync_dir(self, path: str) -> None:
+        """Make creations, renames and removals in directory ``path`` durable."""
+
+    def lock(self, path: str) -> FileLock:
+        """Take an exclusive lock on the file ``path``; DataDirError if another holder has it."""
+
+
+# fdatasync skips flushing metadata that reading the data back does not need (mtime).
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
+class OsFile:
+    """An O_APPEND file descriptor; tracks its size instead of asking the kernel."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self._path = path
+        self._fd = fd
+        self._size = os.lseek(fd, 0, os.SEEK_END)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._size += n
+
+    def fsync(self) -> None:
+        try:
+            _datasync(self._fd)
+        except OSError as e:
+            raise FsyncError(self._path, e) from e
+
+    def tell(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class OsFileLock:
+    """An ``flock`` held for as long as the descriptor stays open (released by the kernel on exit)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class OsFileSystem:
+    """The real disk."""
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def create(self, path: str) -> OsFile:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        return OsFile(path, fd)
+
+    def open_append(self, path: str) -> OsFile:
+        return OsFile(path, os.open(path, os.O_WRONLY | os.O_APPEND))
+
+    def truncate(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise FsyncError(path, e) from e
+        finally:
+            os.close(fd)
+
+    def lock(self, path: str) -> OsFileLock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataDirError(f"{path} is locked: another raftd is using this data dir") from e
+            raise
+        return OsFileLock(fd)

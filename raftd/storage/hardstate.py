@@ -1,0 +1,85 @@
+"""The hard-state file: ``current_term``, ``voted_for`` and ``catching_up``, replaced atomically.
+
+Theory of operation: the file is ``[u32 crc32(payload)][payload]`` with the payload a msgpack
+map carrying ``version``. A save never touches the live file: it writes ``hardstate.tmp``,
+fsyncs it, renames it over ``hardstate`` and fsyncs the directory. A crash at any point leaves
+either the old file or the new one under the name (rename is atomic and the new content is
+durable before the rename can be), so a load after a crash sees one of the two, never a mix.
+The final directory fsync makes the rename itself durable before ``save`` returns: Raft must
+not answer a vote before the vote is on disk (Raft Figure 2).
+
+Saves are rare (a new term or a vote), so they are always fsync'd, even when the node runs
+with ``fsync = false`` for its log.
+"""
+
+from __future__ import annotations
+
+import os.path
+import struct
+import zlib
+
+import msgpack
+
+from raftd.core.state import HardState
+from raftd.storage.files import FileSystem, UnsupportedVersion
+
+FILE_NAME = "hardstate"
+VERSION = 1
+
+_CRC = struct.Struct("<I")
+
+
+class CorruptHardState(Exception):
+    """The hard-state file exists but cannot be trusted; the node must not start."""
+
+
+def save(fs: FileSystem, dir: str, hs: HardState) -> None:
+    """Replace the hard state in ``dir``; durable when this returns."""
+    payload = msgpack.packb(
+        {
+            "version": VERSION,
+            "current_term": hs.current_term,
+            "voted_for": hs.voted_for,
+            "catching_up": hs.catching_up,
+        }
+    )
+    path = os.path.join(dir, FILE_NAME)
+    tmp = path + ".tmp"
+    handle = fs.create(tmp)
+    try:
+        handle.write(_CRC.pack(zlib.crc32(payload)) + payload)
+        handle.fsync()
+    finally:
+        handle.close()
+    fs.rename(tmp, path)
+    fs.fsync_dir(dir)
+
+
+def load(fs: FileSystem, dir: str) -> HardState | None:
+    """The saved hard state, or None when none was ever saved in ``dir``."""
+    path = os.path.join(dir, FILE_NAME)
+    if not fs.exists(path):
+        return None
+    data = fs.read(path)
+    if len(data) < _CRC.size or _CRC.unpack_from(data)[0] != zlib.crc32(data[_CRC.size :]):
+        raise CorruptHardState(f"{path}: checksum mismatch ({len(data)} bytes); refusing to start")
+    try:
+        fields = msgpack.unpackb(data[_CRC.size :])
+        version = fields["version"]
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        raise CorruptHardState(f"{path}: undecodable hard state: {e!r}") from e
+    if version != VERSION:
+        raise UnsupportedVersion(
+            f"{path}: hard-state format version {version} is not supported (this build reads {VERSION})"
+        )
+    try:
+        hs = HardState(
+            current_term=fields["current_term"],
+            voted_for=fields["voted_for"],
+            catching_up=fields["catching_up"],
+        )
+    except KeyError as e:
+        raise CorruptHardState(f"{path}: hard state lacks field {e}") from e
+    if not (type(hs.current_term) is int and type(hs.voted_for) is str and type(hs.catching_up) is bool):
+        raise CorruptHardState(f"{path}: hard state has fields of the wrong type: {fields!r}")
+    return hs

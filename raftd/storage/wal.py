@@ -1,0 +1,290 @@
+"""Segmented, append-only write-ahead log of Raft entries.
+
+Theory of operation. The log is a directory of segment files named
+``<seq 16 hex>-<first index 16 hex>.wal``, so that sorting names sorts segments. Each segment
+starts with an 8-byte header (``MAGIC`` + u16 format version) followed by records::
+
+    [u32 length][u32 crc32(payload)][payload = msgpack [term, index, type, data]]
+
+(little-endian). Nothing is ever rewritten in place: replacing a conflicting suffix (Raft §5.3)
+is just appending the new entries, and replay applies the rule "an entry at index i discards
+every entry >= i read before it". A batch goes out as one ``write()``; ``sync()`` is one fsync
+for all batches since the last one (group commit).
+
+Rollover: when the current segment has reached ``segment_bytes``, the next batch opens a new
+segment. The old one is fsync'd first and the new one is created with its header fsync'd and
+its directory entry made durable, even when the caller never syncs (fsync = false). Hence
+only the *last* segment can lose or tear data in a crash, which is what recovery assumes.
+
+Recovery (``WAL.open``) replays every segment in order. A record that is incomplete or fails
+its CRC is a torn tail when it lies in the last segment and no valid record follows it: the
+file is truncated there and a warning logged. Anywhere else it is corruption of data that
+was once durable, and ``CorruptLog`` names the file and byte offset; the node must not start.
+
+Failure: after a failed write or fsync the file is in an unknown state, so the WAL refuses
+every later call with the same error. A failed fsync in particular must never be retried
+(see ``raftd.storage.files``); recovery on restart repairs the tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os.path
+import re
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from raftd.core.errors import CorruptLog
+from raftd.core.state import Entry, EntryType
+from raftd.core.types import Index
+from raftd.storage.files import FileHandle, FileSystem, UnsupportedVersion
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"RFTWAL"
+VERSION = 1
+DEFAULT_SEGMENT_BYTES = 64 << 20
+
+_HEADER = struct.Struct("<6sH")
+_RECORD = struct.Struct("<II")
+_SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+
+
+def segment_name(seq: int, first_index: Index) -> str:
+    return f"{seq:016x}-{first_index:016x}.wal"
+
+
+def encode_records(entries: Sequence[Entry], pack: msgpack.Packer) -> bytes:
+    """All records of a batch in one buffer, ready for a single write()."""
+    parts: list[bytes] = []
+    for e in entries:
+        payload = pack.pack([e.term, e.index, e.type, e.data])
+        parts.append(_RECORD.pack(len(payload), zlib.crc32(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class _Segment:
+    path: str
+    seq: int
+    min_index: Index | None
+    """Lowest entry index written to this segment; None while it holds no record.
+
+    NB: replay discards, from earlier segments, every entry >= any index written here, so every
+    surviving entry of an earlier segment lies below this value (``drop_before`` relies on it).
+    """
+
+
+class WAL:
+    """Use ``WAL.open``; the constructor takes an already recovered state."""
+
+    def __init__(self, fs: FileSystem, dir: str, segments: list[_Segment], segment_bytes: int) -> None:
+        self._fs = fs
+        self._dir = dir
+        self._segment_bytes = segment_bytes
+        self._segments = segments
+        self._handle: FileHandle | None = fs.open_append(segments[-1].path) if segments else None
+        self._packer = msgpack.Packer()
+        self._dirty = False  # written since the last fsync
+        self._failure: Exception | None = None
+
+    @classmethod
+    def open(
+        cls, fs: FileSystem, dir: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> tuple[WAL, list[Entry]]:
+        """Recover the log in ``dir`` (which must exist): the WAL and its surviving entries."""
+        names = [n for n in fs.listdir(dir) if _SEGMENT_NAME.match(n)]
+        segments: list[_Segment] = []
+        entries: list[Entry] = []
+        for i, name in enumerate(names):
+            path = os.path.join(dir, name)
+            seq = int(name[:16], 16)
+            is_last = i == len(names) - 1
+            segment = _replay_segment(fs, path, seq, is_last, entries)
+            if segment is not None:
+                segments.append(segment)
+        return cls(fs, dir, segments, segment_bytes), entries
+
+    # -- writing -------------------------------------------------------------------------------
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` (one write, no fsync); a first index <= the last replaces the suffix."""
+        if not entries:
+            return
+        self._check_usable()
+        buf = encode_records(entries, self._packer)
+        with self._failure_is_final():
+            handle = self._handle
+            if handle is None or handle.tell() >= self._segment_bytes:
+                handle = self._roll(entries[0].index)
+            handle.write(buf)
+        self._dirty = True
+        segment = self._segments[-1]
+        first = entries[0].index
+        segment.min_index = first if segment.min_index is None else min(segment.min_index, first)
+
+    def sync(self) -> None:
+        """fsync everything appended so far (no-op when nothing was)."""
+        self._check_usable()
+        if self._dirty and self._handle is not None:
+            with self._failure_is_final():
+                self._handle.fsync()
+            self._dirty = False
+
+    def drop_before(self, index: Index) -> None:
+        """Remove whole segments holding only entries below ``index`` (never the last one)."""
+        self._check_usable()
+        while len(self._segments) > 1:
+            later = [s.min_index for s in self._segments[1:] if s.min_index is not None]
+            if not later or min(later) > index:
+                return
+            # Oldest first, each removal durable before the next: a crash can never leave a
+            # hole in the middle of the log, which replay would refuse as corruption.
+            with self._failure_is_final():
+                self._fs.remove(self._segments[0].path)
+                self._fs.fsync_dir(self._dir)
+            del self._segments[0]
+
+    def close(self) -> None:
+        """Close the current segment; unsynced writes stay with the OS (not fsync'd here)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    # -- internals -----------------------------------------------------------------------------
+    def _roll(self, first_index: Index) -> FileHandle:
+        if self._handle is not None:
+            self._handle.fsync()
+            self._handle.close()
+            self._handle = None
+            self._dirty = False
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        path = os.path.join(self._dir, segment_name(seq, first_index))
+        handle = self._fs.create(path)
+        handle.write(_HEADER.pack(MAGIC, VERSION))
+        handle.fsync()
+        self._fs.fsync_dir(self._dir)
+        self._segments.append(_Segment(path, seq, None))
+        self._handle = handle
+        return handle
+
+    @contextlib.contextmanager
+    def _failure_is_final(self) -> Iterator[None]:
+        """A failed write or fsync leaves the files in an unknown state: refuse all later calls."""
+        try:
+            yield
+        except Exception as e:
+            self._failure = e
+            raise
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+def _replay_segment(
+    fs: FileSystem, path: str, seq: int, is_last: bool, entries: list[Entry]
+) -> _Segment | None:
+    """Append the segment's entries to ``entries`` (applying truncation); repair a torn tail.
+
+    Returns None when the segment was a torn, record-less last segment and has been removed.
+    """
+    data = fs.read(path)
+    if len(data) < _HEADER.size and is_last:
+        # A crash while creating the segment, before its header was durable.
+        logger.warning("%s: removing segment with a torn header (%d bytes)", path, len(data))
+        fs.remove(path)
+        fs.fsync_dir(os.path.dirname(path) or ".")
+        return None
+    _check_header(data, path)
+    segment = _Segment(path, seq, None)
+    end = _replay_records(data, path, is_last, entries, segment)
+    if end < len(data):
+        logger.warning(
+            "%s: truncating torn tail at byte offset %d (%d bytes dropped)", path, end, len(data) - end
+        )
+        fs.truncate(path, end)
+        handle = fs.open_append(path)
+        handle.fsync()
+        handle.close()
+    return segment
+
+
+def _check_header(data: bytes, path: str) -> None:
+    if len(data) < _HEADER.size:
+        raise CorruptLog(f"{path}: segment header truncated ({len(data)} bytes)")
+    magic, version = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptLog(f"{path}: not a WAL segment (bad magic {magic!r} at byte offset 0)")
+    if version != VERSION:
+        raise UnsupportedVersion(
+            f"{path}: WAL format version {version} is not supported (this build reads {VERSION})"
+        )
+
+
+def _replay_records(
+    data: bytes, path: str, is_last: bool, entries: list[Entry], segment: _Segment
+) -> int:
+    """Replay records into ``entries``; return the offset where valid data ends."""
+    view = memoryview(data)
+    off = _HEADER.size
+    while off < len(data):
+        payload = _record_at(view, off)
+        if payload is None:
+            if is_last and not _valid_record_after(view, off + 1):
+                return off
+            raise CorruptLog(f"{path}: corrupt record at byte offset {off} (bad length or CRC)")
+        entry = _decode(payload, path, off)
+        _merge(entries, entry, path, off)
+        if segment.min_index is None or entry.index < segment.min_index:
+            segment.min_index = entry.index
+        off += _RECORD.size + len(payload)
+    return off
+
+
+def _record_at(view: memoryview, off: int) -> memoryview | None:
+    """The payload of the record at ``off`` if it is complete and its CRC matches."""
+    if off + _RECORD.size > len(view):
+        return None
+    length, crc = _RECORD.unpack_from(view, off)
+    start = off + _RECORD.size
+    # A zero length is never written (a payload is at least a msgpack array header); refusing it
+    # keeps zero-filled garbage (length 0, crc 0 = crc32(b"")) from passing as valid records.
+    if length == 0 or start + length > len(view):
+        return None
+    payload = view[start : start + length]
+    return payload if zlib.crc32(payload) == crc else None
+
+
+def _valid_record_after(view: memoryview, start: int) -> bool:
+    """Whether any byte offset >= ``start`` holds a complete record with a matching CRC."""
+    return any(_record_at(view, off) is not None for off in range(start, len(view) - _RECORD.size))
+
+
+def _decode(payload: memoryview, path: str, off: int) -> Entry:
+    try:
+        term, index, etype, data = msgpack.unpackb(payload)
+        if not (type(term) is int and type(index) is int and type(data) is bytes):
+            raise ValueError(f"unexpected field types {[type(term), type(index), type(data)]}")
+        return Entry(term=term, index=index, type=EntryType(etype), data=data)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise CorruptLog(f"{path}: undecodable record at byte offset {off}: {e}") from e
+
+
+def _merge(entries: list[Entry], entry: Entry, path: str, off: int) -> None:
+    """Append ``entry``, first discarding every replayed entry with an index >= its own."""
+    if entries:
+        base = entries[0].index
+        if entry.index > base + len(entries):
+            raise CorruptLog(
+                f"{path}: entry {entry.index} at byte offset {off} leaves a gap after "
+                f"entry {entries[-1].index}"
+            )
+        if entry.index <= entries[-1].index:
+            del entries[max(0, entry.index - base) :]
+    entries.append(entry)

@@ -1,0 +1,133 @@
+"""OsFileSystem on real files and the SimFileSystem's model of a power cut."""
+
+from __future__ import annotations
+
+import errno
+import random
+from pathlib import Path
+
+import pytest
+
+from raftd.storage import files
+from raftd.storage.files import DataDirError, FsyncError, OsFileSystem
+from tests.sim.disk import SimFileSystem, SimulatedCrash
+
+
+def test_os_append_handle_tracks_size(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    path = str(tmp_path / "f")
+    h = fs.create(path)
+    h.write(b"abc")
+    h.write(b"de")
+    h.fsync()
+    assert h.tell() == 5
+    h.close()
+    h = fs.open_append(path)
+    assert h.tell() == 5
+    h.write(b"f")
+    h.close()
+    assert fs.read(path) == b"abcdef"
+    fs.truncate(path, 2)
+    assert fs.size(path) == 2
+    fs.rename(path, str(tmp_path / "g"))
+    fs.fsync_dir(str(tmp_path))
+    assert fs.listdir(str(tmp_path)) == ["g"]
+
+
+def test_os_fsync_error_is_fsync_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    fs = OsFileSystem()
+    h = fs.create(str(tmp_path / "f"))
+    monkeypatch.setattr(files, "_datasync", broken_fsync)
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)
+    with pytest.raises(FsyncError, match=r"fsync of .*f failed") as info:
+        h.fsync()
+    assert not isinstance(info.value, OSError)  # no OSError handler may swallow it
+    with pytest.raises(FsyncError, match=str(tmp_path)):
+        fs.fsync_dir(str(tmp_path))
+    h.close()
+
+
+def test_os_lock_is_exclusive(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    path = str(tmp_path / "LOCK")
+    lock = fs.lock(path)
+    with pytest.raises(DataDirError, match=path):
+        fs.lock(path)
+    lock.release()
+    fs.lock(path).release()
+
+
+def test_sim_names_need_a_dir_fsync() -> None:
+    fs = SimFileSystem()
+    fs.makedirs("d")
+    h = fs.create("d/a")
+    h.write(b"data")
+    h.fsync()
+    fs.crash(random.Random(0))
+    assert not fs.exists("d/a")  # the data was durable, the name was not
+
+    h = fs.create("d/a")
+    h.write(b"old")
+    h.fsync()
+    fs.fsync_dir("d")
+    h = fs.create("d/b")
+    h.write(b"new")
+    h.fsync()
+    fs.rename("d/b", "d/a")
+    fs.crash(random.Random(0))
+    assert fs.read("d/a") == b"old"
+    assert not fs.exists("d/b")  # its creation was never made durable either
+
+
+def test_sim_crash_keeps_synced_and_maybe_a_prefix_of_the_rest() -> None:
+    outcomes = set()
+    for seed in range(50):
+        fs = SimFileSystem()
+        h = fs.create("f")
+        fs.fsync_dir(".")
+        h.write(b"synced")
+        h.fsync()
+        h.write(b"pending")
+        fs.crash(random.Random(seed))
+        data = fs.read("f")
+        assert data.startswith(b"synced")
+        assert b"syncedpending".startswith(data)
+        outcomes.add(len(data))
+        with pytest.raises(OSError):
+            h.write(b"x")  # handles do not survive the crash
+    assert len(outcomes) > 2  # both lost and torn tails happen
+
+
+def test_sim_crash_is_deterministic() -> None:
+    def run(seed: int) -> bytes:
+        fs = SimFileSystem()
+        h = fs.create("f")
+        fs.fsync_dir(".")
+        h.write(bytes(range(200)))
+        fs.crash(random.Random(seed))
+        return fs.read("f")
+
+    assert [run(s) for s in range(20)] == [run(s) for s in range(20)]
+
+
+def test_sim_crash_after_and_fail_fsync() -> None:
+    fs = SimFileSystem()
+    h = fs.create("f")
+    fs.crash_after = 1
+    h.write(b"a")
+    with pytest.raises(SimulatedCrash):
+        h.write(b"b")
+    with pytest.raises(SimulatedCrash):
+        fs.fsync_dir(".")  # the process is dead until the crash is taken
+    fs.crash(random.Random(0))
+    assert not fs.exists("f")
+
+    fs.fail_fsync = True
+    h = fs.create("g")
+    with pytest.raises(FsyncError, match="g"):
+        h.fsync()
+    with pytest.raises(FsyncError):
+        fs.fsync_dir(".")

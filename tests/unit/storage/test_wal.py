@@ -1,0 +1,301 @@
+"""WAL: round trips, truncation by replay, torn tails, corruption, rollover, crashes."""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from raftd.core.errors import CorruptLog
+from raftd.core.state import Entry, EntryType
+from raftd.storage.files import FileSystem, FsyncError, OsFileSystem, UnsupportedVersion
+from raftd.storage.wal import WAL
+from tests.sim.disk import SimFileSystem, SimulatedCrash
+
+HEADER = 8
+
+
+def batch(first: int, n: int, term: int = 1, size: int = 3) -> list[Entry]:
+    return [Entry(term=term, index=i, data=bytes([i % 256]) * size) for i in range(first, first + n)]
+
+
+def apply(log: list[Entry], entries: list[Entry]) -> list[Entry]:
+    """The oracle: the log after appending ``entries`` (conflicting suffix replaced)."""
+    if not entries:
+        return log
+    return log[: entries[0].index - 1] + entries
+
+
+def reopen(fs: FileSystem, dir: str, **kw: int) -> list[Entry]:
+    wal, entries = WAL.open(fs, dir, **kw)
+    wal.close()
+    return entries
+
+
+def segments(dir: Path) -> list[Path]:
+    return sorted(dir.glob("*.wal"))
+
+
+def record_offsets(data: bytes) -> list[int]:
+    """Start offset of each record, then the end of the last one."""
+    offs = [HEADER]
+    while offs[-1] < len(data):
+        (length,) = struct.unpack_from("<I", data, offs[-1])
+        offs.append(offs[-1] + 8 + length)
+    return offs
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, entries = WAL.open(fs, str(tmp_path))
+    assert entries == []
+    written = batch(1, 5) + [Entry(term=2, index=6, type=EntryType.CONF_CHANGE, data=b"")]
+    wal.append(written)
+    wal.sync()
+    wal.close()
+    assert reopen(fs, str(tmp_path)) == written
+
+
+def test_many_batches_with_conflicts_and_restarts(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    fs = OsFileSystem()
+    log: list[Entry] = []
+    wal, _ = WAL.open(fs, str(tmp_path), segment_bytes=2000)
+    for step in range(300):
+        first = rng.randint(max(1, len(log) - 5), len(log) + 1)
+        entries = batch(first, rng.randint(1, 8), term=step, size=rng.randint(0, 40))
+        wal.append(entries)
+        log = apply(log, entries)
+        if step % 10 == 0:
+            wal.sync()
+        if step % 50 == 49:
+            wal.close()
+            wal, replayed = WAL.open(fs, str(tmp_path), segment_bytes=2000)
+            assert replayed == log
+    wal.close()
+    assert reopen(fs, str(tmp_path)) == log
+    assert len(segments(tmp_path)) > 3
+
+
+def test_conflicting_suffix_survives_restart(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(batch(1, 10, term=1))
+    wal.append(batch(4, 2, term=2))  # replaces 4..10 with 4..5
+    wal.sync()
+    wal.close()
+    assert reopen(fs, str(tmp_path)) == batch(1, 3, term=1) + batch(4, 2, term=2)
+
+
+def test_batch_is_one_write_and_sync_one_fsync() -> None:
+    fs = SimFileSystem()
+    wal, _ = WAL.open(fs, ".")
+    wal.append(batch(1, 1))  # creates the first segment
+    before = fs.ops
+    wal.append(batch(2, 100))
+    assert fs.ops - before == 1
+    wal.sync()
+    assert fs.ops - before == 2
+    wal.sync()  # nothing new: no fsync
+    assert fs.ops - before == 2
+
+
+def test_torn_tail_truncated_at_every_offset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fs = OsFileSystem()
+    written = batch(1, 4, size=5)
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(written)
+    wal.sync()
+    wal.close()
+    (path,) = segments(tmp_path)
+    full = path.read_bytes()
+    offs = record_offsets(full)
+    for cut in range(HEADER, len(full)):
+        path.write_bytes(full[:cut])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            wal, entries = WAL.open(fs, str(tmp_path))
+        complete = sum(1 for end in offs[1:] if end <= cut)
+        assert entries == written[:complete], cut
+        assert path.stat().st_size == offs[complete]
+        assert (cut == offs[complete]) != any("torn tail" in r.getMessage() for r in caplog.records)
+        # The repaired log takes new appends that survive the next restart.
+        wal.append(batch(complete + 1, 1, term=9))
+        wal.sync()
+        wal.close()
+        assert reopen(fs, str(tmp_path)) == written[:complete] + batch(complete + 1, 1, term=9)
+
+
+def test_crc_mismatch_in_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(batch(1, 3))
+    wal.close()
+    (path,) = segments(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert reopen(fs, str(tmp_path)) == batch(1, 2)
+
+
+def test_corruption_before_the_tail_is_refused(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(batch(1, 4))
+    wal.close()
+    (path,) = segments(tmp_path)
+    full = path.read_bytes()
+    offs = record_offsets(full)
+    for pos in range(HEADER, offs[-2]):  # every byte of every record but the last
+        data = bytearray(full)
+        data[pos] ^= 0x5A
+        path.write_bytes(bytes(data))
+        record_start = max(o for o in offs if o <= pos)
+        with pytest.raises(CorruptLog) as info:
+            WAL.open(fs, str(tmp_path))
+        assert str(path) in str(info.value)
+        assert f"byte offset {record_start}" in str(info.value)
+
+
+def test_bad_magic_and_unknown_version_refused(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(batch(1, 2))
+    wal.close()
+    (path,) = segments(tmp_path)
+    full = path.read_bytes()
+    path.write_bytes(full[:6] + struct.pack("<H", 99) + full[8:])
+    with pytest.raises(UnsupportedVersion, match=rf"{path}.*version 99"):
+        WAL.open(fs, str(tmp_path))
+    path.write_bytes(b"NOTWAL" + full[6:])
+    with pytest.raises(CorruptLog, match=rf"{path}.*magic"):
+        WAL.open(fs, str(tmp_path))
+
+
+def test_rollover_and_replay_across_segments(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path), segment_bytes=100)
+    log: list[Entry] = []
+    for first in range(1, 40, 3):
+        wal.append(batch(first, 3, size=10))
+        log = apply(log, batch(first, 3, size=10))
+    conflict = batch(5, 2, term=2)  # truncates entries written in earlier segments
+    wal.append(conflict)
+    log = apply(log, conflict)
+    wal.sync()
+    wal.close()
+    names = [p.name for p in segments(tmp_path)]
+    assert len(names) > 5
+    assert names[0] == "0000000000000001-0000000000000001.wal"
+    assert reopen(fs, str(tmp_path), segment_bytes=100) == log
+
+
+def test_damaged_earlier_segment_is_refused(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path), segment_bytes=50)
+    for first in range(1, 10, 2):
+        wal.append(batch(first, 2, size=20))
+    wal.close()
+    first_segment = segments(tmp_path)[0]
+    first_segment.write_bytes(first_segment.read_bytes()[:-3])
+    with pytest.raises(CorruptLog, match=str(first_segment)):
+        WAL.open(fs, str(tmp_path), segment_bytes=50)
+
+
+def test_drop_before_removes_whole_old_segments(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path), segment_bytes=50)
+    for first in range(1, 21, 2):
+        wal.append(batch(first, 2, size=20))
+    count = len(segments(tmp_path))
+    wal.drop_before(8)
+    wal.sync()
+    wal.close()
+    assert len(segments(tmp_path)) < count
+    entries = reopen(fs, str(tmp_path), segment_bytes=50)
+    assert 1 < entries[0].index <= 8
+    assert entries == batch(entries[0].index, 21 - entries[0].index, size=20)
+
+
+def test_fsync_failure_is_final() -> None:
+    fs = SimFileSystem()
+    wal, _ = WAL.open(fs, ".")
+    wal.append(batch(1, 1))
+    fs.fail_fsync = True
+    with pytest.raises(FsyncError):
+        wal.sync()
+    fs.fail_fsync = False
+    with pytest.raises(FsyncError):
+        wal.sync()  # a failed fsync is never retried into a false success
+    with pytest.raises(FsyncError):
+        wal.append(batch(2, 1))
+
+
+def possible_logs(batches: list[list[Entry]], synced: int) -> list[list[Entry]]:
+    """Every log a crash may leave: all synced batches, then any prefix of later writes."""
+    logs = []
+    log: list[Entry] = []
+    for k, b in enumerate(batches):
+        if k >= synced:
+            logs.extend(apply(log, b[:j]) for j in range(len(b)))
+        log = apply(log, b)
+    logs.append(log)
+    return logs
+
+
+def test_crash_at_every_operation_keeps_synced_entries() -> None:
+    rng = random.Random(3)
+    batches = [batch(1, 4, size=30), batch(5, 3, size=30), batch(3, 5, term=2, size=30), batch(8, 6, size=30)]
+
+    def run(fs: SimFileSystem, synced: list[int]) -> None:
+        wal, _ = WAL.open(fs, ".", segment_bytes=200)
+        for k, b in enumerate(batches):
+            wal.append(b)
+            wal.sync()
+            synced[0] = k + 1
+
+    dry = SimFileSystem()
+    run(dry, [0])
+    for crash_at in range(dry.ops + 1):
+        for seed in range(4):
+            fs = SimFileSystem()
+            fs.crash_after = crash_at
+            synced = [0]
+            try:
+                run(fs, synced)
+            except SimulatedCrash:
+                pass
+            fs.crash(random.Random(rng.random()))
+            assert reopen(fs, ".", segment_bytes=200) in possible_logs(batches, synced[0]), (crash_at, seed)
+
+
+def test_unsynced_entries_may_be_lost_synced_never() -> None:
+    outcomes = set()
+    for seed in range(40):
+        fs = SimFileSystem()
+        wal, _ = WAL.open(fs, ".")
+        wal.append(batch(1, 5))
+        wal.sync()
+        wal.append(batch(6, 5))
+        fs.crash(random.Random(seed))
+        entries = reopen(fs, ".")
+        assert entries == batch(1, len(entries))
+        assert len(entries) >= 5
+        outcomes.add(len(entries))
+    assert 5 in outcomes and len(outcomes) > 1
+
+
+def test_torn_header_of_last_segment_is_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path))
+    wal.append(batch(1, 3))
+    wal.close()
+    torn = tmp_path / "0000000000000002-0000000000000004.wal"
+    torn.write_bytes(b"RFT")
+    with caplog.at_level(logging.WARNING):
+        assert reopen(fs, str(tmp_path)) == batch(1, 3)
+    assert not torn.exists()
+    assert any("torn header" in r.getMessage() for r in caplog.records)
