@@ -1,0 +1,67 @@
+"""How a node with an empty data dir joins safely: bootstrap a fresh cluster, or catch up.
+
+A wiped node restarted under its old address looks exactly like a member of a brand-new
+cluster: both have no hard state and no log. Treating it as new would be unsafe. It forgot its
+votes (it could vote twice in a term) and its log (its vote could elect a leader that lacks
+entries it had acknowledged and that were committed only thanks to that acknowledgement).
+
+The rule:
+
+1. A blank node first *probes*: every heartbeat interval it sends MsgProbe to the other voters
+   of its initial configuration. It neither votes nor campaigns while probing.
+2. If any answer comes from a node whose log holds an entry, or any leader contacts it, the
+   cluster has progressed: the node becomes *catching up*. A catching-up node stores entries and
+   acknowledges appends (those acknowledgements are true: its log is durable from now on) but
+   never votes, pre-votes or campaigns. It leaves that state once its commit index, learned from
+   a leader of term T, points at an entry of term T: that entry was committed by the leader of
+   T, so every entry committed before T lies below it and is now in this node's log (leader
+   completeness, Raft §5.4). It then records a vote for that leader in term T, so it cannot vote
+   again in the one term it is sure to share with the current cluster.
+3. If *every* other initial voter answers that it is blank or holds no entry, no entry was ever
+   appended anywhere, so nothing can be lost: the node bootstraps as an ordinary follower. It
+   adopts the highest term it heard and, if that term is above 0, records a vote for itself in
+   it, so it never votes in a term in which its former self may already have voted.
+
+Requiring every initial voter (not a majority) in step 3 is what makes a wipe safe even when the
+only other holder of the committed entries is down: then the node simply waits. The cost is that
+a brand-new cluster forms once every initial member has started once. The ``catching_up`` flag is
+part of the durable hard state, so a restart in the middle of catching up resumes it.
+
+Residual risk (documented, not closed): the wiped node's former self may have voted in a term
+greater than any term it hears of while catching up (a candidacy that reached it and then
+vanished). Losing a disk is outside Raft's fault model; this rule closes the cases that need only
+one such loss and a live leader, which is what operators meet in practice.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from raftd.core.messages import MsgProbeResp
+from raftd.core.types import NodeId, Term
+
+
+class ProbeOutcome(enum.Enum):
+    WAIT = "wait"
+    BOOTSTRAP = "bootstrap"
+    CATCH_UP = "catch_up"
+
+
+class Prober:
+    """Collects MsgProbeResp from the other initial voters and decides the outcome."""
+
+    def __init__(self, others: tuple[NodeId, ...]) -> None:
+        self.others = others
+        self.fresh: set[NodeId] = set()
+        self.max_term: Term = 0
+
+    def record(self, resp: MsgProbeResp) -> ProbeOutcome:
+        if resp.src not in self.others:
+            return ProbeOutcome.WAIT
+        self.max_term = max(self.max_term, resp.term)
+        if not resp.blank and resp.last_index > 0:
+            return ProbeOutcome.CATCH_UP
+        self.fresh.add(resp.src)
+        if self.fresh >= set(self.others):
+            return ProbeOutcome.BOOTSTRAP
+        return ProbeOutcome.WAIT

@@ -1,0 +1,38 @@
+"""Core configuration: identities, timing in ticks, flow-control limits, feature flags."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from raftd.core.errors import ConfigError
+from raftd.core.types import NodeId
+
+
+@dataclass(slots=True, kw_only=True)
+class Config:
+    id: NodeId
+    election_ticks: tuple[int, int] = (15, 30)
+    """Election timeout is drawn uniformly from every integer tick in [lo, hi]."""
+    heartbeat_ticks: int = 3
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    """Injected so that one seed gives one run; the runtime seeds it from os.urandom."""
+    max_msg_bytes: int = 1 << 20
+    """Entry bytes per MsgApp, so each MsgApp fits one datagram."""
+    max_inflight: int = 256
+    """MsgApps in flight per follower in the REPLICATE state."""
+    max_apply_bytes: int = 64 << 20
+    """Committed entry bytes handed out per Ready."""
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def validate(self) -> None:
+        lo, hi = self.election_ticks
+        if not self.id:
+            raise ConfigError("id must be a non-empty node id")
+        if self.heartbeat_ticks < 1:
+            raise ConfigError("heartbeat_ticks must be >= 1")
+        if not (self.heartbeat_ticks < lo <= hi):
+            raise ConfigError("election_ticks must satisfy heartbeat_ticks < lo <= hi")
+        if self.max_inflight < 1 or self.max_msg_bytes < 1 or self.max_apply_bytes < 1:
+            raise ConfigError("limits must be positive")

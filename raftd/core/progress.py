@@ -1,0 +1,128 @@
+"""What the leader knows about each follower's log (Raft Figure 2 ``next_index``/``match_index``).
+
+A follower is in one of two states:
+
+- PROBE: the leader does not know where the logs diverge. It sends one MsgApp and then waits
+  (``probe_sent``) for the answer or for the next heartbeat response before sending again,
+  so a lost probe is retried once per heartbeat.
+- REPLICATE: the logs match up to ``match_index``; the leader streams MsgApps optimistically,
+  advancing ``next_index`` as it sends, bounded by the ``Inflights`` window. Datagrams may be
+  lost: a gap makes the follower reject the next MsgApp (back to PROBE), and a lost tail is
+  noticed when heartbeats come back without progress (``stalled_heartbeats``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from raftd.core.types import Index
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+class Inflights:
+    """A bounded window of in-flight MsgApps, each remembered by its last index."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._last_indexes: deque[Index] = deque()
+
+    def full(self) -> bool:
+        return len(self._last_indexes) >= self.capacity
+
+    def add(self, last_index: Index) -> None:
+        self._last_indexes.append(last_index)
+
+    def free_le(self, index: Index) -> None:
+        """Forget every message acknowledged by an ack of ``index``."""
+        q = self._last_indexes
+        while q and q[0] <= index:
+            q.popleft()
+
+    def reset(self) -> None:
+        self._last_indexes.clear()
+
+    def __len__(self) -> int:
+        return len(self._last_indexes)
+
+
+class Progress:
+    """Invariant: ``match_index < next_index``."""
+
+    __slots__ = (
+        "match_index",
+        "next_index",
+        "state",
+        "probe_sent",
+        "recent_active",
+        "inflights",
+        "stalled_heartbeats",
+    )
+
+    def __init__(self, next_index: Index, max_inflight: int) -> None:
+        self.match_index: Index = 0
+        self.next_index: Index = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.recent_active = False
+        self.inflights = Inflights(max_inflight)
+        self.stalled_heartbeats = 0
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.next_index = self.match_index + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next_index = self.match_index + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def paused(self) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        return self.inflights.full()
+
+    def sent(self, last_index: Index, count: int) -> None:
+        """Record that a MsgApp carrying ``count`` entries up to ``last_index`` went out."""
+        if self.state is ProgressState.REPLICATE:
+            if count:
+                self.next_index = last_index + 1
+                self.inflights.add(last_index)
+        else:
+            self.probe_sent = True
+
+    def maybe_update(self, index: Index) -> bool:
+        """An ack of ``index``; False when it is stale (nothing new acknowledged)."""
+        updated = index > self.match_index
+        if updated:
+            self.match_index = index
+            self.probe_sent = False
+            self.stalled_heartbeats = 0
+        if self.next_index < index + 1:
+            self.next_index = index + 1
+        return updated
+
+    def maybe_decrease_to(self, rejected: Index, hint: Index) -> bool:
+        """A rejection of the MsgApp whose ``prev_log_index`` was ``rejected``.
+
+        ``hint`` is the leader's guess (from the follower's conflict hint) of the last index that
+        may match. False when the rejection is stale and must be ignored.
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match_index:
+                return False
+            self.become_probe()
+            self.next_index = max(self.match_index + 1, min(rejected, hint + 1))
+            return True
+        if self.next_index - 1 != rejected:
+            return False
+        self.next_index = max(min(rejected, hint + 1), self.match_index + 1)
+        self.probe_sent = False
+        return True

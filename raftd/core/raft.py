@@ -1,0 +1,599 @@
+"""Raft: the protocol state machine of one node (Raft paper §5, thesis §3, §6.4, §9.6).
+
+Theory of operation. ``Raft`` reacts to three inputs: ``tick()`` (time passed), ``step(msg)``
+(a peer message, or one of our own delayed messages) and the leader-side requests
+``propose()``/``read_index()``. It never performs I/O; it queues:
+
+- ``msgs``: messages the runtime may send at once;
+- ``msgs_after_persist``: messages that vouch for durable state (vote grants, append
+  acknowledgements, the leader's acknowledgement of its own entries); the runtime sends them only
+  after the fsync covering that state (thesis §3.8). Self-addressed ones are stepped back by
+  ``RawNode.advance()``, which is how a leader counts itself toward commit only after its fsync
+  while it ships the same entries to followers in parallel (thesis §10.2.1);
+- ``read_states`` / ``dropped_reads``: linearizable reads that became safe, or must be retried.
+
+Step first normalises on the message term (a higher term demotes us, a lower one is answered or
+ignored), then dispatches on role. Only the ``become_*`` methods change the role.
+
+Safety rules worth naming: a leader commits only an entry of its current term by counting
+replicas (§5.4.2, Figure 8); PreVote (thesis §9.6) asks for votes in ``term + 1`` without
+changing anyone's term; CheckQuorum makes a leader that heard from no majority within an
+election timeout step down, and lets followers that heard from a leader within that time ignore
+(pre-)vote requests (the leader lease of thesis §4.2.3), which is what stops a partitioned node
+from disrupting the cluster when it returns.
+"""
+
+from __future__ import annotations
+
+from raftd.core.bootstrap import ProbeOutcome, Prober
+from raftd.core.config import Config
+from raftd.core.errors import InvariantError, ProposalDropped
+from raftd.core.log import RaftLog
+from raftd.core.messages import (
+    Message,
+    MsgApp,
+    MsgAppResp,
+    MsgHeartbeat,
+    MsgHeartbeatResp,
+    MsgPreVote,
+    MsgPreVoteResp,
+    MsgProbe,
+    MsgProbeResp,
+    MsgReadIndex,
+    MsgReadIndexResp,
+    MsgVote,
+    MsgVoteResp,
+)
+from raftd.core.progress import Progress, ProgressState
+from raftd.core.quorum import VoteResult, committed_index, majority, vote_result
+from raftd.core.read_only import ReadOnly, ReadRequest, ReadRound
+from raftd.core.state import Entry, EntryType, HardState, ReadState, SoftState
+from raftd.core.storage import Storage
+from raftd.core.types import NO_NODE, Index, NodeId, StateRole, Term
+
+STALLED_HEARTBEATS = 2
+"""Heartbeat answers without progress before a REPLICATE follower is re-probed (lost tail)."""
+
+
+class Raft:
+    def __init__(self, config: Config, storage: Storage) -> None:
+        config.validate()
+        self.cfg = config
+        self.id: NodeId = config.id
+        self.log = RaftLog(storage)
+        hard_state, conf_state = storage.initial_state()
+        self.voters: tuple[NodeId, ...] = tuple(sorted(conf_state.voters))
+
+        self.current_term: Term = 0
+        self.voted_for: NodeId = NO_NODE
+        self.catching_up = False
+        self.prober: Prober | None = None
+        if hard_state is not None:
+            self.current_term = hard_state.current_term
+            self.voted_for = hard_state.voted_for
+            self.catching_up = hard_state.catching_up
+        elif self.id not in self.voters:
+            self.catching_up = True  # a node added later waits for the leader to reach it
+        elif self.voters != (self.id,):
+            self.prober = Prober(tuple(v for v in self.voters if v != self.id))
+
+        self.role = StateRole.FOLLOWER
+        self.leader_id: NodeId = NO_NODE
+        self.msgs: list[Message] = []
+        self.msgs_after_persist: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.dropped_reads: list[int] = []
+        self.progress: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.read_only = ReadOnly()
+        self.reads_waiting_commit: list[ReadRequest] = []
+        self.reads_to_start: list[ReadRequest] = []
+        self.broadcast_commit: Index = 0
+
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = 0
+        self._reset_randomized_election_timeout()
+
+    # -- read-only views -------------------------------------------------------------------
+    @property
+    def probing(self) -> bool:
+        return self.prober is not None
+
+    def hard_state(self) -> HardState:
+        return HardState(
+            current_term=self.current_term,
+            voted_for=self.voted_for,
+            catching_up=self.catching_up,
+        )
+
+    def soft_state(self) -> SoftState:
+        return SoftState(leader_id=self.leader_id, role=self.role)
+
+    def promotable(self) -> bool:
+        return self.id in self.voters and not self.catching_up and not self.probing
+
+    # -- transitions (the only writers of role) --------------------------------------------
+    def become_follower(self, term: Term, leader: NodeId) -> None:
+        self._reset(term)
+        self.role = StateRole.FOLLOWER
+        self.leader_id = leader
+
+    def become_pre_candidate(self) -> None:
+        if self.role is StateRole.LEADER:
+            raise InvariantError("invalid transition [leader -> pre_candidate]")
+        self.role = StateRole.PRE_CANDIDATE
+        self.votes = {}
+        self.leader_id = NO_NODE
+
+    def become_candidate(self) -> None:
+        if self.role is StateRole.LEADER:
+            raise InvariantError("invalid transition [leader -> candidate]")
+        self._reset(self.current_term + 1)
+        self.voted_for = self.id
+        self.role = StateRole.CANDIDATE
+
+    def become_leader(self) -> None:
+        if self.role is StateRole.FOLLOWER:
+            raise InvariantError("invalid transition [follower -> leader]")
+        self._reset(self.current_term)
+        self.role = StateRole.LEADER
+        self.leader_id = self.id
+        last = self.log.last_index()
+        for v in self.voters:
+            self.progress[v] = Progress(last + 1, self.cfg.max_inflight)
+        self.progress[self.id].become_replicate()
+        # The no-op commits everything of earlier terms and unlocks ReadIndex (Raft §8).
+        self._append([Entry(term=self.current_term, index=last + 1, type=EntryType.NORMAL)])
+
+    def _reset(self, term: Term) -> None:
+        if term != self.current_term:
+            self.current_term = term
+            self.voted_for = NO_NODE
+        if self.role is StateRole.LEADER:
+            self._drop_reads(self.read_only.pending_requests() + self.reads_to_start)
+            self._drop_reads(self.reads_waiting_commit)
+        self.read_only.reset()
+        self.reads_to_start = []
+        self.reads_waiting_commit = []
+        self.leader_id = NO_NODE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.votes = {}
+        self.progress = {}
+        self.broadcast_commit = 0
+
+    def _reset_randomized_election_timeout(self) -> None:
+        lo, hi = self.cfg.election_ticks
+        self.randomized_election_timeout = self.cfg.rng.randint(lo, hi)
+
+    # -- time ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.role is StateRole.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.prober is not None:
+            self.heartbeat_elapsed += 1
+            if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+                self.heartbeat_elapsed = 0
+                for peer in self.prober.others:
+                    self._send(MsgProbe(term=0, src=self.id, dst=peer))
+            return
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.campaign(pre_vote=self.cfg.pre_vote)
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks[0]:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                self.become_follower(self.current_term, NO_NODE)
+                return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat(context=0)
+
+    def _quorum_active(self) -> bool:
+        active = 0
+        for v in self.voters:
+            pr = self.progress[v]
+            if v == self.id or pr.recent_active:
+                active += 1
+            pr.recent_active = False
+        return active >= majority(len(self.voters))
+
+    # -- elections -------------------------------------------------------------------------
+    def campaign(self, *, pre_vote: bool) -> None:
+        if not self.promotable() or self.role is StateRole.LEADER:
+            return
+        if pre_vote:
+            self.become_pre_candidate()
+            term = self.current_term + 1
+            self._poll(self.id, granted=True)
+            if self.role is not StateRole.PRE_CANDIDATE:
+                return  # a single voter wins at once
+        else:
+            self.become_candidate()
+            term = self.current_term
+            # Our own vote counts only once voted_for is durable: step it back after persist.
+            self.msgs_after_persist.append(
+                MsgVoteResp(term=term, src=self.id, dst=self.id, reject=False)
+            )
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for peer in self.voters:
+            if peer == self.id:
+                continue
+            if pre_vote:
+                self._send(
+                    MsgPreVote(
+                        term=term, src=self.id, dst=peer,
+                        last_log_index=last_index, last_log_term=last_term,
+                    )
+                )
+            else:
+                self._send(
+                    MsgVote(
+                        term=term, src=self.id, dst=peer,
+                        last_log_index=last_index, last_log_term=last_term,
+                    )
+                )
+
+    def _poll(self, voter: NodeId, *, granted: bool) -> None:
+        self.votes.setdefault(voter, granted)
+        result = vote_result(self.voters, self.votes)
+        if result is VoteResult.WON:
+            if self.role is StateRole.PRE_CANDIDATE:
+                self.campaign(pre_vote=False)
+            else:
+                self.become_leader()
+        elif result is VoteResult.LOST:
+            self.become_follower(self.current_term, NO_NODE)
+
+    def _handle_vote_request(self, m: MsgVote | MsgPreVote) -> None:
+        pre = isinstance(m, MsgPreVote)
+        can_vote = (
+            self.voted_for == m.src
+            or (self.voted_for == NO_NODE and self.leader_id == NO_NODE)
+            or (pre and m.term > self.current_term)
+        )
+        grant = (
+            can_vote
+            and self.promotable()
+            and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+        )
+        if pre:
+            term = m.term if grant else self.current_term
+            self._send(MsgPreVoteResp(term=term, src=self.id, dst=m.src, reject=not grant))
+            return
+        if not grant:
+            self._send(MsgVoteResp(term=self.current_term, src=self.id, dst=m.src, reject=True))
+            return
+        self.voted_for = m.src
+        self.election_elapsed = 0
+        self.msgs_after_persist.append(
+            MsgVoteResp(term=self.current_term, src=self.id, dst=m.src, reject=False)
+        )
+
+    # -- message dispatch ------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        if isinstance(m, MsgProbe):
+            pr = self.progress.get(m.src)
+            if pr is not None and self.role is StateRole.LEADER:
+                # Only a node that lost data probes: what we think it holds may be gone.
+                pr.match_index = 0
+                pr.become_probe()
+            self._send(
+                MsgProbeResp(
+                    term=self.current_term, src=self.id, dst=m.src,
+                    blank=self.probing, last_index=self.log.last_index(),
+                )
+            )
+            return
+        if isinstance(m, MsgProbeResp):
+            if self.prober is not None:
+                self._on_probe_resp(m)
+            return
+        if self.prober is not None:
+            if not isinstance(m, MsgApp | MsgHeartbeat):
+                return  # a blank node has nothing safe to say about votes
+            self._finish_probing(ProbeOutcome.CATCH_UP, max(self.prober.max_term, m.term))
+
+        if m.term > self.current_term:
+            if isinstance(m, MsgVote | MsgPreVote):
+                force = isinstance(m, MsgVote) and m.transfer
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.leader_id != NO_NODE
+                    and self.election_elapsed < self.cfg.election_ticks[0]
+                )
+                if in_lease and not force:
+                    return
+            if isinstance(m, MsgPreVote) or (isinstance(m, MsgPreVoteResp) and not m.reject):
+                pass  # PreVote never changes terms
+            elif isinstance(m, MsgApp | MsgHeartbeat):
+                self.become_follower(m.term, m.src)
+            else:
+                self.become_follower(m.term, NO_NODE)
+        elif m.term < self.current_term:
+            if isinstance(m, MsgApp | MsgHeartbeat):
+                # Tell a deposed leader about the new term so that it steps down.
+                self._send(MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src))
+            elif isinstance(m, MsgPreVote):
+                self._send(
+                    MsgPreVoteResp(term=self.current_term, src=self.id, dst=m.src, reject=True)
+                )
+            return
+
+        if isinstance(m, MsgVote | MsgPreVote):
+            self._handle_vote_request(m)
+        elif self.role is StateRole.LEADER:
+            self._step_leader(m)
+        elif self.role is StateRole.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _step_leader(self, m: Message) -> None:
+        if isinstance(m, MsgAppResp):
+            self._on_append_response(m)
+        elif isinstance(m, MsgHeartbeatResp):
+            self._on_heartbeat_response(m)
+        elif isinstance(m, MsgReadIndex):
+            self._leader_read([ReadRequest(requester=m.src, context=m.context)])
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, MsgApp):
+            self.election_elapsed = 0
+            self.leader_id = m.src
+            self._handle_append(m)
+        elif isinstance(m, MsgHeartbeat):
+            self.election_elapsed = 0
+            self.leader_id = m.src
+            if m.leader_commit > self.log.last_index():
+                # The leader believes we hold entries we do not (our data was lost): say so.
+                self._send(MsgProbe(term=0, src=self.id, dst=m.src))
+            self.log.commit_to(min(m.leader_commit, self.log.last_index()))
+            self._maybe_finish_catching_up()
+            self._send(
+                MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src, context=m.context)
+            )
+        elif isinstance(m, MsgReadIndexResp):
+            if m.index > 0:
+                self.read_states.append(ReadState(index=m.index, context=m.context))
+            else:
+                self.dropped_reads.append(m.context)
+        elif isinstance(m, MsgReadIndex):
+            self._refuse_read(m)
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, MsgApp | MsgHeartbeat):
+            self.become_follower(m.term, m.src)
+            self._step_follower(m)
+        elif isinstance(m, MsgPreVoteResp) and self.role is StateRole.PRE_CANDIDATE:
+            self._poll(m.src, granted=not m.reject)
+        elif isinstance(m, MsgVoteResp) and self.role is StateRole.CANDIDATE:
+            self._poll(m.src, granted=not m.reject)
+        elif isinstance(m, MsgReadIndex):
+            self._refuse_read(m)
+
+    # -- bootstrap of a blank node (see raftd.core.bootstrap) -------------------------------
+    def _on_probe_resp(self, m: MsgProbeResp) -> None:
+        assert self.prober is not None
+        outcome = self.prober.record(m)
+        if outcome is not ProbeOutcome.WAIT:
+            self._finish_probing(outcome, self.prober.max_term)
+
+    def _finish_probing(self, outcome: ProbeOutcome, term: Term) -> None:
+        self.prober = None
+        self.current_term = term
+        if outcome is ProbeOutcome.CATCH_UP:
+            self.catching_up = True
+            self.voted_for = NO_NODE
+        else:
+            self.voted_for = self.id if term > 0 else NO_NODE
+        self.become_follower(term, NO_NODE)
+
+    def _maybe_finish_catching_up(self) -> None:
+        commit = self.log.commit_index
+        if self.catching_up and commit > 0 and self.log.term(commit) == self.current_term:
+            self.catching_up = False
+            self.voted_for = self.leader_id
+
+    # -- replication: follower side --------------------------------------------------------
+    def _handle_append(self, m: MsgApp) -> None:
+        if m.prev_log_index < self.log.commit_index:
+            self._after_persist(MsgAppResp(
+                term=self.current_term, src=self.id, dst=m.src, index=self.log.commit_index
+            ))
+            return
+        last_new = self.log.maybe_append(
+            m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries
+        )
+        if last_new is not None:
+            self._after_persist(
+                MsgAppResp(term=self.current_term, src=self.id, dst=m.src, index=last_new)
+            )
+            self._maybe_finish_catching_up()
+            return
+        hint = min(m.prev_log_index, self.log.last_index())
+        hint, hint_term = self.log.find_conflict_by_term(hint, m.prev_log_term)
+        self._send(
+            MsgAppResp(
+                term=self.current_term, src=self.id, dst=m.src, index=m.prev_log_index,
+                reject=True, reject_hint=hint, log_term=hint_term,
+            )
+        )
+
+    # -- replication: leader side ----------------------------------------------------------
+    def propose(self, data: bytes) -> Index:
+        """Append a client entry; returns its index. Raises ProposalDropped if not leader."""
+        if self.role is not StateRole.LEADER:
+            raise ProposalDropped("not the leader")
+        index = self.log.last_index() + 1
+        self._append([Entry(term=self.current_term, index=index, data=data)])
+        return index
+
+    def _append(self, entries: list[Entry]) -> None:
+        last = self.log.append(entries)
+        self._after_persist(MsgAppResp(term=self.current_term, src=self.id, dst=self.id, index=last))
+
+    def _on_append_response(self, m: MsgAppResp) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            hint = m.reject_hint
+            if m.log_term > 0:
+                hint, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            pr.maybe_decrease_to(m.index, hint)
+            return
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        else:
+            pr.inflights.free_le(m.index)
+        if self.log.maybe_commit(committed_index(self.voters, self._match()), self.current_term):
+            self._on_commit_advanced()
+
+    def _match(self) -> dict[NodeId, Index]:
+        return {v: pr.match_index for v, pr in self.progress.items()}
+
+    def _on_commit_advanced(self) -> None:
+        if self.reads_waiting_commit and self._committed_in_current_term():
+            self.reads_to_start.extend(self.reads_waiting_commit)
+            self.reads_waiting_commit = []
+
+    def _on_heartbeat_response(self, m: MsgHeartbeatResp) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and pr.match_index < self.log.last_index():
+            pr.stalled_heartbeats += 1
+            if pr.stalled_heartbeats >= STALLED_HEARTBEATS:
+                pr.become_probe()  # the tail of the window was lost on the way
+        if m.context:
+            self._release_reads(self.read_only.recv_ack(m.src, m.context, self.voters))
+
+    def flush(self) -> None:
+        """Send what the last inputs made due: new entries, commit news, read rounds.
+
+        Called once per Ready, so all proposals and acks of one runtime turn leave as one
+        MsgApp (or one window of them) per follower and one heartbeat round for all reads.
+        """
+        if self.role is not StateRole.LEADER:
+            return
+        commit_news = self.log.commit_index > self.broadcast_commit
+        for peer in self.voters:
+            if peer != self.id:
+                self._send_append(peer, send_if_empty=commit_news)
+        self.broadcast_commit = self.log.commit_index
+        if self.reads_to_start:
+            requests, self.reads_to_start = self.reads_to_start, []
+            if len(self.voters) == 1:
+                self._release_reads([ReadRound(index=self.log.commit_index, requests=requests)])
+            else:
+                number = self.read_only.add(self.log.commit_index, requests, self.id)
+                self._broadcast_heartbeat(context=number)
+
+    def _send_append(self, peer: NodeId, *, send_if_empty: bool) -> None:
+        pr = self.progress[peer]
+        last = self.log.last_index()
+        while not pr.paused():
+            entries = self.log.entries(pr.next_index, self.cfg.max_msg_bytes)
+            if not entries and not send_if_empty:
+                return
+            prev = pr.next_index - 1
+            self._send(
+                MsgApp(
+                    term=self.current_term, src=self.id, dst=peer,
+                    prev_log_index=prev, prev_log_term=self.log.term(prev),
+                    entries=tuple(entries), leader_commit=self.log.commit_index,
+                )
+            )
+            pr.sent(prev + len(entries), len(entries))
+            send_if_empty = False
+            if pr.state is ProgressState.PROBE or pr.next_index > last:
+                return
+
+    def _broadcast_heartbeat(self, *, context: int) -> None:
+        for peer in self.voters:
+            if peer == self.id:
+                continue
+            pr = self.progress[peer]
+            self._send(
+                MsgHeartbeat(
+                    term=self.current_term, src=self.id, dst=peer,
+                    leader_commit=min(pr.match_index, self.log.commit_index), context=context,
+                )
+            )
+
+    # -- linearizable reads (thesis §6.4) ---------------------------------------------------
+    def read_index(self, context: int) -> None:
+        """Ask for a read index; the answer comes as a ReadState (or a dropped context)."""
+        if self.role is StateRole.LEADER:
+            self._leader_read([ReadRequest(requester=self.id, context=context)])
+        elif self.leader_id != NO_NODE:
+            self._send(
+                MsgReadIndex(term=self.current_term, src=self.id, dst=self.leader_id, context=context)
+            )
+        else:
+            raise ProposalDropped("no leader")
+
+    def _leader_read(self, requests: list[ReadRequest]) -> None:
+        if self._committed_in_current_term():
+            self.reads_to_start.extend(requests)
+        else:
+            self.reads_waiting_commit.extend(requests)
+
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term(self.log.commit_index) == self.current_term
+
+    def _release_reads(self, rounds: list[ReadRound]) -> None:
+        for rnd in rounds:
+            for req in rnd.requests:
+                if req.requester == self.id:
+                    self.read_states.append(ReadState(index=rnd.index, context=req.context))
+                else:
+                    self._send(
+                        MsgReadIndexResp(
+                            term=self.current_term, src=self.id, dst=req.requester,
+                            index=rnd.index, context=req.context,
+                        )
+                    )
+
+    def _drop_reads(self, requests: list[ReadRequest]) -> None:
+        for req in requests:
+            if req.requester == self.id:
+                self.dropped_reads.append(req.context)
+            else:
+                self._send(
+                    MsgReadIndexResp(
+                        term=self.current_term, src=self.id, dst=req.requester,
+                        index=0, context=req.context,
+                    )
+                )
+
+    def _refuse_read(self, m: MsgReadIndex) -> None:
+        self._send(
+            MsgReadIndexResp(
+                term=self.current_term, src=self.id, dst=m.src, index=0, context=m.context
+            )
+        )
+
+    # -- outbox ----------------------------------------------------------------------------
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)
+
+    def _after_persist(self, m: Message) -> None:
+        self.msgs_after_persist.append(m)

@@ -1,0 +1,100 @@
+"""A blank data dir: bootstrap a fresh cluster, or catch up without voting (core.bootstrap)."""
+
+from __future__ import annotations
+
+from raftd.core import StateRole
+from raftd.core.messages import MsgVote, MsgVoteResp
+from tests.unit.core.harness import Network
+
+
+def run_until_leader(net: Network, ticks: int = 300) -> str | None:
+    for _ in range(ticks):
+        net.tick_all()
+        if net.leaders():
+            return net.leaders()[0]
+    return None
+
+
+def test_fresh_cluster_bootstraps_without_a_flag() -> None:
+    net = Network(3, blank=True)
+    assert run_until_leader(net)
+    for n in net.nodes.values():
+        assert not n.raft.catching_up and not n.raft.probing
+        assert n.storage.initial_state()[0] is not None  # no longer blank on disk
+
+
+def test_fresh_cluster_waits_for_every_initial_member_then_forms() -> None:
+    net = Network(3, blank=True)
+    net.down.add("n3")
+    assert run_until_leader(net, 200) is None
+    assert all(net[i].raft.probing for i in ("n1", "n2"))
+    net.down.clear()
+    assert run_until_leader(net)
+
+
+def _cluster_with_data() -> Network:
+    net = Network(3)
+    net.campaign("n1")
+    for i in range(10):
+        net.propose("n1", f"v{i}".encode())
+    return net
+
+
+def test_wiped_node_catches_up_and_does_not_vote_meanwhile() -> None:
+    net = _cluster_with_data()
+    # n2 misses the last writes: they are committed on n1 and n3 only.
+    net.isolate("n2")
+    for i in range(5):
+        net.propose("n1", f"late{i}".encode())
+    committed = net["n1"].raft.log.commit_index
+    net.heal()
+    net.down.add("n1")  # the only other holder of the late entries dies...
+    net["n3"].wipe()   # ...and n3 comes back with an empty data dir
+    net.isolate("n1")
+    for _ in range(300):
+        net.tick_all()
+    # n2 lacks committed entries; n3 must not help it win.
+    assert net.leaders() == []
+    assert net["n3"].raft.catching_up or net["n3"].raft.probing
+    assert net["n3"].raft.voted_for in ("", "n3")
+    net.down.clear()
+    net.heal()
+    leader = run_until_leader(net)
+    assert leader == "n1"
+    for _ in range(50):
+        net.tick_all()
+    n3 = net["n3"]
+    assert not n3.raft.catching_up
+    assert n3.raft.log.commit_index >= committed
+    assert n3.storage.entries(1, committed + 1) == net["n1"].storage.entries(1, committed + 1)
+
+
+def test_catching_up_node_rejects_votes_and_survives_restart_in_that_state() -> None:
+    net = _cluster_with_data()
+    net["n3"].wipe()
+    net.isolate("n3")
+    net["n3"].node.step(MsgVote(term=9, src="n2", dst="n3", last_log_index=1, last_log_term=1))
+    net.stabilize()
+    assert net["n3"].raft.probing  # no answer yet: a blank node says nothing about votes
+    net.heal()
+    net.isolate("n1")  # n3 learns from n2's probe answer that the cluster has data
+    net.tick("n3", 5)
+    n3 = net["n3"]
+    assert n3.raft.catching_up
+    n3.restart()
+    assert n3.raft.catching_up and not n3.raft.probing
+    replies: list[MsgVoteResp] = []
+    n3.node.step(MsgVote(term=50, src="n2", dst="n3", last_log_index=99, last_log_term=49))
+    while n3.node.has_ready():
+        rd = n3.node.ready()
+        if rd.hard_state:
+            n3.storage.set_hard_state(rd.hard_state)
+        replies += [m for m in rd.messages + rd.after_persist if isinstance(m, MsgVoteResp)]
+        n3.node.advance(rd)
+    assert [r.reject for r in replies] == [True]
+
+
+def test_wiped_member_of_single_node_cluster_restarts_as_leader() -> None:
+    net = Network(1, blank=True)
+    assert run_until_leader(net) == "n1"
+    assert net["n1"].raft.role is StateRole.LEADER

@@ -1,0 +1,254 @@
+"""Deterministic scenario tests of the core (no sleeps, no sockets, no clock)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftd.core import Config, ConfState, HardState, MemoryStorage, ProposalDropped, RawNode
+from raftd.core import StateRole
+from raftd.core.messages import MsgApp, MsgAppResp, MsgVote, MsgVoteResp
+from raftd.core.state import Entry
+from tests.unit.core.harness import Network
+
+
+def elect(net: Network, id: str = "n1") -> None:
+    net.campaign(id)
+    assert net.leaders() == [id]
+
+
+def test_campaign_elects_one_leader_and_commits_noop() -> None:
+    net = Network(3)
+    elect(net)
+    for n in net.nodes.values():
+        assert n.raft.current_term == 1
+        assert [e.index for e in n.applied] == [1]
+        assert n.applied[0].data == b""
+
+
+def test_election_by_timeout_yields_exactly_one_leader() -> None:
+    net = Network(5, seed=7)
+    for _ in range(100):
+        net.tick_all()
+        if net.leaders():
+            break
+    assert len(net.leaders()) == 1
+
+
+def test_election_timeout_draws_every_tick_in_range() -> None:
+    cfg = Config(id="a", election_ticks=(15, 30), rng=random.Random(3))
+    node = RawNode(cfg, MemoryStorage(ConfState(voters=("a", "b", "c"))))
+    seen = set()
+    for _ in range(2000):
+        node.raft._reset_randomized_election_timeout()
+        seen.add(node.raft.randomized_election_timeout)
+    assert seen == set(range(15, 31))
+
+
+def test_proposals_replicate_and_apply_everywhere() -> None:
+    net = Network(3)
+    elect(net)
+    for i in range(20):
+        net.propose("n1", f"v{i}".encode())
+    for n in net.nodes.values():
+        assert [e.data for e in n.applied[1:]] == [f"v{i}".encode() for i in range(20)]
+
+
+def test_follower_refuses_proposals() -> None:
+    net = Network(3)
+    elect(net)
+    with pytest.raises(ProposalDropped):
+        net["n2"].node.propose(b"x")
+
+
+def test_prevote_keeps_partitioned_node_from_disrupting() -> None:
+    net = Network(3)
+    elect(net)
+    net.isolate("n3")
+    net.tick("n3", 200)
+    assert net["n3"].raft.current_term == 1  # PreVote never got a majority: no term inflation
+    net.heal()
+    net.tick("n3", 50)
+    assert net.leaders() == ["n1"]
+    assert net["n1"].raft.current_term == 1
+
+
+def test_without_prevote_partitioned_node_disrupts_on_return() -> None:
+    net = Network(3, pre_vote=False, check_quorum=False)
+    elect(net)
+    net.isolate("n3")
+    net.tick("n3", 200)
+    assert net["n3"].raft.current_term > 1
+    net.heal()
+    net.tick_all(5)
+    assert net["n1"].raft.current_term > 1  # the contrast: the leader was deposed
+
+
+def test_check_quorum_leader_steps_down_when_isolated() -> None:
+    net = Network(3)
+    elect(net)
+    net.isolate("n1")
+    net.tick("n1", 25)
+    assert net["n1"].raft.role is StateRole.FOLLOWER
+
+
+def test_conflicting_uncommitted_entries_are_repaired() -> None:
+    net = Network(3)
+    elect(net)
+    net.propose("n1", b"committed")
+    net.isolate("n1")
+    for i in range(5):
+        net["n1"].node.propose(f"lost{i}".encode())
+    net.stabilize()
+    for _ in range(100):
+        net.tick_all()
+        if set(net.leaders()) - {"n1"}:
+            break
+    new_leader = (set(net.leaders()) - {"n1"}).pop()
+    net.propose(new_leader, b"after")
+    net.heal()
+    net.tick_all(30)
+    logs = {
+        i: [(e.term, e.data) for e in n.storage.entries(1, n.storage.last_index() + 1)]
+        for i, n in net.nodes.items()
+    }
+    assert logs["n1"] == logs["n2"] == logs["n3"]
+    assert all(not d.startswith(b"lost") for _, d in logs["n1"])
+    assert [e.data for e in net["n1"].applied if e.data] == [b"committed", b"after"]
+
+
+def _drain(node: RawNode, storage: MemoryStorage) -> list:
+    out = []
+    while node.has_ready():
+        rd = node.ready()
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        storage.append(rd.entries)
+        out.extend(rd.messages)
+        out.extend(rd.after_persist)
+        node.advance(rd)
+    return out
+
+
+def test_figure8_entry_of_older_term_is_not_committed_by_counting_replicas() -> None:
+    """Raft §5.4.2 / Figure 8: replicas of a term-2 entry on a majority do not commit it."""
+    voters = ("s1", "s2", "s3", "s4", "s5")
+    storage = MemoryStorage(ConfState(voters=voters))
+    storage.set_hard_state(HardState(current_term=3))
+    storage.append([Entry(term=1, index=1), Entry(term=2, index=2, data=b"x")])
+    node = RawNode(Config(id="s1", election_ticks=(10, 20), heartbeat_ticks=2,
+                          pre_vote=False), storage)
+    node.campaign()
+    _drain(node, storage)
+    for peer in ("s2", "s3"):
+        node.step(MsgVoteResp(term=4, src=peer, dst="s1", reject=False))
+    _drain(node, storage)
+    assert node.raft.role is StateRole.LEADER and node.raft.current_term == 4
+    assert storage.last_index() == 3  # the term-4 no-op
+    for peer in ("s2", "s3"):  # s2 and s3 now hold index 2 (term 2): a majority with s1
+        node.step(MsgAppResp(term=4, src=peer, dst="s1", index=2))
+    _drain(node, storage)
+    assert node.raft.log.commit_index < 2
+    for peer in ("s2", "s3"):
+        node.step(MsgAppResp(term=4, src=peer, dst="s1", index=3))
+    _drain(node, storage)
+    assert node.raft.log.commit_index == 3
+
+
+def test_vote_is_not_reset_within_a_term_even_across_restart() -> None:
+    storage = MemoryStorage(ConfState(voters=("a", "b", "c")))
+    storage.set_hard_state(HardState())
+    cfg = Config(id="a", election_ticks=(10, 20), heartbeat_ticks=2)
+    node = RawNode(cfg, storage)
+    node.step(MsgVote(term=5, src="b", dst="a", last_log_index=0, last_log_term=0))
+    out = _drain(node, storage)
+    assert [m.reject for m in out if isinstance(m, MsgVoteResp)] == [False]
+    node.step(MsgVote(term=5, src="c", dst="a", last_log_index=9, last_log_term=4))
+    out = _drain(node, storage)
+    assert [m.reject for m in out if isinstance(m, MsgVoteResp)] == [True]
+    node = RawNode(cfg, storage)  # restart from what was persisted
+    node.step(MsgVote(term=5, src="c", dst="a", last_log_index=9, last_log_term=4))
+    out = _drain(node, storage)
+    assert [m.reject for m in out if isinstance(m, MsgVoteResp)] == [True]
+
+
+def test_vote_grant_waits_for_persistence() -> None:
+    storage = MemoryStorage(ConfState(voters=("a", "b", "c")))
+    storage.set_hard_state(HardState())
+    node = RawNode(Config(id="a", election_ticks=(10, 20), heartbeat_ticks=2), storage)
+    node.step(MsgVote(term=2, src="b", dst="a", last_log_index=0, last_log_term=0))
+    rd = node.ready()
+    assert rd.hard_state == HardState(current_term=2, voted_for="b")
+    assert rd.must_sync
+    assert not [m for m in rd.messages if isinstance(m, MsgVoteResp)]
+    assert [type(m) for m in rd.after_persist] == [MsgVoteResp]
+
+
+def test_leader_ships_entries_before_its_own_fsync_but_counts_itself_after() -> None:
+    net = Network(3)
+    elect(net)
+    leader = net["n1"].node
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert any(isinstance(m, MsgApp) and m.entries for m in rd.messages)
+    assert not rd.after_persist  # its own ack is held back for advance()
+    commit_before = leader.raft.log.commit_index
+    net["n1"].storage.append(rd.entries)
+    leader.advance(rd)
+    assert leader.raft.progress["n1"].match_index == rd.entries[-1].index
+    assert leader.raft.log.commit_index == commit_before  # followers have not acked yet
+
+
+def test_readindex_waits_for_the_new_leaders_noop() -> None:
+    net = Network(3)
+    net.drop_types.add(MsgApp)
+    net.campaign("n1")
+    assert net.leaders() == ["n1"]
+    net["n1"].node.read_index(7)
+    net.stabilize()
+    net.tick("n1", 4)
+    assert net["n1"].read_states == []  # its no-op is not committed: no read yet
+    net.drop_types.clear()
+    net.tick("n1", 4)
+    assert net["n1"].read_states
+    index, ctx = net["n1"].read_states[0]
+    assert ctx == 7 and index >= 1 and net["n1"].raft.log.term(index) == 1
+
+
+def test_readindex_on_follower_returns_leader_commit() -> None:
+    net = Network(3)
+    elect(net)
+    net.propose("n1", b"a")
+    net["n2"].node.read_index(3)
+    net.stabilize()
+    assert net["n2"].read_states == [(net["n1"].raft.log.commit_index, 3)]
+
+
+def test_isolated_deposed_leader_never_answers_a_read() -> None:
+    net = Network(3)
+    elect(net)
+    net.isolate("n1")
+    for _ in range(100):
+        for id in ("n2", "n3"):
+            net["n2" if id == "n2" else "n3"].node.tick()
+        net.stabilize()
+        if set(net.leaders()) - {"n1"}:
+            break
+    new_leader = (set(net.leaders()) - {"n1"}).pop()
+    net.propose(new_leader, b"newer")
+    net["n1"].node.read_index(9)
+    net.stabilize()
+    net.tick("n1", 30)  # long enough for CheckQuorum to depose it
+    assert net["n1"].read_states == []
+    assert net["n1"].dropped_reads == [9]
+    assert net["n1"].raft.role is StateRole.FOLLOWER
+
+
+def test_single_node_cluster_elects_itself_and_serves_reads() -> None:
+    net = Network(1, blank=True)
+    net.tick_all(40)
+    assert net.leaders() == ["n1"]
+    net["n1"].node.read_index(1)
+    net.stabilize()
+    assert net["n1"].read_states == [(1, 1)]
