@@ -30,7 +30,7 @@ class FsyncError(Exception):
     """fsync failed: the data may be lost and the node must stop, never retry."""
 
     def __init__(self, path: str, cause: OSError) -> None:
-        super().__init__(f"fsync of {path} failed: {cause.strerror or cause}; stopping, never retrying")
+        super().__init__(f"fsync of {path} failed: {cause.strerror or cause} (fatal, not retried)")
         self.path = path
 
 
@@ -69,8 +69,6 @@ class FileSystem(Protocol):
         """Names in the directory ``path``, sorted."""
 
     def exists(self, path: str) -> bool: ...
-
-    def size(self, path: str) -> int: ...
 
     def read(self, path: str) -> bytes:
         """The whole content of the file."""
@@ -128,7 +126,7 @@ class OsFile:
 
 
 class OsFileLock:
-    """An ``flock`` held for as long as the descriptor stays open (released by the kernel on exit)."""
+    """An ``flock`` held while its descriptor is open (the kernel drops it if the process dies)."""
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
@@ -150,9 +148,6 @@ class OsFileSystem:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
-
-    def size(self, path: str) -> int:
-        return os.path.getsize(path)
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:

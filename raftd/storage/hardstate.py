@@ -70,7 +70,8 @@ def load(fs: FileSystem, dir: str) -> HardState | None:
         raise CorruptHardState(f"{path}: undecodable hard state: {e!r}") from e
     if version != VERSION:
         raise UnsupportedVersion(
-            f"{path}: hard-state format version {version} is not supported (this build reads {VERSION})"
+            f"{path}: hard-state format version {version} is not supported "
+            f"(this build reads {VERSION})"
         )
     try:
         hs = HardState(
@@ -80,6 +81,7 @@ def load(fs: FileSystem, dir: str) -> HardState | None:
         )
     except KeyError as e:
         raise CorruptHardState(f"{path}: hard state lacks field {e}") from e
-    if not (type(hs.current_term) is int and type(hs.voted_for) is str and type(hs.catching_up) is bool):
+    types = (type(hs.current_term), type(hs.voted_for), type(hs.catching_up))
+    if types != (int, str, bool):
         raise CorruptHardState(f"{path}: hard state has fields of the wrong type: {fields!r}")
     return hs

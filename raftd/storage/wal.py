@@ -84,7 +84,9 @@ class _Segment:
 class WAL:
     """Use ``WAL.open``; the constructor takes an already recovered state."""
 
-    def __init__(self, fs: FileSystem, dir: str, segments: list[_Segment], segment_bytes: int) -> None:
+    def __init__(
+        self, fs: FileSystem, dir: str, segments: list[_Segment], segment_bytes: int
+    ) -> None:
         self._fs = fs
         self._dir = dir
         self._segment_bytes = segment_bytes
@@ -113,7 +115,10 @@ class WAL:
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry]) -> None:
-        """Write ``entries`` (one write, no fsync); a first index <= the last replaces the suffix."""
+        """Write ``entries`` with one write and no fsync.
+
+        A first index <= the last index replaces the suffix from there (replay applies it).
+        """
         if not entries:
             return
         self._check_usable()
@@ -205,9 +210,8 @@ def _replay_segment(
     segment = _Segment(path, seq, None)
     end = _replay_records(data, path, is_last, entries, segment)
     if end < len(data):
-        logger.warning(
-            "%s: truncating torn tail at byte offset %d (%d bytes dropped)", path, end, len(data) - end
-        )
+        dropped = len(data) - end
+        logger.warning("%s: truncating torn tail at byte offset %d (%d bytes)", path, end, dropped)
         fs.truncate(path, end)
         handle = fs.open_append(path)
         handle.fsync()

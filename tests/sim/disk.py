@@ -42,11 +42,11 @@ class _Inode:
 
     def power_loss(self, rng: random.Random) -> None:
         pending = len(self.data) - len(self.durable)
-        kept = 0
         if pending > 0 and self.data.startswith(self.durable) and rng.random() < TEAR_PROBABILITY:
-            kept = rng.randint(0, pending)
-        self.data = bytearray(self.data[: len(self.durable) + kept] if kept else self.durable)
-        self.durable = bytes(self.data)
+            self.data = self.data[: len(self.durable) + rng.randint(0, pending)]
+        else:
+            self.data = bytearray(self.durable)
+        self.durable = bytes(self.data)  # what survived is now simply the disk's content
 
 
 def _fs_error(code: int, path: str) -> OSError:
@@ -54,6 +54,8 @@ def _fs_error(code: int, path: str) -> OSError:
 
 
 class SimFileSystem:
+    """A ``raftd.storage.files.FileSystem`` in memory, with power cuts (see the module doc)."""
+
     def __init__(self) -> None:
         self._names: dict[str, _Inode] = {}
         self._durable_names: dict[str, _Inode] = {}
@@ -108,9 +110,6 @@ class SimFileSystem:
     def exists(self, path: str) -> bool:
         path = posixpath.normpath(path)
         return path in self._names or path in self._dirs
-
-    def size(self, path: str) -> int:
-        return len(self._inode(path).data)
 
     def read(self, path: str) -> bytes:
         return bytes(self._inode(path).data)

@@ -82,7 +82,8 @@ def write_payload(path: Path, payload: bytes) -> None:
 
 def test_unknown_version_refused(tmp_path: Path) -> None:
     path = tmp_path / "hardstate"
-    write_payload(path, msgpack.packb({"version": 2, "current_term": 1, "voted_for": "", "catching_up": False}))
+    fields = {"version": 2, "current_term": 1, "voted_for": "", "catching_up": False}
+    write_payload(path, msgpack.packb(fields))
     with pytest.raises(UnsupportedVersion, match=rf"{path}.*version 2"):
         hardstate.load(OsFileSystem(), str(tmp_path))
 
