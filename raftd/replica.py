@@ -1,0 +1,264 @@
+"""Replica: the synchronous glue of RawNode, storage, state machine and pending client requests.
+
+The same code runs under ``server.py`` (asyncio, real disk and sockets) and under ``tests/sim``
+(in-memory network and disk), so it must not touch asyncio, sockets, clocks or ``os``: time
+arrives as ticks and as ``now_ms`` arguments, bytes leave through an ``Outbox``.
+
+One ``process()`` call is one runtime turn: every write queued since the last turn is packed
+into as few entries as fit a datagram (batching is what makes throughput grow with load), every
+linearizable read queued since the last turn shares one ReadIndex round, and then each Ready is
+handled in the order the core demands (persist, send, fsync, send after-persist, apply, serve
+reads, advance).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from raftd.core import EntryType, Message, ProposalDropped, RawNode, Ready, StateRole
+from raftd.core.state import Entry, HardState
+from raftd.statemachine import DictStateMachine, encode_batch
+from raftd.wire.client import ErrorCode, GetRequest, ListRequest, error, redirect, result
+
+log = logging.getLogger(__name__)
+
+Token = Hashable
+"""The runtime's handle of one client request; the replica answers through it."""
+
+DEFAULT_LIST_LIMIT = 1000
+BATCH_HEADER_BYTES = 16
+
+
+class Outbox(Protocol):
+    def send(self, messages: Sequence[Message]) -> None: ...
+
+    def respond(self, token: Token, response: dict[str, Any]) -> None: ...
+
+
+class WriteStorage(Protocol):
+    """The write side of the log storage (DiskStorage in production)."""
+
+    def append(self, entries: Sequence[Entry]) -> None: ...
+
+    def set_hard_state(self, hs: HardState) -> None: ...
+
+    def sync(self) -> None: ...
+
+
+ReadQuery = GetRequest | ListRequest
+
+
+@dataclass(slots=True)
+class Proposal:
+    term: int
+    tokens: list[Token]
+
+
+class Replica:
+    def __init__(
+        self,
+        node: RawNode,
+        storage: WriteStorage,
+        state_machine: DictStateMachine,
+        *,
+        max_entry_bytes: int,
+        request_timeout_ticks: int,
+    ) -> None:
+        self.node = node
+        self.storage = storage
+        self.sm = state_machine
+        self.max_entry_bytes = max_entry_bytes
+        self.request_timeout_ticks = request_timeout_ticks
+        self.ticks = 0
+        self.queued_writes: list[tuple[Token, bytes]] = []
+        self.queued_reads: list[tuple[Token, ReadQuery]] = []
+        self.proposals: dict[int, Proposal] = {}
+        self.read_batches: dict[int, list[tuple[Token, ReadQuery]]] = {}
+        self.reads_waiting_apply: list[tuple[int, list[tuple[Token, ReadQuery]]]] = []
+        self.next_read_context = 1
+        self.pending: dict[Token, int] = {}
+        """Every token not yet answered, with its deadline tick."""
+        self.deadlines: deque[tuple[int, Token]] = deque()
+        self.role = node.raft.role
+        self.applied_writes = 0
+        self.served_reads = 0
+
+    # -- inputs ----------------------------------------------------------------------------
+    def tick(self, outbox: Outbox) -> None:
+        self.ticks += 1
+        self.node.tick()
+        while self.deadlines and self.deadlines[0][0] <= self.ticks:
+            _, token = self.deadlines.popleft()
+            if token in self.pending:
+                self._respond(outbox, token, error(ErrorCode.TIMEOUT, "request timed out"))
+
+    def step(self, msg: Message) -> None:
+        self.node.step(msg)
+
+    def submit_write(self, token: Token, packed_command: bytes) -> None:
+        """Queue a write (see ``statemachine.encode_command``) for the next turn."""
+        self._track(token)
+        self.queued_writes.append((token, packed_command))
+
+    def submit_read(self, token: Token, query: ReadQuery, outbox: Outbox) -> None:
+        if isinstance(query, GetRequest) and query.consistency == "stale":
+            self.served_reads += 1
+            outbox.respond(token, self._serve(query))
+            return
+        self._track(token)
+        self.queued_reads.append((token, query))
+
+    def _track(self, token: Token) -> None:
+        deadline = self.ticks + self.request_timeout_ticks
+        self.pending[token] = deadline
+        self.deadlines.append((deadline, token))
+
+    def fail_all(self, outbox: Outbox, response: dict[str, Any]) -> None:
+        """Answer everything still pending (shutdown)."""
+        for token in list(self.pending):
+            self._respond(outbox, token, response)
+
+    # -- one turn --------------------------------------------------------------------------
+    def process(self, outbox: Outbox, now_ms: int) -> None:
+        self._propose_writes(outbox, now_ms)
+        self._start_reads(outbox)
+        while self.node.has_ready():
+            self._handle_ready(self.node.ready(), outbox)
+
+    def _propose_writes(self, outbox: Outbox, now_ms: int) -> None:
+        if not self.queued_writes:
+            return
+        writes, self.queued_writes = self.queued_writes, []
+        raft = self.node.raft
+        if raft.role is not StateRole.LEADER:
+            for token, _ in writes:
+                self._respond(outbox, token, redirect(raft.leader_id or None))
+            return
+        budget = self.max_entry_bytes - BATCH_HEADER_BYTES
+        batch: list[bytes] = []
+        tokens: list[Token] = []
+        size = 0
+        for token, packed in writes:
+            if batch and size + len(packed) > budget:
+                self._propose_batch(now_ms, batch, tokens)
+                batch, tokens, size = [], [], 0
+            batch.append(packed)
+            tokens.append(token)
+            size += len(packed)
+        self._propose_batch(now_ms, batch, tokens)
+
+    def _propose_batch(self, now_ms: int, batch: list[bytes], tokens: list[Token]) -> None:
+        index = self.node.propose(encode_batch(now_ms, batch))
+        self.proposals[index] = Proposal(term=self.node.raft.current_term, tokens=tokens)
+
+    def _start_reads(self, outbox: Outbox) -> None:
+        if not self.queued_reads:
+            return
+        reads, self.queued_reads = self.queued_reads, []
+        context = self.next_read_context
+        self.next_read_context += 1
+        try:
+            self.node.read_index(context)
+        except ProposalDropped:
+            for token, _ in reads:
+                self._respond(outbox, token, error(ErrorCode.NO_LEADER, "no leader is known"))
+            return
+        self.read_batches[context] = reads
+
+    def _handle_ready(self, rd: Ready, outbox: Outbox) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd, outbox)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.messages:
+            outbox.send(rd.messages)  # may go out while our own fsync runs (thesis §10.2.1)
+        if rd.must_sync:
+            self.storage.sync()
+        if rd.after_persist:
+            outbox.send(rd.after_persist)
+        for entry in rd.committed_entries:
+            self._apply(entry, outbox)
+        for rs in rd.read_states:
+            batch = self.read_batches.pop(rs.context, None)
+            if batch is not None:
+                self.reads_waiting_apply.append((rs.index, batch))
+        for context in rd.dropped_reads:
+            for token, _ in self.read_batches.pop(context, []):
+                self._respond(outbox, token, error(ErrorCode.NOT_LEADER, "leadership changed"))
+        self.node.advance(rd)
+        self._serve_applied_reads(outbox)
+
+    def _on_soft_state(self, rd: Ready, outbox: Outbox) -> None:
+        assert rd.soft_state is not None
+        role, leader = rd.soft_state.role, rd.soft_state.leader_id
+        if role is not self.role:
+            log.info("role %s -> %s (term %d, leader %s)", self.role.value, role.value,
+                     self.node.raft.current_term, leader or "unknown")
+        if self.role is StateRole.LEADER and role is not StateRole.LEADER:
+            # Our proposals may or may not commit under the next leader; the client retries
+            # them inside its session, which applies each at most once.
+            for proposal in self.proposals.values():
+                for token in proposal.tokens:
+                    self._respond(outbox, token, error(ErrorCode.NOT_LEADER, "leadership lost"))
+            self.proposals.clear()
+        self.role = role
+
+    def _apply(self, entry: Entry, outbox: Outbox) -> None:
+        proposal = self.proposals.pop(entry.index, None)
+        if entry.type is not EntryType.NORMAL or not entry.data:
+            return  # the leader's no-op
+        results = self.sm.apply_batch(entry.data)
+        self.applied_writes += len(results)
+        if proposal is None:
+            return
+        if proposal.term != entry.term:
+            for token in proposal.tokens:
+                self._respond(outbox, token, error(ErrorCode.NOT_LEADER, "entry was replaced"))
+            return
+        for token, res in zip(proposal.tokens, results, strict=True):
+            self._respond(outbox, token, _write_response(res))
+
+    def _serve_applied_reads(self, outbox: Outbox) -> None:
+        if not self.reads_waiting_apply:
+            return
+        applied = self.node.raft.log.applied_index
+        still_waiting = []
+        for index, batch in self.reads_waiting_apply:
+            if index > applied:
+                still_waiting.append((index, batch))
+                continue
+            for token, query in batch:
+                if token in self.pending:
+                    self.served_reads += 1
+                    self._respond(outbox, token, self._serve(query))
+        self.reads_waiting_apply = still_waiting
+
+    def _serve(self, query: ReadQuery) -> dict[str, Any]:
+        if isinstance(query, ListRequest):
+            limit = query.limit or DEFAULT_LIST_LIMIT
+            items, more = self.sm.list(query.prefix, query.after, limit)
+            return result(items=items, more=more)
+        if query.key is None:
+            return result(value=self.sm.whole())
+        found, value, revision = self.sm.get(query.key)
+        return result(found=found, value=value, revision=revision)
+
+    def _respond(self, outbox: Outbox, token: Token, response: dict[str, Any]) -> None:
+        if self.pending.pop(token, None) is not None:
+            outbox.respond(token, response)
+
+
+def _write_response(res: dict[str, Any]) -> dict[str, Any]:
+    code = res.get("error")
+    if code is None:
+        return result(**res)
+    response = error(ErrorCode(code), res["message"])
+    if "revision" in res:
+        response["revision"] = res["revision"]
+    return response

@@ -1,0 +1,191 @@
+"""DictStateMachine: the replicated dictionary, with client sessions for exactly-once writes.
+
+Commands arrive batched: one log entry carries the leader's timestamp and any number of
+commands (see ``encode_batch``). Everything here is deterministic: the same entries applied in
+the same order give the same state, the same results and the same session table on every node.
+
+Revisions. Every write gets a revision from a cluster-wide counter that grows by one per applied
+write (etcd's model). A log index would not do: one entry holds many writes, and two writes to a
+key in one entry must not share a revision, or a compare-and-set could pass twice.
+
+Sessions (Raft thesis §6.3). A write carries ``client_id``, ``seq`` and ``first_unacked_seq``.
+The session caches the result of every ``seq >= first_unacked_seq`` so that a retry is answered
+from the cache instead of being applied twice, whatever order retries arrive in; results below
+``first_unacked_seq`` are discarded (the client has seen them), and such a seq arriving again
+gets ``session_expired``. A session unused for ``session_ttl_ms`` of *leader time* (timestamps
+committed in entries, never a local clock) expires. NB: an unknown client whose seq is 1 opens
+a session; any other seq of an unknown client gets ``session_expired``, because the session that
+knew whether it was applied is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+BATCH_FORMAT = 1
+SET = 1
+DELETE = 2
+
+Command = tuple[Any, ...]
+"""(op, key, value, client_id, seq, first_unacked_seq, if_revision, if_absent)."""
+
+Result = dict[str, Any]
+"""Fields of the client's response; ``{"error": code, "message": ...}`` for a failure."""
+
+
+def encode_command(
+    op: int,
+    key: str,
+    value: Any = None,
+    *,
+    client_id: str | None = None,
+    seq: int | None = None,
+    first_unacked_seq: int | None = None,
+    if_revision: int | None = None,
+    if_absent: bool = False,
+) -> bytes:
+    return msgpack.packb(
+        (op, key, value, client_id, seq, first_unacked_seq, if_revision, if_absent),
+        use_bin_type=True,
+    )
+
+
+def encode_batch(timestamp_ms: int, packed_commands: list[bytes]) -> bytes:
+    """One entry's data: a version byte, the leader's clock, then the packed commands.
+
+    Commands are packed once when they arrive; a batch only concatenates them.
+    """
+    return bytes((BATCH_FORMAT,)) + msgpack.packb(timestamp_ms) + b"".join(packed_commands)
+
+
+def decode_batch(data: bytes) -> tuple[int, list[Command]]:
+    if data[0] != BATCH_FORMAT:
+        raise ValueError(f"unknown batch format {data[0]}")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False)
+    unpacker.feed(data[1:])
+    timestamp = next(unpacker)
+    return timestamp, list(unpacker)
+
+
+@dataclass(slots=True)
+class Session:
+    last_active_ms: int
+    first_unacked_seq: int = 1
+    results: dict[int, Result] = field(default_factory=dict)
+
+
+class DictStateMachine:
+    def __init__(self, *, session_ttl_ms: int = 3_600_000, max_sessions: int = 100_000) -> None:
+        self.data: dict[str, tuple[Any, int]] = {}
+        """key -> (value, revision). Values are replaced, never mutated in place."""
+        self.revision = 0
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        """Least recently active first, so expiry pops from the front."""
+        self.clock_ms = 0
+        self.session_ttl_ms = session_ttl_ms
+        self.max_sessions = max_sessions
+
+    # -- writes ----------------------------------------------------------------------------
+    def apply_batch(self, data: bytes) -> list[Result]:
+        timestamp, commands = decode_batch(data)
+        # A new leader's clock may lag the old one's: leader time never goes backwards.
+        self.clock_ms = max(self.clock_ms, timestamp)
+        self._expire_sessions()
+        return [self.apply_command(c) for c in commands]
+
+    def apply_command(self, cmd: Command) -> Result:
+        op, key, value, client_id, seq, first_unacked, if_revision, if_absent = cmd
+        if client_id is None:
+            return self._execute(op, key, value, if_revision, if_absent)
+        session = self.sessions.get(client_id)
+        if session is None:
+            if seq != 1:
+                return _session_expired(client_id, seq)
+            session = self.sessions[client_id] = Session(last_active_ms=self.clock_ms)
+            self._evict_if_full()
+        self.sessions.move_to_end(client_id)
+        session.last_active_ms = self.clock_ms
+        cached = session.results.get(seq)
+        if cached is not None:
+            return cached
+        if seq < session.first_unacked_seq:
+            return _session_expired(client_id, seq)
+        if first_unacked > session.first_unacked_seq:
+            session.first_unacked_seq = first_unacked
+            for old in [s for s in session.results if s < first_unacked]:
+                del session.results[old]
+        result = self._execute(op, key, value, if_revision, if_absent)
+        session.results[seq] = result
+        return result
+
+    def _execute(
+        self, op: int, key: str, value: Any, if_revision: int | None, if_absent: bool
+    ) -> Result:
+        current = self.data.get(key)
+        current_revision = current[1] if current is not None else 0
+        if if_absent and current is not None:
+            return _condition_failed(key, "exists", current_revision)
+        if if_revision is not None and if_revision != current_revision:
+            return _condition_failed(key, f"has revision {current_revision}", current_revision)
+        if op == SET:
+            self.revision += 1
+            self.data[key] = (value, self.revision)
+            return {"revision": self.revision}
+        if op == DELETE:
+            if current is None:
+                return {"found": False}
+            self.revision += 1
+            del self.data[key]
+            return {"found": True, "revision": self.revision}
+        return {"error": "bad_request", "message": f"unknown operation {op!r}"}
+
+    def _expire_sessions(self) -> None:
+        horizon = self.clock_ms - self.session_ttl_ms
+        while self.sessions:
+            oldest = next(iter(self.sessions.values()))
+            if oldest.last_active_ms >= horizon:
+                return
+            self.sessions.popitem(last=False)
+
+    def _evict_if_full(self) -> None:
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, key: str) -> tuple[bool, Any, int]:
+        item = self.data.get(key)
+        if item is None:
+            return False, None, 0
+        return True, item[0], item[1]
+
+    def whole(self) -> dict[str, Any]:
+        return {k: v for k, (v, _) in self.data.items()}
+
+    def list(self, prefix: str, after: str | None, limit: int) -> tuple[list[list[Any]], bool]:
+        keys = sorted(k for k in self.data if k.startswith(prefix) and (after is None or k > after))
+        page = keys[:limit]
+        return [[k, self.data[k][0], self.data[k][1]] for k in page], len(keys) > limit
+
+    def digest(self) -> str:
+        """A hash of the user-visible state, equal on members that applied the same entries."""
+        h = hashlib.sha256()
+        for key in sorted(self.data):
+            value, revision = self.data[key]
+            h.update(msgpack.packb((key, value, revision), use_bin_type=True))
+        return h.hexdigest()
+
+
+def _session_expired(client_id: str, seq: int) -> Result:
+    return {
+        "error": "session_expired",
+        "message": f"session of client {client_id} no longer knows seq {seq}",
+    }
+
+
+def _condition_failed(key: str, why: str, revision: int) -> Result:
+    return {"error": "condition_failed", "message": f"key {key!r} {why}", "revision": revision}
