@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,12 +67,15 @@ class Replica:
         *,
         max_entry_bytes: int,
         request_timeout_ticks: int,
+        on_apply: Callable[[Entry], None] | None = None,
     ) -> None:
         self.node = node
         self.storage = storage
         self.sm = state_machine
         self.max_entry_bytes = max_entry_bytes
         self.request_timeout_ticks = request_timeout_ticks
+        self.on_apply = on_apply
+        """Observer of every applied entry, in order (the simulator's safety checker)."""
         self.ticks = 0
         self.queued_writes: list[tuple[Token, bytes]] = []
         self.queued_reads: list[tuple[Token, ReadQuery]] = []
@@ -210,6 +213,8 @@ class Replica:
         self.role = role
 
     def _apply(self, entry: Entry, outbox: Outbox) -> None:
+        if self.on_apply is not None:
+            self.on_apply(entry)
         proposal = self.proposals.pop(entry.index, None)
         if entry.type is not EntryType.NORMAL or not entry.data:
             return  # the leader's no-op
