@@ -1,0 +1,81 @@
+"""The exceptions of the raftctl client library: one hierarchy, no bare socket errors.
+
+```
+RaftctlError
+├── InvalidEndpoint        an endpoint is not host:port (also a ValueError)
+├── ClusterUnavailable     no endpoint could be reached before the deadline
+├── RequestTimeout         a node was reached, but the request did not complete in time
+└── ServerError            the cluster answered {"type": "error"} (code, message)
+    ├── NoLeader           no_leader, or no leader known when the deadline passed
+    ├── ConditionFailed    condition_failed: a compare-and-set did not match
+    ├── SessionExpired     session_expired: the write may or may not have been applied
+    ├── TooLarge           too_large
+    └── BadRequest         bad_request, or a value msgpack cannot carry
+```
+
+A write that finally raised may or may not have been applied (DESIGN.md "Python API").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RaftctlError(Exception):
+    """Base of every error the client library raises."""
+
+
+class InvalidEndpoint(RaftctlError, ValueError):
+    """An endpoint is not a ``host:port`` string."""
+
+
+class ClusterUnavailable(RaftctlError):
+    """No node could be reached; ``endpoints`` lists those tried."""
+
+    def __init__(self, endpoints: Sequence[str], detail: str = "") -> None:
+        self.endpoints = tuple(endpoints)
+        text = f"no node reachable (tried {', '.join(self.endpoints)})"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class RequestTimeout(RaftctlError):
+    """The request did not complete before its deadline (a node was reachable)."""
+
+
+class ServerError(RaftctlError):
+    """The cluster answered with an error ``code`` (see DESIGN.md) and ``message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class NoLeader(ServerError):
+    """The cluster has no leader (election in progress, or no quorum)."""
+
+
+class ConditionFailed(ServerError):
+    """A conditional write (``if_revision`` / ``if_absent``) found another revision."""
+
+
+class SessionExpired(ServerError):
+    """The server forgot this client's session; the write may or may not have been applied."""
+
+
+class TooLarge(ServerError):
+    """The request or its response exceeds the server's frame limit."""
+
+
+class BadRequest(ServerError):
+    """The server refused the request as malformed, or the value cannot be encoded."""
+
+
+ERRORS_BY_CODE: dict[str, type[ServerError]] = {
+    "no_leader": NoLeader,
+    "condition_failed": ConditionFailed,
+    "session_expired": SessionExpired,
+    "too_large": TooLarge,
+    "bad_request": BadRequest,
+}
+"""Exception class per error code; other codes raise ``ServerError`` itself."""

@@ -1,0 +1,28 @@
+"""Errors raised by the wire codecs.
+
+Everything a peer or client sends is untrusted: the codecs turn any malformed input into a
+``DecodeError`` (or a subclass) so callers can drop it, count it and log it once, never crash.
+"""
+
+from __future__ import annotations
+
+
+class DecodeError(Exception):
+    """The bytes or the decoded object do not form a valid message."""
+
+
+class FrameTooLarge(DecodeError):
+    """A stream frame (one msgpack object) would exceed the decoder's ``max_frame_bytes``."""
+
+
+class BadRequest(DecodeError):
+    """A client request is malformed; ``message`` names the offending field.
+
+    ``id`` is the request's ``id`` when it could be read, so the error response can echo it and
+    a pipelining client can match it to its request.
+    """
+
+    def __init__(self, message: str, *, id: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.id = id
