@@ -413,6 +413,9 @@ class Raft:
                 term=self.current_term, src=self.id, dst=m.src, index=self.log.commit_index
             ))
             return
+        conflict = self.log.find_conflict(m.entries)
+        if conflict and conflict <= self.log.commit_index:
+            return  # only a faulty peer rewrites committed entries: ignore, never apply it
         last_new = self.log.maybe_append(
             m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries
         )
@@ -446,8 +449,8 @@ class Raft:
 
     def _on_append_response(self, m: MsgAppResp) -> None:
         pr = self.progress.get(m.src)
-        if pr is None:
-            return
+        if pr is None or m.index > self.log.last_index():
+            return  # an ack of entries we never sent is from a faulty peer
         pr.recent_active = True
         if m.reject:
             hint = m.reject_hint

@@ -252,3 +252,23 @@ def test_single_node_cluster_elects_itself_and_serves_reads() -> None:
     net["n1"].node.read_index(1)
     net.stabilize()
     assert net["n1"].read_states == [(1, 1)]
+
+
+def test_faulty_peer_cannot_rewrite_committed_entries_or_ack_the_future() -> None:
+    net = Network(3)
+    elect(net)
+    net.propose("n1", b"a")
+    follower = net["n2"]
+    committed = follower.raft.log.commit_index
+    before = follower.storage.entries(1, follower.storage.last_index() + 1)
+    follower.node.step(MsgApp(
+        term=1, src="n1", dst="n2", prev_log_index=0, prev_log_term=0,
+        entries=(Entry(term=1, index=1, data=b"forged"),), leader_commit=1,
+    ))
+    net.stabilize()
+    assert follower.storage.entries(1, follower.storage.last_index() + 1) == before
+    assert follower.raft.log.commit_index == committed
+    leader = net["n1"]
+    leader.node.step(MsgAppResp(term=1, src="n3", dst="n1", index=10_000))
+    net.stabilize()
+    assert leader.raft.progress["n3"].match_index <= leader.raft.log.last_index()
