@@ -19,7 +19,15 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from raftd.core import EntryType, Message, ProposalDropped, RawNode, Ready, StateRole
+from raftd.core import (
+    EntryType,
+    Message,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    StateRole,
+    TransferInProgress,
+)
 from raftd.core.state import Entry, HardState
 from raftd.statemachine import DictStateMachine, encode_batch
 from raftd.wire.client import ErrorCode, GetRequest, ListRequest, error, redirect, result
@@ -147,15 +155,22 @@ class Replica:
         size = 0
         for token, packed in writes:
             if batch and size + len(packed) > budget:
-                self._propose_batch(now_ms, batch, tokens)
+                self._propose_batch(outbox, now_ms, batch, tokens)
                 batch, tokens, size = [], [], 0
             batch.append(packed)
             tokens.append(token)
             size += len(packed)
-        self._propose_batch(now_ms, batch, tokens)
+        self._propose_batch(outbox, now_ms, batch, tokens)
 
-    def _propose_batch(self, now_ms: int, batch: list[bytes], tokens: list[Token]) -> None:
-        index = self.node.propose(encode_batch(now_ms, batch))
+    def _propose_batch(
+        self, outbox: Outbox, now_ms: int, batch: list[bytes], tokens: list[Token]
+    ) -> None:
+        try:
+            index = self.node.propose(encode_batch(now_ms, batch))
+        except TransferInProgress as e:
+            for token in tokens:
+                self._respond(outbox, token, error(ErrorCode.TRANSFERRING, str(e)))
+            return
         self.proposals[index] = Proposal(term=self.node.raft.current_term, tokens=tokens)
 
     def _start_reads(self, outbox: Outbox) -> None:

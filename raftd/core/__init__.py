@@ -9,6 +9,7 @@ from raftd.core.errors import (
     ProposalDropped,
     RaftError,
     StorageError,
+    TransferInProgress,
     Unavailable,
 )
 from raftd.core.messages import IS_RESPONSE, TAGS, Message
@@ -32,5 +33,5 @@ __all__ = [
     "HardState", "Index", "InvariantError", "IS_RESPONSE", "MemoryStorage", "Message", "NO_NODE",
     "NodeId", "ProposalDropped", "RaftError", "RawNode", "ReadState", "Ready", "Snapshot",
     "SnapshotMeta", "SoftState", "StateRole", "Status", "Storage", "StorageError", "TAGS",
-    "Term", "Unavailable",
+    "Term", "TransferInProgress", "Unavailable",
 ]

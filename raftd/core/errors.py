@@ -9,6 +9,10 @@ class ProposalDropped(RaftError):
     """A proposal was refused: not the leader, or a leadership transfer is in flight."""
 
 
+class TransferInProgress(ProposalDropped):
+    """A leadership transfer is in flight; the client should retry (at the new leader)."""
+
+
 class InvariantError(RaftError):
     """An internal invariant broke; the node must stop rather than continue wrongly."""
 

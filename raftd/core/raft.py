@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from raftd.core.bootstrap import ProbeOutcome, Prober
 from raftd.core.config import Config
-from raftd.core.errors import InvariantError, ProposalDropped
+from raftd.core.errors import InvariantError, ProposalDropped, TransferInProgress
 from raftd.core.log import RaftLog
 from raftd.core.messages import (
     Message,
@@ -41,6 +41,7 @@ from raftd.core.messages import (
     MsgProbeResp,
     MsgReadIndex,
     MsgReadIndexResp,
+    MsgTimeoutNow,
     MsgVote,
     MsgVoteResp,
 )
@@ -89,6 +90,8 @@ class Raft:
         self.reads_waiting_commit: list[ReadRequest] = []
         self.reads_to_start: list[ReadRequest] = []
         self.broadcast_commit: Index = 0
+        self.lead_transferee: NodeId = NO_NODE
+        """The voter we are handing leadership to (thesis §3.10); NO_NODE when none."""
 
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -163,6 +166,7 @@ class Raft:
         self.votes = {}
         self.progress = {}
         self.broadcast_commit = 0
+        self.lead_transferee = NO_NODE
 
     def _reset_randomized_election_timeout(self) -> None:
         lo, hi = self.cfg.election_ticks
@@ -193,6 +197,7 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_ticks[0]:
             self.election_elapsed = 0
+            self.lead_transferee = NO_NODE  # a transfer not done in one election timeout aborts
             if self.cfg.check_quorum and not self._quorum_active():
                 self.become_follower(self.current_term, NO_NODE)
                 return
@@ -210,7 +215,7 @@ class Raft:
         return active >= majority(len(self.voters))
 
     # -- elections -------------------------------------------------------------------------
-    def campaign(self, *, pre_vote: bool) -> None:
+    def campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
         if not self.promotable() or self.role is StateRole.LEADER:
             return
         if pre_vote:
@@ -241,7 +246,7 @@ class Raft:
                 self._send(
                     MsgVote(
                         term=term, src=self.id, dst=peer,
-                        last_log_index=last_index, last_log_term=last_term,
+                        last_log_index=last_index, last_log_term=last_term, transfer=transfer,
                     )
                 )
 
@@ -371,6 +376,9 @@ class Raft:
                 self.dropped_reads.append(m.context)
         elif isinstance(m, MsgReadIndex):
             self._refuse_read(m)
+        elif isinstance(m, MsgTimeoutNow):
+            # Skip PreVote: the leader asked us, and its followers must not wait out a lease.
+            self.campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, MsgApp | MsgHeartbeat):
@@ -439,9 +447,28 @@ class Raft:
         """Append a client entry; returns its index. Raises ProposalDropped if not leader."""
         if self.role is not StateRole.LEADER:
             raise ProposalDropped("not the leader")
+        if self.lead_transferee != NO_NODE:
+            raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
         index = self.log.last_index() + 1
         self._append([Entry(term=self.current_term, index=index, data=data)])
         return index
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Hand leadership to voter ``to`` once its log matches ours (thesis §3.10).
+
+        Proposals are refused meanwhile so that the target can catch up; the transfer aborts
+        after one election timeout and this leader carries on.
+        """
+        if self.role is not StateRole.LEADER:
+            raise ProposalDropped("not the leader")
+        if to == self.id or to not in self.voters:
+            raise ProposalDropped(f"{to} is not another voter")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        if self.progress[to].match_index == self.log.last_index():
+            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=to))
 
     def _append(self, entries: list[Entry]) -> None:
         last = self.log.append(entries)
@@ -464,6 +491,8 @@ class Raft:
             pr.become_replicate()
         else:
             pr.inflights.free_le(m.index)
+        if m.src == self.lead_transferee and pr.match_index == self.log.last_index():
+            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=m.src))
         if self.log.maybe_commit(committed_index(self.voters, self._match()), self.current_term):
             self._on_commit_advanced()
 

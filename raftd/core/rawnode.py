@@ -43,6 +43,7 @@ class Status:
     voters: tuple[NodeId, ...]
     catching_up: bool
     probing: bool
+    lead_transferee: NodeId
     match_index: dict[NodeId, Index]
 
 
@@ -72,6 +73,9 @@ class RawNode:
 
     def read_index(self, context: int) -> None:
         self.raft.read_index(context)
+
+    def transfer_leader(self, to: NodeId) -> None:
+        self.raft.transfer_leader(to)
 
     # -- outputs ---------------------------------------------------------------------------
     def _hard_state_changed(self) -> HardState | None:
@@ -154,5 +158,6 @@ class RawNode:
             voters=r.voters,
             catching_up=r.catching_up,
             probing=r.probing,
+            lead_transferee=r.lead_transferee,
             match_index={v: pr.match_index for v, pr in r.progress.items()},
         )

@@ -272,3 +272,46 @@ def test_faulty_peer_cannot_rewrite_committed_entries_or_ack_the_future() -> Non
     leader.node.step(MsgAppResp(term=1, src="n3", dst="n1", index=10_000))
     net.stabilize()
     assert leader.raft.progress["n3"].match_index <= leader.raft.log.last_index()
+
+
+def test_leadership_transfer_to_caught_up_voter() -> None:
+    net = Network(3)
+    elect(net)
+    net.propose("n1", b"a")
+    net["n1"].node.transfer_leader("n2")
+    net.stabilize()
+    assert net.leaders() == ["n2"]
+    assert net["n2"].raft.current_term == 2
+    net.propose("n2", b"b")
+    assert [e.data for e in net["n1"].applied if e.data] == [b"a", b"b"]
+
+
+def test_transfer_to_lagging_voter_waits_for_catch_up_and_refuses_proposals() -> None:
+    from raftd.core import TransferInProgress
+
+    net = Network(3)
+    elect(net)
+    net.isolate("n3")
+    net.propose("n1", b"a")
+    net["n1"].node.transfer_leader("n3")
+    net.stabilize()
+    with pytest.raises(TransferInProgress):
+        net["n1"].node.propose(b"b")
+    net.heal()
+    net.tick("n1", 4)  # heartbeat -> n3 answers -> appends -> caught up -> TimeoutNow
+    assert net.leaders() == ["n3"]
+
+
+def test_transfer_aborts_after_an_election_timeout() -> None:
+    net = Network(3)
+    elect(net)
+    net.isolate("n3")
+    net.propose("n1", b"a")
+    net["n1"].node.transfer_leader("n3")
+    net.stabilize()
+    for _ in range(12):
+        net["n1"].node.tick()
+        net["n2"].node.tick()
+        net.stabilize()
+    assert net.leaders() == ["n1"]
+    net.propose("n1", b"b")  # proposals flow again
