@@ -1,0 +1,223 @@
+"""Helpers of the integration tests: raw protocol requests, diagnostics, polling, bulk I/O.
+
+Everything waits for a condition with a deadline (``wait_until``); nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import msgpack
+
+from raftctl import AsyncClient
+from raftctl.localcluster import LocalCluster
+
+DEADLINE = 30.0
+"""Generous deadline of every wait: a slow CI machine must never fail a test by timing."""
+POLL = 0.05
+
+T = TypeVar("T")
+Response = dict[str, Any]
+
+
+def wait_until(
+    probe: Callable[[], T | None], what: str, timeout: float = DEADLINE
+) -> T:
+    """Poll ``probe`` until it returns something other than None or False, and return that.
+
+    Raises AssertionError naming ``what`` (and the last value seen) after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last is not None and last is not False:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        time.sleep(POLL)
+
+
+def holds_throughout(check: Callable[[], str | None], seconds: float) -> None:
+    """Assert that ``check`` finds nothing wrong (returns None) on every poll for ``seconds``.
+
+    This observes that something does NOT happen (e.g. no leader is elected); the window is
+    only an observation period, never a condition on how long anything takes.
+    """
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        problem = check()
+        assert problem is None, problem
+        time.sleep(POLL)
+
+
+# -- raw client protocol ---------------------------------------------------------------------------
+
+
+def split_address(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host, int(port)
+
+
+def read_frames(sock: socket.socket, count: int | None = None) -> list[Any]:
+    """Read msgpack objects from ``sock``: ``count`` of them, or (None) all until EOF."""
+    unpacker = msgpack.Unpacker(raw=False)
+    frames: list[Any] = []
+    while count is None or len(frames) < count:
+        data = sock.recv(65536)
+        if not data:
+            break
+        unpacker.feed(data)
+        frames.extend(unpacker)
+    return frames
+
+
+def one_shot(endpoint: str, payload: bytes | Mapping[str, Any], timeout: float = 5.0) -> list[Any]:
+    """Send one raw request (a map, or raw bytes) and return every frame until the server closes.
+
+    Raises OSError (``TimeoutError`` included) when the node does not answer and close in time.
+    """
+    data = payload if isinstance(payload, bytes) else msgpack.packb(payload, use_bin_type=True)
+    with socket.create_connection(split_address(endpoint), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_frames(sock)
+
+
+def diagnostic(endpoint: str, timeout: float = 1.0) -> Response | None:
+    """The node's diagnostic map, or None if it does not answer (dead or SIGSTOPped)."""
+    try:
+        frames = one_shot(endpoint, {"type": "diagnostic"}, timeout)
+    except OSError:
+        return None
+    return frames[0] if frames and frames[0].get("type") == "result" else None
+
+
+# -- cluster state -------------------------------------------------------------------------------
+
+
+def diagnostics(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> dict[int, Response]:
+    """Diagnostics of the given nodes (default: all) that answer, by node index."""
+    wanted = range(len(cluster)) if nodes is None else nodes
+    answers = {}
+    for i in wanted:
+        if cluster.is_running(i):
+            diag = diagnostic(cluster.endpoints[i])
+            if diag is not None:
+                answers[i] = diag
+    return answers
+
+
+def current_leader(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> int | None:
+    """The node that leads in the highest term the answering ``nodes`` report, once all of them
+    agree on it (so a deposed leader that has not heard the news is never taken for it)."""
+    answers = diagnostics(cluster, nodes)
+    if not answers:
+        return None
+    top = max(d["persist"]["currentTerm"] for d in answers.values())
+    leaders = [i for i, d in answers.items() if d["status"] == "leader" and
+               d["persist"]["currentTerm"] == top]
+    if len(leaders) != 1:
+        return None
+    address = cluster.endpoints[leaders[0]]
+    if all(d["volatile"]["leaderId"] == address for d in answers.values()):
+        return leaders[0]
+    return None
+
+
+def wait_for_leader(
+    cluster: LocalCluster, nodes: Iterable[int] | None = None, timeout: float = DEADLINE
+) -> int:
+    """Wait until one leader is acknowledged by every answering node of ``nodes``."""
+    chosen = list(range(len(cluster)) if nodes is None else nodes)
+    return wait_until(
+        lambda: current_leader(cluster, chosen), f"a leader among nodes {chosen}", timeout
+    )
+
+
+def wait_caught_up(cluster: LocalCluster, node: int, leader: int) -> Response:
+    """Wait until ``node`` applied everything ``leader`` has committed; returns its diagnostic."""
+    def probe() -> Response | None:
+        lead = diagnostic(cluster.endpoints[leader])
+        diag = diagnostic(cluster.endpoints[node])
+        if lead is None or diag is None:
+            return None
+        if diag["log"]["appliedIndex"] >= lead["log"]["commitIndex"] > 0:
+            return diag
+        return None
+
+    return wait_until(probe, f"node {node} to apply node {leader}'s commit index")
+
+
+def freeze(cluster: LocalCluster, node: int) -> None:
+    """SIGSTOP a node this test started (the conftest teardown always SIGCONTs)."""
+    cluster.kill(node, signal.SIGSTOP)
+
+
+def thaw(cluster: LocalCluster, node: int) -> None:
+    cluster.kill(node, signal.SIGCONT)
+
+
+def kill_all_at_once(cluster: LocalCluster) -> None:
+    """SIGKILL every running node before reaping any: none outlives the others by more than
+    the time it takes to send the signals. Only PIDs of processes the cluster started (and has
+    not reaped yet, so they cannot have been reused) are signalled."""
+    running = [i for i in range(len(cluster)) if cluster.is_running(i)]
+    for i in running:
+        pid = cluster.pid(i)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    for i in running:
+        cluster.kill(i)  # reaps it
+
+
+# -- bulk key-value I/O ----------------------------------------------------------------------------
+
+
+async def _bounded(concurrency: int, jobs: Iterable[Callable[[], Any]]) -> list[Any]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(job: Callable[[], Any]) -> Any:
+        async with gate:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+def write_all(
+    endpoints: list[str], items: Mapping[str, Any], concurrency: int = 64
+) -> None:
+    """Write every item through one AsyncClient with ``concurrency`` requests in flight."""
+    async def main() -> None:
+        async with AsyncClient(endpoints, timeout=DEADLINE) as client:
+            await _bounded(concurrency, [
+                (lambda k=k, v=v: client.set(k, v)) for k, v in items.items()
+            ])
+
+    asyncio.run(main())
+
+
+def read_all(
+    endpoints: list[str], keys: Iterable[str], consistency: str = "linearizable",
+    concurrency: int = 64,
+) -> dict[str, Any]:
+    """Read every key through one AsyncClient; missing keys map to None."""
+    keys = list(keys)
+
+    async def main() -> list[Any]:
+        async with AsyncClient(endpoints, timeout=DEADLINE) as client:
+            return await _bounded(concurrency, [
+                (lambda k=k: client.get(k, consistency=consistency)) for k in keys
+            ])
+
+    return dict(zip(keys, asyncio.run(main()), strict=True))
+
+
+def missing_or_wrong(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys whose value in ``actual`` differs from ``expected`` (with what was read)."""
+    return {k: actual.get(k) for k, v in expected.items() if actual.get(k) != v}
