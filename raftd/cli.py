@@ -145,4 +145,3 @@ def init(nodes: int, directory: Path, base_port: int, host: str) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="raftd")
-

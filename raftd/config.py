@@ -218,26 +218,126 @@ def _bounded(value: Any, low: int, high: int) -> int:
 
 _NOT_YET = "is not supported yet"
 
-# section -> key -> checker; None marks a documented key whose feature does not exist yet.
-_SCHEMA: dict[str, dict[str, Any]] = {
-    "node": {"address": _address, "data_dir": _path, "listen": _address},
-    "cluster": {"members": _members, "secret_file": None},
-    "raft": {
-        "tick_ms": _positive,
-        "election_timeout_ms": _range,
-        "heartbeat_interval_ms": _positive,
-        "fsync": _bool,
-        "max_datagram_bytes": _datagram,
-        "max_entry_bytes": _positive,
-        "snapshot_every": _positive,
-        "snapshot_min_log_bytes": _non_negative,
-        "promote_lag_entries": _non_negative,
-    },
-    "security": {"client_token_file": None, "tls_cert": None, "tls_key": None, "tls_ca": None},
-    "metrics": {"address": None},
-    "federated": dict.fromkeys(("enabled", "rotate_after_s", "min_updates", "round_timeout_s")),
-}
-_REQUIRED = {"node": ("address", "data_dir"), "cluster": ("members",)}
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One config key: how it is checked and how it is documented (raftd(8), README)."""
+
+    section: str
+    key: str
+    check: Callable[[Any], Any] | None
+    """Converts a valid value or raises _Bad; None marks a planned key refused for now."""
+    doc: str
+    default: str | None = None
+    """The default as TOML text; None when the key is required or has no default."""
+    required: bool = False
+
+
+_R = RaftSection()
+
+KEYS: tuple[KeySpec, ...] = (
+    KeySpec(
+        "node",
+        "address",
+        _address,
+        "Advertised host:port: the node's identity; peers use UDP and clients TCP on this port.",
+        required=True,
+    ),
+    KeySpec(
+        "node",
+        "data_dir",
+        _path,
+        "Where the node keeps its log and state; relative paths are relative to the config file.",
+        required=True,
+    ),
+    KeySpec(
+        "node",
+        "listen",
+        _address,
+        "host:port to bind when it differs from address (NAT, containers).",
+        "address",
+    ),
+    KeySpec(
+        "cluster",
+        "members",
+        _members,
+        "The initial voters, as host:port strings. A node "
+        "not listed starts blank and waits to be added.",
+        required=True,
+    ),
+    KeySpec("cluster", "secret_file", None, "Shared key authenticating peer datagrams."),
+    KeySpec("raft", "tick_ms", _positive, "Length of one timer tick.", str(_R.tick_ms)),
+    KeySpec(
+        "raft",
+        "election_timeout_ms",
+        _range,
+        "Range the election timeout is drawn from; "
+        "both bounds multiples of tick_ms, the low bound above it.",
+        "[150, 300]",
+    ),
+    KeySpec(
+        "raft",
+        "heartbeat_interval_ms",
+        _positive,
+        "Leader heartbeat period; a multiple of tick_ms below the election timeout.",
+        str(_R.heartbeat_interval_ms),
+    ),
+    KeySpec(
+        "raft",
+        "fsync",
+        _bool,
+        "fsync the log before acknowledging; false trades durability for speed (tests only).",
+        "true",
+    ),
+    KeySpec(
+        "raft",
+        "max_datagram_bytes",
+        _datagram,
+        "Largest peer datagram (512-65507); keep below the path MTU, raise on loopback.",
+        str(_R.max_datagram_bytes),
+    ),
+    KeySpec(
+        "raft",
+        "max_entry_bytes",
+        _positive,
+        "Largest accepted client write; also capped by what fits in one datagram.",
+        str(_R.max_entry_bytes),
+    ),
+    KeySpec(
+        "raft",
+        "snapshot_every",
+        _positive,
+        "Entries between snapshots (accepted; snapshots are not implemented yet).",
+        str(_R.snapshot_every),
+    ),
+    KeySpec(
+        "raft",
+        "snapshot_min_log_bytes",
+        _non_negative,
+        "Log size a snapshot also waits for (accepted; not used yet).",
+        str(_R.snapshot_min_log_bytes),
+    ),
+    KeySpec(
+        "raft",
+        "promote_lag_entries",
+        _non_negative,
+        "A learner this close to the "
+        "leader's log is promoted to voter (accepted; membership changes are not "
+        "implemented yet).",
+        str(_R.promote_lag_entries),
+    ),
+    KeySpec("security", "client_token_file", None, "Token clients must present."),
+    KeySpec("security", "tls_cert", None, "TLS certificate."),
+    KeySpec("security", "tls_key", None, "TLS private key."),
+    KeySpec("security", "tls_ca", None, "TLS certificate authority."),
+    KeySpec("metrics", "address", None, "host:port serving Prometheus /metrics."),
+    KeySpec("federated", "enabled", None, "Run the federated-learning application."),
+    KeySpec("federated", "rotate_after_s", None, "Federated learning: seconds per round leader."),
+    KeySpec("federated", "min_updates", None, "Federated learning: updates per round."),
+    KeySpec("federated", "round_timeout_s", None, "Federated learning: round deadline."),
+)
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in KEYS))
+_SCHEMA = {section: {s.key: s for s in KEYS if s.section == section} for section in SECTIONS}
 
 
 def _suggest(word: str, options: Sequence[str]) -> str:
@@ -278,19 +378,18 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
         for key, value in table.items():
             if key not in known:
                 raise fail(f'[{section}] unknown key "{key}"{_suggest(key, list(known))}')
-            checker = known[key]
-            if checker is None:
+            check = known[key].check
+            if check is None:
                 raise fail(f"[{section}] {key} {_NOT_YET}; remove it")
             try:
-                checked[key] = checker(value)
+                checked[key] = check(value)
             except _Bad as bad:
                 raise fail(f"[{section}] {key} {bad}") from None
         values[section] = checked
 
-    for section, keys in _REQUIRED.items():
-        for key in keys:
-            if key not in values.get(section, {}):
-                raise fail(f"[{section}] {key} is required")
+    for spec in KEYS:
+        if spec.required and spec.key not in values.get(spec.section, {}):
+            raise fail(f"[{spec.section}] {spec.key} is required")
 
     node = values["node"]
     raft = RaftSection(**values.get("raft", {}))
@@ -416,7 +515,7 @@ def write_cluster_configs(
         raft_values["max_datagram_bytes"] = LOOPBACK_DATAGRAM_BYTES
     raft_values.update(raft or {})
     out.mkdir(parents=True, exist_ok=True)
-    for k, (path, address) in enumerate(zip(paths, addresses), start=1):
+    for k, (path, address) in enumerate(zip(paths, addresses, strict=True), start=1):
         # "x" mode: a file that appeared since the check above is still never clobbered.
         with open(path, "x", encoding="utf-8") as f:
             f.write(render_node_config(address, f"data/n{k}", addresses, raft_values))

@@ -37,7 +37,11 @@ def test_defaults_and_resolution(tmp_path: Path) -> None:
     assert config.node.data_dir == (tmp_path / "data" / "n1").resolve()
     assert config.cluster.members == ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003")
     raft = config.raft
-    assert (raft.tick_ms, raft.election_timeout_ms, raft.heartbeat_interval_ms) == (10, (150, 300), 30)
+    assert (raft.tick_ms, raft.election_timeout_ms, raft.heartbeat_interval_ms) == (
+        10,
+        (150, 300),
+        30,
+    )
     assert raft.fsync is True
     assert raft.max_datagram_bytes == 1400
     assert raft.max_entry_bytes == 1048576
@@ -47,7 +51,9 @@ def test_defaults_and_resolution(tmp_path: Path) -> None:
 
 
 def test_every_raft_key_is_accepted(tmp_path: Path) -> None:
-    text = GOOD + """
+    text = (
+        GOOD
+        + """
 [raft]
 tick_ms = 5
 election_timeout_ms = [100, 100]
@@ -59,6 +65,7 @@ snapshot_every = 50
 snapshot_min_log_bytes = 0
 promote_lag_entries = 0
 """
+    )
     text = text.replace('data_dir = "data/n1"', 'data_dir = "data/n1"\nlisten = "0.0.0.0:7001"')
     config = load_config(write(tmp_path, text))
     assert config.node.listen == "0.0.0.0:7001"
@@ -75,36 +82,67 @@ NODE_ADDR = 'address = "127.0.0.1:7001"'
 MEMBERS = 'members = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]'
 
 BAD = {
-    "tick not int": (GOOD + '[raft]\ntick_ms = "x"\n', '[raft] tick_ms must be a positive integer, got "x"'),
-    "tick zero": (GOOD + "[raft]\ntick_ms = 0\n", "[raft] tick_ms must be a positive integer, got 0"),
+    "tick not int": (
+        GOOD + '[raft]\ntick_ms = "x"\n',
+        '[raft] tick_ms must be a positive integer, got "x"',
+    ),
+    "tick zero": (
+        GOOD + "[raft]\ntick_ms = 0\n",
+        "[raft] tick_ms must be a positive integer, got 0",
+    ),
     "tick bool": (GOOD + "[raft]\ntick_ms = true\n", "[raft] tick_ms must be a positive integer"),
-    "typo key": (GOOD + "[raft]\nfsnyc = false\n", '[raft] unknown key "fsnyc" (did you mean "fsync"?)'),
+    "typo key": (
+        GOOD + "[raft]\nfsnyc = false\n",
+        '[raft] unknown key "fsnyc" (did you mean "fsync"?)',
+    ),
     "unknown section": (GOOD + "[nodes]\nx = 1\n", "unknown section [nodes]"),
     "top-level key": ("tick_ms = 10\n" + GOOD, 'key "tick_ms" must be inside a section'),
-    "fsync not bool": (GOOD + '[raft]\nfsync = "yes"\n', '[raft] fsync must be true or false, got "yes"'),
+    "fsync not bool": (
+        GOOD + '[raft]\nfsync = "yes"\n',
+        '[raft] fsync must be true or false, got "yes"',
+    ),
     "address no port": (_replace(NODE_ADDR, 'address = "localhost"'), "[node] address must be"),
-    "address port range": (_replace(NODE_ADDR, 'address = "127.0.0.1:99999"'), "[node] address must be"),
+    "address port range": (
+        _replace(NODE_ADDR, 'address = "127.0.0.1:99999"'),
+        "[node] address must be",
+    ),
     "address not str": (_replace(NODE_ADDR, "address = 7001"), "[node] address must be"),
     "address bad host": (_replace(NODE_ADDR, 'address = "a b:7001"'), "[node] address must be"),
-    "listen bad": (_replace(NODE_ADDR, NODE_ADDR + '\nlisten = "0.0.0.0"'), "[node] listen must be"),
+    "listen bad": (
+        _replace(NODE_ADDR, NODE_ADDR + '\nlisten = "0.0.0.0"'),
+        "[node] listen must be",
+    ),
     "address missing": (_replace(NODE_ADDR, ""), "[node] address is required"),
     "data_dir missing": (_replace('data_dir = "data/n1"', ""), "[node] data_dir is required"),
-    "data_dir empty": (_replace('data_dir = "data/n1"', 'data_dir = ""'), "[node] data_dir must be"),
+    "data_dir empty": (
+        _replace('data_dir = "data/n1"', 'data_dir = ""'),
+        "[node] data_dir must be",
+    ),
     "members missing": (_replace(MEMBERS, ""), "[cluster] members is required"),
-    "members empty": (_replace(MEMBERS, "members = []"), "[cluster] members must be a non-empty list"),
+    "members empty": (
+        _replace(MEMBERS, "members = []"),
+        "[cluster] members must be a non-empty list",
+    ),
     "members bad entry": (_replace(MEMBERS, 'members = ["x"]'), "[cluster] members entry must be"),
     "members twice": (
         _replace(MEMBERS, 'members = ["127.0.0.1:7001", "127.0.0.1:7001"]'),
         '[cluster] members lists "127.0.0.1:7001" twice',
     ),
-    "election not list": (GOOD + "[raft]\nelection_timeout_ms = 150\n", "[raft] election_timeout_ms must be [low, high]"),
-    "election reversed": (GOOD + "[raft]\nelection_timeout_ms = [300, 150]\n", "[raft] election_timeout_ms must be [low, high]"),
+    "election not list": (
+        GOOD + "[raft]\nelection_timeout_ms = 150\n",
+        "[raft] election_timeout_ms must be [low, high]",
+    ),
+    "election reversed": (
+        GOOD + "[raft]\nelection_timeout_ms = [300, 150]\n",
+        "[raft] election_timeout_ms must be [low, high]",
+    ),
     "election not multiple": (
         GOOD + "[raft]\nelection_timeout_ms = [155, 300]\n",
         "[raft] election_timeout_ms must be a multiple of tick_ms (10), got 155",
     ),
     "election not above tick": (
-        GOOD + "[raft]\ntick_ms = 50\nelection_timeout_ms = [50, 100]\nheartbeat_interval_ms = 50\n",
+        GOOD
+        + "[raft]\ntick_ms = 50\nelection_timeout_ms = [50, 100]\nheartbeat_interval_ms = 50\n",
         "[raft] election_timeout_ms must be bigger than tick_ms (50)",
     ),
     "heartbeat too slow": (
@@ -115,14 +153,32 @@ BAD = {
         GOOD + "[raft]\nheartbeat_interval_ms = 25\n",
         "[raft] heartbeat_interval_ms must be a multiple of tick_ms (10), got 25",
     ),
-    "datagram too small": (GOOD + "[raft]\nmax_datagram_bytes = 100\n", "[raft] max_datagram_bytes must be an integer from 512 to 65507"),
-    "entry bytes negative": (GOOD + "[raft]\nmax_entry_bytes = -1\n", "[raft] max_entry_bytes must be a positive integer"),
+    "datagram too small": (
+        GOOD + "[raft]\nmax_datagram_bytes = 100\n",
+        "[raft] max_datagram_bytes must be an integer from 512 to 65507",
+    ),
+    "entry bytes negative": (
+        GOOD + "[raft]\nmax_entry_bytes = -1\n",
+        "[raft] max_entry_bytes must be a positive integer",
+    ),
     "raft not a table": ("raft = 1\n" + GOOD, "[raft] must be a section"),
-    "secret_file": (_replace(MEMBERS, MEMBERS + '\nsecret_file = "k"'), "[cluster] secret_file is not supported yet"),
-    "security": (GOOD + '[security]\nclient_token_file = "t"\n', "[security] client_token_file is not supported yet"),
+    "secret_file": (
+        _replace(MEMBERS, MEMBERS + '\nsecret_file = "k"'),
+        "[cluster] secret_file is not supported yet",
+    ),
+    "security": (
+        GOOD + '[security]\nclient_token_file = "t"\n',
+        "[security] client_token_file is not supported yet",
+    ),
     "tls": (GOOD + '[security]\ntls_cert = "c"\n', "[security] tls_cert is not supported yet"),
-    "metrics": (GOOD + '[metrics]\naddress = "127.0.0.1:9101"\n', "[metrics] address is not supported yet"),
-    "federated": (GOOD + "[federated]\nenabled = true\n", "[federated] enabled is not supported yet"),
+    "metrics": (
+        GOOD + '[metrics]\naddress = "127.0.0.1:9101"\n',
+        "[metrics] address is not supported yet",
+    ),
+    "federated": (
+        GOOD + "[federated]\nenabled = true\n",
+        "[federated] enabled is not supported yet",
+    ),
     "invalid toml": (GOOD + "[raft\n", "invalid TOML"),
 }
 
@@ -144,18 +200,26 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, text: str, expected: s
 def test_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["start", "--config", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"raftd: {tmp_path / 'nope.toml'}: cannot read config: No such file or directory"
+    assert (
+        result.stderr.strip()
+        == f"raftd: {tmp_path / 'nope.toml'}: cannot read config: No such file or directory"
+    )
 
 
 def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("")
-    for data_dir, expected in (("blocker", "is not a directory"), ("blocker/n1", "cannot be created")):
+    for data_dir, expected in (
+        ("blocker", "is not a directory"),
+        ("blocker/n1", "cannot be created"),
+    ):
         path = write(tmp_path, _replace('data_dir = "data/n1"', f'data_dir = "{data_dir}"'))
         with pytest.raises(ConfigError, match=rf"\[node\] data_dir {expected}"):
             load_config(path)
 
 
-def test_start_runs_server_and_exits_with_its_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_runs_server_and_exits_with_its_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = []
 
     def run(config: object) -> int:
@@ -184,7 +248,9 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "host", ":7001", "h:0", "h:65536", "h:x", "::1:7001", "[nope]:1", "a_b:1"])
+@pytest.mark.parametrize(
+    "text", ["", "host", ":7001", "h:0", "h:65536", "h:x", "::1:7001", "[nope]:1", "a_b:1"]
+)
 def test_parse_address_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)

@@ -1,0 +1,48 @@
+"""App: what every raftctl command needs, built once by the root group (hatch's Application).
+
+Commands get it with ``@click.pass_obj`` and never print or exit on their own: data goes to
+``app.printer`` (stdout), messages to ``app.abort`` (stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from raftctl.client import Client
+from raftctl.exitcodes import ExitCode
+from raftctl.output.printers import Printer, choose
+
+_UNBOUNDED = 1 << 16
+
+
+def make_console() -> Console:
+    """The stdout console for tables."""
+    # Into a pipe or file, rich would assume 80 columns and elide cells: never lose data.
+    width = None if sys.stdout.isatty() else _UNBOUNDED
+    # Data must come out exactly as stored: no markup, emoji or number highlighting.
+    return Console(markup=False, emoji=False, highlight=False, width=width)
+
+
+@dataclass
+class App:
+    endpoints: tuple[str, ...]
+    timeout: float
+    output: str
+    printer: Printer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.printer = choose(self.output, make_console())
+
+    def client(self) -> Client:
+        """A blocking client of the cluster; use it as a context manager."""
+        return Client(self.endpoints, timeout=self.timeout)
+
+    def abort(self, code: ExitCode, message: str) -> NoReturn:
+        """Print one line on stderr and exit with `code`."""
+        click.echo(f"Error: {message}", err=True)
+        raise click.exceptions.Exit(int(code))

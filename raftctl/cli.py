@@ -1,0 +1,115 @@
+"""The ``raftctl`` root group: global options, the App, and the one error boundary.
+
+Every client-library exception is turned into one stderr line and a named exit code here
+(`RaftctlGroup.invoke`), so no command needs its own try/except and no user ever sees a
+traceback (etcdctl's cobrautl.ExitWithError).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from raftctl.app import App
+from raftctl.client import parse_endpoints
+from raftctl.commands.cluster import diagnostic, status
+from raftctl.commands.kv import delete, get, set_
+from raftctl.errors import (
+    ClusterUnavailable,
+    InvalidEndpoint,
+    RaftctlError,
+    RequestTimeout,
+    ServerError,
+)
+from raftctl.exitcodes import ExitCode
+from raftctl.output.printers import FORMATS
+from raftd import __version__
+
+DEFAULT_ENDPOINTS = "127.0.0.1:7001"
+DEFAULT_TIMEOUT = 5.0
+
+
+def exit_code_for(err: RaftctlError) -> ExitCode:
+    if isinstance(err, (ClusterUnavailable, RequestTimeout)):
+        return ExitCode.UNREACHABLE
+    if isinstance(err, InvalidEndpoint):
+        return ExitCode.USAGE
+    return ExitCode.FAILED
+
+
+def error_message(err: RaftctlError, endpoints: tuple[str, ...]) -> str:
+    if isinstance(err, RequestTimeout):
+        return f"timed out ({err}; endpoints tried: {', '.join(endpoints)})"
+    if isinstance(err, ServerError):
+        return f"the cluster answered with an error: {err}"
+    return str(err)
+
+
+class RaftctlGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RaftctlError as err:
+            app = ctx.obj
+            endpoints = app.endpoints if isinstance(app, App) else ()
+            click.echo(f"Error: {error_message(err, endpoints)}", err=True)
+            ctx.exit(int(exit_code_for(err)))
+
+
+def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return tuple(parse_endpoints(value))
+    except InvalidEndpoint as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@click.group(cls=RaftctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-e",
+    "--endpoints",
+    envvar="RAFTCTL_ENDPOINTS",
+    show_envvar=True,
+    default=DEFAULT_ENDPOINTS,
+    show_default=True,
+    metavar="HOST:PORT,...",
+    callback=_endpoints,
+    help="Comma-separated cluster nodes to contact; any one is enough.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(FORMATS),
+    help="Output format. Default: table on a terminal, plain otherwise.",
+)
+@click.option(
+    "--timeout",
+    envvar="RAFTCTL_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on a request after this long (exit status 3).",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="raftctl")
+@click.pass_context
+def cli(ctx: click.Context, endpoints: tuple[str, ...], output: str | None, timeout: float) -> None:
+    """raftctl: read and write keys in a rafty cluster and inspect its nodes.
+
+    Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found or the
+    cluster answered with an error; 2 usage error; 3 no node reachable or timed out.
+    """
+    if output is None:
+        output = "table" if sys.stdout.isatty() else "plain"
+    ctx.obj = App(endpoints=endpoints, timeout=timeout, output=output)
+
+
+for command in (set_, get, delete, status, diagnostic):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="raftctl")

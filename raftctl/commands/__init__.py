@@ -1,0 +1,1 @@
+"""raftctl verbs, one module per group of verbs; `raftctl.cli` registers them."""

@@ -1,0 +1,31 @@
+"""Exit statuses of `raftctl`, as documented in DESIGN.md, README.md and raftctl(1)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Each status carries its `meaning`, which raftctl(1) prints."""
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    OK = 0, "Success."
+    FAILED = (
+        1,
+        (
+            "The key was not found, a condition failed, or the cluster answered with an error "
+            "(no leader, no quorum)."
+        ),
+    )
+    USAGE = 2, "Usage error: unknown command or option, or a bad value."
+    UNREACHABLE = (
+        3,
+        ("No node was reachable, or the request timed out; the message names the endpoints tried."),
+    )

@@ -1,0 +1,203 @@
+"""LocalCluster: real ``raftd start`` processes on 127.0.0.1, for the demo, benchmarks and tests.
+
+    with LocalCluster(3, tmp_path) as cluster:
+        cluster.start_all()
+        leader = cluster.wait_for_leader(timeout=10)
+        cluster.kill(leader)                      # SIGKILL by default
+        cluster.wait_for_leader(timeout=10)
+
+Node ``i`` (0-based) uses ``base_dir/node{i+1}.toml``, keeps its data in ``base_dir/data/n{i+1}``
+and writes its stdout and stderr to ``base_dir/node{i+1}.log`` (appended across restarts). The
+configs come from the same code as ``raftd init``. Only processes this object started are ever
+signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import raftd
+from raftctl.commands.cluster import collect_status
+from raftctl.errors import RaftctlError
+from raftd.config import write_cluster_configs
+
+HOST = "127.0.0.1"
+_POLL_INTERVAL = 0.05
+_SOURCE_ROOT = Path(raftd.__file__).resolve().parent.parent
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """`count` distinct ports free for both TCP and UDP on `host` right now.
+
+    A node binds UDP (peers) and TCP (clients) on one port, so both are reserved together;
+    all stay bound until every port is chosen, so none is handed out twice.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(tcp)
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(udp)
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue  # UDP side taken: keep this TCP port held and draw another
+            ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        n: int,
+        base_dir: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        extra_raft_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.base_dir = Path(base_dir)
+        self.endpoints = [f"{HOST}:{port}" for port in free_ports(n)]
+        raft = {} if fsync else {"fsync": False}
+        raft.update(extra_raft_config or {})
+        self.config_paths = write_cluster_configs(self.base_dir, self.endpoints, raft=raft)
+        self.log_paths = [self.base_dir / f"node{k}.log" for k in range(1, n + 1)]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self._logs: list[IO[bytes] | None] = [None] * n
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def start(self, i: int) -> None:
+        """Start node `i` (again); a no-op while it runs."""
+        if self.is_running(i):
+            return
+        self._close_log(i)
+        log = open(self.log_paths[i], "ab")
+        self._logs[i] = log
+        env = dict(os.environ)
+        # Works from a source checkout too, not only from an installed package.
+        paths = [str(_SOURCE_ROOT), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        self._procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "raftd", "start", "--config", str(self.config_paths[i])],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=self.base_dir,
+            env=env,
+        )
+
+    def start_all(self) -> None:
+        for i in range(len(self)):
+            self.start(i)
+
+    def is_running(self, i: int) -> bool:
+        proc = self._procs[i]
+        return proc is not None and proc.poll() is None
+
+    def pid(self, i: int) -> int | None:
+        proc = self._procs[i]
+        return proc.pid if proc is not None else None
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to node `i`; for SIGKILL also wait until it is gone."""
+        proc = self._procs[i]
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+
+    def wait(self, i: int, timeout: float) -> int:
+        """Node `i`'s exit status once it exits; TimeoutError after `timeout` seconds."""
+        proc = self._procs[i]
+        if proc is None:
+            raise ValueError(f"node {i} was never started")
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"node {i} still running after {timeout:g}s") from None
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """SIGTERM every running node, then SIGKILL those still running at the deadline."""
+        running = [i for i in range(len(self)) if self.is_running(i)]
+        for i in running:
+            self.kill(i, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for i in running:
+            try:
+                self.wait(i, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                self.kill(i, signal.SIGKILL)
+        for i in range(len(self)):
+            self._close_log(i)
+
+    def _close_log(self, i: int) -> None:
+        log = self._logs[i]
+        if log is not None:
+            log.close()
+            self._logs[i] = None
+
+    # -- cluster state --------------------------------------------------------------------------
+
+    def leader_index(self, timeout: float = 1.0) -> int | None:
+        """The node that leads in the highest term any running node reports, or None."""
+        running = [self.endpoints[i] for i in range(len(self)) if self.is_running(i)]
+        if not running:
+            return None
+        try:
+            rows = asyncio.run(collect_status(running, timeout))
+        except RaftctlError:
+            return None
+        reachable = [r for r in rows if r.reachable and r.term is not None]
+        if not reachable:
+            return None
+        # A deposed leader cut off from the others may still call itself leader in its old term.
+        top = max(r.term for r in reachable if r.term is not None)
+        for row in reachable:
+            if row.role == "leader" and row.term == top and row.address in running:
+                return self.endpoints.index(row.address)
+        return None
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """Poll until a leader is known (see `leader_index`); TimeoutError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logs = ", ".join(str(p) for p in self.log_paths)
+                raise TimeoutError(f"no leader elected within {timeout:g}s (node logs: {logs})")
+            leader = self.leader_index(timeout=min(1.0, remaining))
+            if leader is not None:
+                return leader
+            time.sleep(min(_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
