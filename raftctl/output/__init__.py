@@ -1,0 +1,1 @@
+"""Output shaping (rows.py) and rendering (printers.py) for raftctl."""
