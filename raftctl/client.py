@@ -12,11 +12,15 @@ Theory of operation:
 - One attempt waits at most half the timeout, so a leader that vanished without closing its
   sockets (power loss, partition) does not eat the whole deadline. A connection that received
   nothing at all during such a wait is presumed dead and closed.
-- Exactly-once writes: the client has a random ``client_id`` and numbers its writes with a
-  ``seq`` that only grows; every attempt of one write carries the same ``seq`` (and the same
+- Exactly-once writes: a session is a random ``client_id`` whose writes are numbered by a
+  ``seq`` counting from 1; every attempt of one write carries the same ``seq`` (and the same
   ``id``), so the server's session table answers a retry from its cache instead of applying it
   twice. ``first_unacked_seq`` (the smallest seq still awaiting its reply) lets the server forget
-  older replies. Reads are simply retried.
+  older replies. The server opens a session on seq 1 and refuses other seqs of an unknown
+  client (``session_expired``), so seq 1 travels alone: later writes wait for its answer. A
+  write refused as ``session_expired`` on its only attempt was not applied: it is resent as seq 1
+  of a fresh session. After more attempts it may have been, so it raises ``SessionExpired``
+  (later writes use a fresh session). Reads are simply retried.
 - ``Client`` runs an ``AsyncClient`` on a private event loop in a daemon thread, so it works in
   plain scripts, inside programs that already run an event loop, and from several threads.
 """
@@ -28,6 +32,7 @@ import itertools
 import random
 import threading
 import uuid
+import weakref
 from collections.abc import Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
@@ -113,10 +118,13 @@ class _Connection:
     ) -> None:
         self.endpoint = endpoint
         self.closed = False
+        self.close_reason = ""
         self.received_at = 0.0  # loop time of the last bytes read: proof of life
         self._loop = asyncio.get_running_loop()
         self._writer = writer
-        self._pending: dict[int, tuple[asyncio.Future[Response], int]] = {}  # id -> (fut, size)
+        # id -> (future, frame size); a future resolves to None when the connection is lost
+        # (a result, not an exception: its waiter may be gone, and nobody would retrieve it).
+        self._pending: dict[int, tuple[asyncio.Future[Response | None], int]] = {}
         self._reader = self._loop.create_task(self._read_loop(reader, max_frame_bytes))
 
     async def request(self, rid: int, frame: bytes, timeout: float) -> Response:
@@ -124,9 +132,13 @@ class _Connection:
 
         Raises ``_ConnectionLost``, or ``TimeoutError`` after ``timeout`` seconds.
         """
+        if self._writer.transport.is_closing():
+            self.close("connection lost")  # seen before the reader noticed
         if self.closed:
-            raise _ConnectionLost(f"{self.endpoint}: connection closed")
-        future: asyncio.Future[Response] = self._loop.create_future()
+            raise _ConnectionLost(f"{self.endpoint}: {self.close_reason}")
+        if timeout <= 0:
+            raise TimeoutError
+        future: asyncio.Future[Response | None] = self._loop.create_future()
         self._pending[rid] = (future, len(frame))
         started = self._loop.time()
         try:
@@ -136,25 +148,27 @@ class _Connection:
                     await self._writer.drain()
                 except OSError as exc:
                     self.close(f"send failed: {exc}")
-                    raise _ConnectionLost(f"{self.endpoint}: send failed: {exc}") from None
-                return await future
+                response = await future
+                if response is None:
+                    raise _ConnectionLost(f"{self.endpoint}: {self.close_reason}")
+                return response
         except TimeoutError:
             if self.received_at < started:
                 self.close(f"no data from the server within {timeout:.2f}s")
             raise
         finally:
-            if self._pending.get(rid, (None,))[0] is future:
-                del self._pending[rid]
+            self._pending.pop(rid, None)
 
     def close(self, reason: str = "closed by the client") -> None:
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         self._writer.close()
         self._reader.cancel()
         for future, _ in self._pending.values():
             if not future.done():
-                future.set_exception(_ConnectionLost(f"{self.endpoint}: {reason}"))
+                future.set_result(None)
         self._pending.clear()
 
     async def wait_closed(self) -> None:
@@ -182,11 +196,12 @@ class _Connection:
             entry = self._pending.get(rid)
             if entry is not None and not entry[0].done():
                 entry[0].set_result(obj)
-        elif obj.get("type") == "error" and self._pending:
-            # The server could not read a request's id (it never got a whole frame). For
-            # too_large the biggest pending frame is surely one of the culprits; any other
-            # code concerns the connection, hence every pending request.
-            if obj.get("code") == ErrorCode.TOO_LARGE.value:
+        elif obj.get("type") == "error":
+            # Every request we send has an id, so the server could not parse our stream (e.g.
+            # a frame over its limit) and the connection is unusable. For too_large the biggest
+            # pending frame is surely one of the culprits; any other code concerns the
+            # connection, hence every pending request. The others are retried elsewhere.
+            if obj.get("code") == ErrorCode.TOO_LARGE.value and self._pending:
                 rid = max(self._pending, key=lambda r: self._pending[r][1])
                 targets = [self._pending[rid][0]]
             else:
@@ -194,16 +209,44 @@ class _Connection:
             for future in targets:
                 if not future.done():
                     future.set_result(obj)
+            self.close(f"the server refused the stream ({obj.get('code')})")
+
+
+class _Session:
+    """One server-side session: its ``client_id``, next ``seq`` and the seqs awaiting replies."""
+
+    def __init__(self) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.next_seq = 1
+        self.unacked: dict[int, None] = {}  # ascending: seqs are inserted in increasing order
+        self.opened = asyncio.Event()  # seq 1 was answered (or given up)
+        self.opener: _Attempts | None = None  # how the write of seq 1 went
+
+    def begin(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        self.unacked[seq] = None
+        return seq
+
+    def first_unacked(self) -> int:
+        return next(iter(self.unacked))
+
+    def end(self, seq: int) -> None:
+        del self.unacked[seq]
+        if seq == 1:
+            self.opened.set()
 
 
 class _Attempts:
-    """What went wrong so far in one request, to raise the right error at its deadline."""
+    """The deadline of one request and what went wrong so far, to raise the right error."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.deadline = asyncio.get_running_loop().time() + timeout
         self.tried: list[str] = []
         self.reached = False
         self.no_leader = False
+        self.sent = 0  # times the request was written to a connection
         self.last = ""
 
     def record(self, endpoint: str, problem: str, *, no_leader: bool = False) -> None:
@@ -213,7 +256,7 @@ class _Attempts:
         self.last = problem
 
     def failure(self) -> RaftctlError:
-        if not self.reached:
+        if not self.reached and self.tried:
             return ClusterUnavailable(self.tried, self.last)
         if self.no_leader:
             return NoLeader("no_leader", f"no leader known after {self.timeout:g}s ({self.last})")
@@ -234,17 +277,20 @@ class AsyncClient:
             raise ValueError("timeout must be positive")
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = float(timeout)
-        self.client_id = uuid.uuid4().hex
         self.leader: str | None = None
         """The cached leader address (None: unknown)."""
         self._max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
-        self._next_seq = 1
-        self._unacked: dict[int, None] = {}  # seqs awaiting replies, ascending (insertion order)
+        self._session = _Session()
         self._cursor = 0  # index in endpoints of the node to ask while no leader is known
         self._conns: dict[str, _Connection] = {}
         self._connecting: dict[str, asyncio.Task[_Connection]] = {}
         self._closed = False
+
+    @property
+    def client_id(self) -> str:
+        """The session id the next write will carry."""
+        return self._session.client_id
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -322,41 +368,45 @@ class AsyncClient:
     # -- cluster API ----------------------------------------------------------------------------
 
     async def status(self) -> Response:
-        """The diagnostic map of the leader, or else of the first node that answers."""
+        """The diagnostic map of the leader, or else of the first node that answers.
+
+        Diagnostic maps are returned without the envelope (``type``, ``success``, ``id``).
+        """
+        attempts = _Attempts(self.timeout)
         rid, frame = self._frame({"type": "diagnostic"})
-        response, endpoint = await self._call(rid, frame, follow=False)
+        response, endpoint = await self._call(rid, frame, attempts, follow=False)
         volatile = response.get("volatile")
         leader = volatile.get("leaderId") if type(volatile) is dict else None
-        if type(leader) is str and leader and leader != endpoint:
+        if type(leader) is not str or not _valid(leader):
+            return _unwrap(response)
+        if leader != endpoint:
             try:
-                parse_address(leader)
-                response = await self.diagnostic(leader)
-            except (RaftctlError, ValueError):
-                return response
-            endpoint = leader
-        if type(leader) is str and leader == endpoint:
-            self.leader = leader
-        return response
+                response = await self._diagnose(leader, attempts)
+            except RaftctlError:
+                return _unwrap(response)  # the leader is unreachable from here: the first one
+        self.leader = leader
+        return _unwrap(response)
 
     async def diagnostic(self, address: str) -> Response:
         """The diagnostic map of the node at ``address``: one attempt, no redirect."""
         self._check_open()
-        (address,) = parse_endpoints(address)
+        if not _valid(address):
+            raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
+        return _unwrap(await self._diagnose(address, _Attempts(self.timeout)))
+
+    async def _diagnose(self, address: str, attempts: _Attempts) -> Response:
         rid, frame = self._frame({"type": "diagnostic"})
-        attempts = _Attempts(self.timeout)
-        attempts.tried.append(address)
+        wait = attempts.deadline - asyncio.get_running_loop().time()
         try:
-            conn = await self._connect(address, self.timeout)
-            attempts.reached = True
-            response = await conn.request(rid, frame, self.timeout)
+            conn = await self._connect(address, wait)
+            response = await conn.request(rid, frame, wait)
         except (_ConnectFailed, _ConnectionLost) as exc:
-            attempts.record(address, str(exc))
-            raise attempts.failure() from None
+            raise ClusterUnavailable([address], str(exc)) from None
         except TimeoutError:
             raise RequestTimeout(f"{address} did not answer within {self.timeout:g}s") from None
         if response.get("type") == "error":
             raise _server_error(response)
-        return _strip(response)
+        return response
 
     async def add_node(self, address: str, *, learner: bool = False) -> None:
         """Add ``address`` as a voter (or as a learner); returns once the change committed."""
@@ -404,22 +454,32 @@ class AsyncClient:
             raise _server_error(response, ServerError("failed", "configuration change refused"))
 
     async def _write(self, data: dict[str, Any]) -> Response:
-        """Send an ``append`` inside this client's session (see the module docstring)."""
-        seq = self._next_seq
-        self._next_seq += 1
-        self._unacked[seq] = None
-        try:
-            data.update(
-                client_id=self.client_id, seq=seq, first_unacked_seq=next(iter(self._unacked))
-            )
+        """Send an ``append`` inside the session (see the module docstring)."""
+        attempts = _Attempts(self.timeout)
+        while True:
+            session = self._session
+            seq = session.begin()
             try:
-                response = await self._request({"type": "append", "data": data}, write=True)
-            except SessionExpired:
-                # The server dropped our session; later writes start a fresh one.
-                self.client_id = uuid.uuid4().hex
-                raise
-        finally:
-            del self._unacked[seq]
+                if seq == 1:
+                    session.opener = attempts
+                elif not session.opened.is_set():
+                    await self._wait_open(session, attempts)
+                data.update(
+                    client_id=session.client_id, seq=seq, first_unacked_seq=session.first_unacked()
+                )
+                rid, frame = self._frame({"type": "append", "data": data})
+                sent_before = attempts.sent
+                try:
+                    response, _ = await self._call(rid, frame, attempts, follow=True, write=True)
+                except SessionExpired:
+                    if self._session is session:
+                        self._session = _Session()
+                    if attempts.sent - sent_before == 1:
+                        continue  # refused without being applied: resend in the new session
+                    raise
+            finally:
+                session.end(seq)
+            break
         if response.get("success") is not True:
             if "if_revision" in data or "if_absent" in data:
                 fallback: ServerError = ConditionFailed("condition_failed", "condition not met")
@@ -428,10 +488,20 @@ class AsyncClient:
             raise _server_error(response, fallback)
         return response
 
-    async def _request(self, body: dict[str, Any], *, write: bool = False) -> Response:
+    async def _request(self, body: dict[str, Any]) -> Response:
         rid, frame = self._frame(body)
-        response, _ = await self._call(rid, frame, follow=True, write=write)
+        response, _ = await self._call(rid, frame, _Attempts(self.timeout), follow=True)
         return response
+
+    async def _wait_open(self, session: _Session, attempts: _Attempts) -> None:
+        """Wait for seq 1 of ``session`` to be answered or given up.
+
+        No timeout of its own: the first write has a deadline too, normally an earlier one.
+        If ours passed meanwhile, we fail the way the first write did (we tried nothing).
+        """
+        await session.opened.wait()
+        if attempts.deadline <= asyncio.get_running_loop().time() and session.opener is not None:
+            raise session.opener.failure()
 
     def _frame(self, body: dict[str, Any]) -> tuple[int, bytes]:
         """A fresh ``id`` and ``body`` encoded with it, once for all attempts of a request.
@@ -445,7 +515,7 @@ class AsyncClient:
             raise BadRequest("bad_request", f"cannot encode the request: {exc}") from None
 
     async def _call(
-        self, rid: int, frame: bytes, *, follow: bool, write: bool = False
+        self, rid: int, frame: bytes, attempts: _Attempts, *, follow: bool, write: bool = False
     ) -> tuple[Response, str]:
         """Send ``frame`` until a result or the deadline; returns it and the node that answered.
 
@@ -453,8 +523,7 @@ class AsyncClient:
         ``write``: a successful answer proves its sender is the leader.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        attempts = _Attempts(self.timeout)
+        deadline = attempts.deadline
         backoff = _BACKOFF_FIRST
         redirects = 0
         while True:
@@ -467,7 +536,8 @@ class AsyncClient:
             try:
                 conn = await self._connect(endpoint, wait)
                 attempts.reached = True
-                response = await conn.request(rid, frame, wait)
+                attempts.sent += 1
+                response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
             except (_ConnectFailed, _ConnectionLost) as exc:
                 attempts.record(endpoint, str(exc))
                 self._forget(endpoint)
@@ -521,6 +591,11 @@ class AsyncClient:
                 return await asyncio.shield(task)
         except TimeoutError:
             raise _ConnectFailed(f"{endpoint}: connect timed out") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this request itself is being cancelled
+            raise _ConnectFailed(f"{endpoint}: connect abandoned (client closed)") from None
 
     async def _open(self, endpoint: str) -> _Connection:
         host, port = parse_address(endpoint)
@@ -570,8 +645,9 @@ class Client:
             target=self._loop.run_forever, name="raftctl-client", daemon=True
         )
         self._thread.start()
-        self._close_lock = threading.Lock()
-        self._closed = False
+        # Closes the connections and stops the thread when close() is forgotten: at garbage
+        # collection or interpreter exit (a plain script should not print asyncio warnings).
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, self._client)
 
     @property
     def endpoints(self) -> list[str]:
@@ -656,17 +732,10 @@ class Client:
 
     def close(self) -> None:
         """Close the connections and stop the loop thread; idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+        self._finalizer()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed:
+        if not self._finalizer.alive:
             coro.close()
             raise RaftctlError("the client is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -677,12 +746,32 @@ class Client:
             raise
 
 
+def _shutdown(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: AsyncClient
+) -> None:
+    """Stop a ``Client``'s loop thread (runs at most once: ``weakref.finalize``)."""
+    if threading.current_thread() is thread:
+        loop.stop()  # collected by the loop thread itself, which must not wait for itself
+        return
+    asyncio.run_coroutine_threadsafe(client.close(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
 # -- response helpers ---------------------------------------------------------------------------
 
 
 def _strip(response: Response) -> Response:
     """The response without its transport ``id``."""
     response.pop("id", None)
+    return response
+
+
+def _unwrap(response: Response) -> Response:
+    """A diagnostic map without the envelope of a response."""
+    for name in ("type", "success", "id"):
+        response.pop(name, None)
     return response
 
 

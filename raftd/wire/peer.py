@@ -34,7 +34,7 @@ from typing import Any
 import msgpack
 
 from raftd.core.messages import TAGS, Message, MsgApp
-from raftd.core.state import Entry, EntryType
+from raftd.core.state import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
 from raftd.wire.errors import DecodeError
 
 FORMAT_VERSION = 1
@@ -49,8 +49,11 @@ _INT = 0
 _BOOL = 1
 _NODE = 2
 _ENTRIES = 3
+_SNAPSHOT = 4
 
-_KIND_OF_TYPE: dict[Any, int] = {int: _INT, bool: _BOOL, str: _NODE, tuple[Entry, ...]: _ENTRIES}
+_KIND_OF_TYPE: dict[Any, int] = {
+    int: _INT, bool: _BOOL, str: _NODE, tuple[Entry, ...]: _ENTRIES, Snapshot: _SNAPSHOT,
+}
 
 _ENTRY_TYPES: dict[int, EntryType] = {int(t): t for t in EntryType}
 _TYPE_BY_TAG: dict[str, type[Message]] = {tag: cls for cls, tag in TAGS.items()}
@@ -77,16 +80,44 @@ class _Spec:
         )
 
 
+def _encode_snapshot(snap: Snapshot) -> list[Any]:
+    meta = snap.meta
+    conf = meta.conf_state
+    return [meta.index, meta.term, list(conf.voters), list(conf.learners), snap.data]
+
+
+def _decode_snapshot(tag: str, name: str, value: object) -> Snapshot:
+    if type(value) is not list or len(value) != 5:
+        raise DecodeError(f"{tag}.{name}: a snapshot must be [index, term, voters, learners, data]")
+    index, term, voters, learners, data = value
+    for what, number in (("index", index), ("term", term)):
+        if type(number) is not int or not 0 <= number < INT_LIMIT:
+            raise DecodeError(f"{tag}.{name}: snapshot {what} must be an int in [0, 2**63)")
+    for what, ids in (("voters", voters), ("learners", learners)):
+        if type(ids) is not list or not all(
+            type(i) is str and 0 < len(i) <= MAX_NODE_ID_CHARS for i in ids
+        ):
+            raise DecodeError(f"{tag}.{name}: snapshot {what} must be a list of node ids")
+    if type(data) is not bytes:
+        raise DecodeError(f"{tag}.{name}: snapshot data must be bytes")
+    meta = SnapshotMeta(
+        index=index, term=term, conf_state=ConfState(voters=tuple(voters), learners=tuple(learners))
+    )
+    return Snapshot(meta=meta, data=data)
+
+
 def _make_encoder(spec: _Spec) -> Callable[[Any], bytes]:
     """Generate ``lambda m: msgpack.packb({"v": 1, "type": tag, "term": m.term, ...})``."""
     items = [f"'v': {FORMAT_VERSION}", f"'type': {spec.tag!r}"]
     for name, kind in spec.kinds.items():
         if kind == _ENTRIES:
             items.append(f"{name!r}: [[e.term, e.index, e.type, e.data] for e in m.{name}]")
+        elif kind == _SNAPSHOT:
+            items.append(f"{name!r}: encode_snapshot(m.{name})")
         else:
             items.append(f"{name!r}: m.{name}")
     source = f"def encode(m):\n    return packb({{{', '.join(items)}}})\n"
-    namespace: dict[str, Any] = {"packb": msgpack.packb}
+    namespace: dict[str, Any] = {"packb": msgpack.packb, "encode_snapshot": _encode_snapshot}
     exec(source, namespace)  # the source is built only from dataclass field names
     encoder: Callable[[Any], bytes] = namespace["encode"]
     return encoder
@@ -147,6 +178,8 @@ def decode_peer(data: bytes) -> Message:
         elif kind == _BOOL:
             if type(value) is not bool:
                 raise DecodeError(f"{spec.tag}.{name}: expected a bool")
+        elif kind == _SNAPSHOT:
+            obj[name] = _decode_snapshot(spec.tag, name, value)
         else:
             obj[name] = _decode_entries(spec.tag, name, value)
     if len(obj) < len(kinds) and not spec.required <= obj.keys():

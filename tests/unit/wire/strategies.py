@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from raftd.core.messages import TAGS, Message, MsgApp
-from raftd.core.state import Entry, EntryType
+from raftd.core.state import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
 
 ints = st.integers(min_value=0, max_value=2**63 - 1)
 small_ints = st.integers(min_value=0, max_value=1000)
@@ -56,9 +56,25 @@ def app_messages(draw: st.DrawFn) -> MsgApp:
     )
 
 
+snapshots = st.builds(
+    Snapshot,
+    meta=st.builds(
+        SnapshotMeta,
+        index=ints,
+        term=ints,
+        conf_state=st.builds(
+            ConfState,
+            voters=st.lists(node_ids, max_size=5).map(tuple),
+            learners=st.lists(node_ids, max_size=3).map(tuple),
+        ),
+    ),
+    data=st.binary(max_size=200),
+)
+
+
 def _generic(cls: type[Message]) -> st.SearchStrategy[Message]:
     hints = typing.get_type_hints(cls)
-    kinds = {int: ints, bool: st.booleans(), str: node_ids}
+    kinds = {int: ints, bool: st.booleans(), str: node_ids, Snapshot: snapshots}
     kwargs = {f.name: kinds[hints[f.name]] for f in fields(cls)}
     return st.builds(cls, **kwargs)
 

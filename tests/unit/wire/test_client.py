@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -178,10 +179,8 @@ def test_error_messages_are_bounded() -> None:
 
 @given(msgpack_values)
 def test_random_objects_raise_only_bad_request(obj: Any) -> None:
-    try:
+    with contextlib.suppress(BadRequest):
         parse_request(obj)
-    except BadRequest:
-        pass
 
 
 TEMPLATES: list[dict[str, Any]] = [
@@ -201,10 +200,8 @@ def test_any_field_replaced_by_anything(
     obj = {**template, "data": dict(template["data"])} if "data" in template else dict(template)
     target = obj["data"] if "data" in obj and data.draw(st.booleans()) else obj
     target[data.draw(st.sampled_from(sorted(target)))] = value
-    try:
+    with contextlib.suppress(BadRequest):
         parse_request(obj)
-    except BadRequest:
-        pass
 
 
 def test_retryable_defaults() -> None:
@@ -250,7 +247,7 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "h", ":1", "h:", "h:x", "h:0", "h:65536", "h :1", "h:１"])
+@pytest.mark.parametrize("text", ["", "h", ":1", "h:", "h:x", "h:0", "h:65536", "h :1", "h:\uff11"])
 def test_parse_address_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
