@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 BATCH_FORMAT = 1
+SNAPSHOT_FORMAT = 1
+SNAPSHOT_CHUNK_KEYS = 10_000
+"""Keys per msgpack call when serializing: each call holds the GIL, so chunks keep the event
+loop's thread from stalling while a worker thread writes a large snapshot."""
 SET = 1
 DELETE = 2
 
@@ -77,6 +82,32 @@ class Session:
     last_active_ms: int
     first_unacked_seq: int = 1
     results: dict[int, Result] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """A point-in-time copy of the state machine, cheap to take on the event loop.
+
+    The copy is shallow: safe because values are replaced, never mutated in place.
+    """
+
+    data: dict[str, tuple[Any, int]]
+    revision: int
+    clock_ms: int
+    sessions: list[tuple[str, int, int, dict[int, Result]]]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The snapshot's bytes in pieces: a header, then the keys in batches."""
+        keys = list(self.data)
+        count = (len(keys) + SNAPSHOT_CHUNK_KEYS - 1) // SNAPSHOT_CHUNK_KEYS
+        yield msgpack.packb(
+            {"v": SNAPSHOT_FORMAT, "revision": self.revision, "clock_ms": self.clock_ms,
+             "sessions": self.sessions, "chunks": count},
+            use_bin_type=True,
+        )
+        for start in range(0, len(keys), SNAPSHOT_CHUNK_KEYS):
+            part = keys[start : start + SNAPSHOT_CHUNK_KEYS]
+            yield msgpack.packb([(k, *self.data[k]) for k in part], use_bin_type=True)
 
 
 class DictStateMachine:
@@ -155,6 +186,34 @@ class DictStateMachine:
     def _evict_if_full(self) -> None:
         while len(self.sessions) > self.max_sessions:
             self.sessions.popitem(last=False)
+
+    # -- snapshots -------------------------------------------------------------------------
+    def capture(self) -> Capture:
+        sessions = [
+            (cid, sess.last_active_ms, sess.first_unacked_seq, dict(sess.results))
+            for cid, sess in self.sessions.items()
+        ]
+        return Capture(dict(self.data), self.revision, self.clock_ms, sessions)
+
+    def restore(self, snapshot: bytes) -> None:
+        """Replace the whole state by a snapshot produced by ``Capture.chunks``."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False,
+                                    max_buffer_size=max(len(snapshot), 1))
+        unpacker.feed(snapshot)
+        header = next(unpacker)
+        if header.get("v") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown state machine snapshot format {header.get('v')!r}")
+        data: dict[str, tuple[Any, int]] = {}
+        for _ in range(header["chunks"]):
+            for key, value, revision in next(unpacker):
+                data[key] = (value, revision)
+        self.data = data
+        self.revision = header["revision"]
+        self.clock_ms = header["clock_ms"]
+        self.sessions = OrderedDict(
+            (cid, Session(last, first, {int(s): r for s, r in results.items()}))
+            for cid, last, first, results in header["sessions"]
+        )
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: str) -> tuple[bool, Any, int]:

@@ -4,14 +4,18 @@ Entries appended by the core live in ``unstable`` until the runtime has written 
 ``RawNode.advance()``; only then do they move into storage's view. An unstable tail may start
 below storage's last index: that is a conflicting suffix the runtime must truncate (Raft §5.3).
 
+A snapshot received from the leader (``restore``) likewise waits in ``pending_snapshot`` until
+the runtime installed it; meanwhile it *is* the log's base, whatever storage still holds.
+
 Invariants: ``applied_index <= commit_index <= last_index()``;
-``unstable_offset == storage.last_index() + 1`` unless the unstable tail overwrites a suffix.
+``unstable_offset == storage.last_index() + 1`` unless the unstable tail overwrites a suffix
+or a pending snapshot replaces the whole log.
 """
 
 from __future__ import annotations
 
 from raftd.core.errors import Compacted, InvariantError, Unavailable
-from raftd.core.state import Entry
+from raftd.core.state import Entry, Snapshot
 from raftd.core.storage import Storage, limit_size
 from raftd.core.types import Index, Term
 
@@ -20,6 +24,7 @@ class RaftLog:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.unstable: list[Entry] = []
+        self.pending_snapshot: Snapshot | None = None
         self.unstable_offset: Index = storage.last_index() + 1
         first = storage.first_index()
         self.commit_index: Index = first - 1
@@ -27,11 +32,15 @@ class RaftLog:
 
     # -- queries ---------------------------------------------------------------------------
     def first_index(self) -> Index:
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.meta.index + 1
         return self.storage.first_index()
 
     def last_index(self) -> Index:
         if self.unstable:
             return self.unstable[-1].index
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.meta.index
         return self.storage.last_index()
 
     def last_term(self) -> Term:
@@ -39,10 +48,15 @@ class RaftLog:
 
     def term(self, index: Index) -> Term:
         """Term at ``index``; 0 beyond the end. Raises Compacted below the first index."""
+        snap = self.pending_snapshot
+        if snap is not None and index <= snap.meta.index:
+            if index < snap.meta.index:
+                raise Compacted(index)
+            return snap.meta.term
         if self.unstable and index >= self.unstable_offset:
             pos = index - self.unstable_offset
             return self.unstable[pos].term if pos < len(self.unstable) else 0
-        if index > self.storage.last_index():
+        if index > self.storage.last_index() or snap is not None:
             return 0
         return self.storage.term(index)
 
@@ -64,6 +78,8 @@ class RaftLog:
         """Entries in [lo, hi), at most ``max_bytes`` of them (but at least one)."""
         if lo >= hi:
             return []
+        if lo < self.first_index():
+            raise Compacted(lo)
         out: list[Entry] = []
         if lo < self.unstable_offset:
             stored_hi = min(hi, self.unstable_offset)
@@ -161,6 +177,22 @@ class RaftLog:
 
     def unstable_entries(self) -> list[Entry]:
         return list(self.unstable)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the whole log by ``snapshot`` (InstallSnapshot, Raft §7).
+
+        ``applied_index`` moves with it: the runtime installs the snapshot into the state
+        machine before it applies any committed entry of the same Ready.
+        """
+        self.pending_snapshot = snapshot
+        self.unstable = []
+        self.unstable_offset = snapshot.meta.index + 1
+        self.commit_index = snapshot.meta.index
+        self.applied_index = snapshot.meta.index
+
+    def stable_snapshot_to(self, index: Index) -> None:
+        if self.pending_snapshot is not None and self.pending_snapshot.meta.index == index:
+            self.pending_snapshot = None
 
     def stable_to(self, index: Index, term: Term) -> None:
         """The runtime persisted entries up to ``index``: drop them from the unstable tail."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftd.core.state import Entry
+from raftd.core.state import Entry, Snapshot
 from raftd.core.types import Index, NodeId, Term
 
 
@@ -101,6 +101,16 @@ class MsgReadIndexResp(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MsgSnap(Message):
+    """InstallSnapshot (Raft §7): the follower's log is replaced by ``snapshot``.
+
+    Larger than a datagram in general: the transport fragments it (``raftd.wire.fragments``).
+    """
+
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MsgTimeoutNow(Message):
     """Leadership transfer: the receiver campaigns at once, skipping PreVote (thesis §3.10)."""
 
@@ -132,6 +142,7 @@ TAGS: dict[type[Message], str] = {
     MsgTimeoutNow: "timeout_now",
     MsgProbe: "probe",
     MsgProbeResp: "probe_resp",
+    MsgSnap: "snap",
 }
 
 IS_RESPONSE: frozenset[type[Message]] = frozenset(

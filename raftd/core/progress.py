@@ -9,6 +9,9 @@ A follower is in one of two states:
   advancing ``next_index`` as it sends, bounded by the ``Inflights`` window. Datagrams may be
   lost: a gap makes the follower reject the next MsgApp (back to PROBE), and a lost tail is
   noticed when heartbeats come back without progress (``stalled_heartbeats``).
+- SNAPSHOT: the entries the follower needs were compacted away; a snapshot is on its way and
+  nothing else is sent until the follower acknowledges it or the runtime reports the transfer
+  failed (``RawNode.report_snapshot``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from raftd.core.types import Index
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 class Inflights:
@@ -61,6 +65,7 @@ class Progress:
         "recent_active",
         "inflights",
         "stalled_heartbeats",
+        "pending_snapshot",
     )
 
     def __init__(self, next_index: Index, max_inflight: int) -> None:
@@ -71,10 +76,18 @@ class Progress:
         self.recent_active = False
         self.inflights = Inflights(max_inflight)
         self.stalled_heartbeats = 0
+        self.pending_snapshot: Index = 0
+
+    def become_snapshot(self, index: Index) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.inflights.reset()
 
     def become_probe(self) -> None:
+        # After a snapshot the follower holds at least the snapshot's index.
+        self.next_index = max(self.match_index, self.pending_snapshot) + 1
+        self.pending_snapshot = 0
         self.state = ProgressState.PROBE
-        self.next_index = self.match_index + 1
         self.probe_sent = False
         self.inflights.reset()
 
@@ -87,6 +100,8 @@ class Progress:
     def paused(self) -> bool:
         if self.state is ProgressState.PROBE:
             return self.probe_sent
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         return self.inflights.full()
 
     def sent(self, last_index: Index, count: int) -> None:
@@ -115,6 +130,8 @@ class Progress:
         ``hint`` is the leader's guess (from the follower's conflict hint) of the last index that
         may match. False when the rejection is stale and must be ignored.
         """
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # the snapshot's answer will tell us where the follower stands
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match_index:
                 return False

@@ -41,6 +41,7 @@ from raftd.core.messages import (
     MsgProbeResp,
     MsgReadIndex,
     MsgReadIndexResp,
+    MsgSnap,
     MsgTimeoutNow,
     MsgVote,
     MsgVoteResp,
@@ -306,7 +307,7 @@ class Raft:
                 self._on_probe_resp(m)
             return
         if self.prober is not None:
-            if not isinstance(m, MsgApp | MsgHeartbeat):
+            if not isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
                 return  # a blank node has nothing safe to say about votes
             self._finish_probing(ProbeOutcome.CATCH_UP, max(self.prober.max_term, m.term))
 
@@ -322,12 +323,12 @@ class Raft:
                     return
             if isinstance(m, MsgPreVote) or (isinstance(m, MsgPreVoteResp) and not m.reject):
                 pass  # PreVote never changes terms
-            elif isinstance(m, MsgApp | MsgHeartbeat):
+            elif isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
                 self.become_follower(m.term, m.src)
             else:
                 self.become_follower(m.term, NO_NODE)
         elif m.term < self.current_term:
-            if isinstance(m, MsgApp | MsgHeartbeat):
+            if isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
                 # Tell a deposed leader about the new term so that it steps down.
                 self._send(MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src))
             elif isinstance(m, MsgPreVote):
@@ -358,6 +359,10 @@ class Raft:
             self.election_elapsed = 0
             self.leader_id = m.src
             self._handle_append(m)
+        elif isinstance(m, MsgSnap):
+            self.election_elapsed = 0
+            self.leader_id = m.src
+            self._handle_snapshot(m)
         elif isinstance(m, MsgHeartbeat):
             self.election_elapsed = 0
             self.leader_id = m.src
@@ -381,7 +386,7 @@ class Raft:
             self.campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, m: Message) -> None:
-        if isinstance(m, MsgApp | MsgHeartbeat):
+        if isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
             self.become_follower(m.term, m.src)
             self._step_follower(m)
         elif isinstance(m, MsgPreVoteResp) and self.role is StateRole.PRE_CANDIDATE:
@@ -442,6 +447,22 @@ class Raft:
             )
         )
 
+    def _handle_snapshot(self, m: MsgSnap) -> None:
+        meta = m.snapshot.meta
+        if meta.index <= self.log.commit_index:
+            index = self.log.commit_index
+        elif self.log.match_term(meta.index, meta.term):
+            self.log.commit_to(meta.index)  # we hold it already: just fast-forward
+            index = meta.index
+        else:
+            self.log.restore(m.snapshot)
+            self.voters = tuple(sorted(meta.conf_state.voters))
+            index = meta.index
+        self._after_persist(
+            MsgAppResp(term=self.current_term, src=self.id, dst=m.src, index=index)
+        )
+        self._maybe_finish_catching_up()
+
     # -- replication: leader side ----------------------------------------------------------
     def propose(self, data: bytes) -> Index:
         """Append a client entry; returns its index. Raises ProposalDropped if not leader."""
@@ -487,10 +508,11 @@ class Raft:
             return
         if not pr.maybe_update(m.index):
             return
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        else:
+        if pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
+        elif pr.state is ProgressState.PROBE or pr.match_index >= pr.pending_snapshot:
+            pr.pending_snapshot = 0
+            pr.become_replicate()
         if m.src == self.lead_transferee and pr.match_index == self.log.last_index():
             self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=m.src))
         if self.log.maybe_commit(committed_index(self.voters, self._match()), self.current_term):
@@ -542,6 +564,9 @@ class Raft:
         pr = self.progress[peer]
         last = self.log.last_index()
         while not pr.paused():
+            if pr.next_index < self.log.first_index():
+                self._send_snapshot(peer, pr)
+                return
             entries = self.log.entries(pr.next_index, self.cfg.max_msg_bytes)
             if not entries and not send_if_empty:
                 return
@@ -557,6 +582,23 @@ class Raft:
             send_if_empty = False
             if pr.state is ProgressState.PROBE or pr.next_index > last:
                 return
+
+    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        snapshot = self.log.storage.snapshot()
+        if snapshot.meta.index == 0:
+            raise InvariantError(f"{peer} needs compacted entries but there is no snapshot")
+        self._send(MsgSnap(term=self.current_term, src=self.id, dst=peer, snapshot=snapshot))
+        pr.become_snapshot(snapshot.meta.index)
+
+    def report_snapshot(self, peer: NodeId, *, ok: bool) -> None:
+        """The runtime tells whether a MsgSnap reached ``peer`` whole."""
+        pr = self.progress.get(peer) if self.role is StateRole.LEADER else None
+        if pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = ok  # on success wait for the follower's ack before sending more
 
     def _broadcast_heartbeat(self, *, context: int) -> None:
         for peer in self.voters:

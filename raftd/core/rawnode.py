@@ -77,6 +77,9 @@ class RawNode:
     def transfer_leader(self, to: NodeId) -> None:
         self.raft.transfer_leader(to)
 
+    def report_snapshot(self, peer: NodeId, *, ok: bool) -> None:
+        self.raft.report_snapshot(peer, ok=ok)
+
     # -- outputs ---------------------------------------------------------------------------
     def _hard_state_changed(self) -> HardState | None:
         if self.raft.probing:
@@ -91,6 +94,7 @@ class RawNode:
             r.msgs
             or r.msgs_after_persist
             or r.log.unstable
+            or r.log.pending_snapshot is not None
             or r.read_states
             or r.dropped_reads
             or r.log.commit_index > r.log.applied_index
@@ -111,13 +115,14 @@ class RawNode:
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard,
+            snapshot=r.log.pending_snapshot,
             entries=entries,
             messages=tuple(r.msgs),
             after_persist=tuple(after),
             committed_entries=tuple(r.log.next_committed_entries(r.cfg.max_apply_bytes)),
             read_states=tuple(r.read_states),
             dropped_reads=tuple(r.dropped_reads),
-            must_sync=bool(entries) or hard is not None,
+            must_sync=bool(entries) or hard is not None or r.log.pending_snapshot is not None,
         )
         self._prev_soft = soft
         r.msgs = []
@@ -133,6 +138,8 @@ class RawNode:
         r = self.raft
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            r.log.stable_snapshot_to(rd.snapshot.meta.index)
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)

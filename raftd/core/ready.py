@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftd.core.messages import Message
-from raftd.core.state import Entry, HardState, ReadState, SoftState
+from raftd.core.state import Entry, HardState, ReadState, Snapshot, SoftState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -14,6 +14,8 @@ class Ready:
     """Leader or role changed since the last Ready; informational only."""
     hard_state: HardState | None
     """Persist (atomically) BEFORE sending ``after_persist``."""
+    snapshot: Snapshot | None
+    """Install (durably, into storage and the state machine) BEFORE entries and applying."""
     entries: tuple[Entry, ...]
     """Append to the log BEFORE sending ``after_persist``; entries[0] may truncate a suffix."""
     messages: tuple[Message, ...]

@@ -83,6 +83,29 @@ class MemoryStorage:
     def set_hard_state(self, hs: HardState) -> None:
         self._hard_state = hs
 
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the whole log by a snapshot received from the leader."""
+        self._snapshot = snapshot
+        self._conf_state = snapshot.meta.conf_state
+        self._entries = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)]
+
+    def create_snapshot(self, snapshot: Snapshot) -> None:
+        """Record a snapshot of our own state machine (the log is compacted separately)."""
+        if snapshot.meta.index > self.last_index():
+            raise Unavailable(snapshot.meta.index)
+        self._snapshot = snapshot
+
+    def compact(self, index: Index) -> None:
+        """Drop entries before ``index``; ``term(index)`` stays answerable."""
+        offset = self._entries[0].index
+        if index <= offset:
+            return
+        if index > self.last_index():
+            raise Unavailable(index)
+        del self._entries[: index - offset]
+        head = self._entries[0]
+        self._entries[0] = Entry(term=head.term, index=head.index)
+
     def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
         """Append, first truncating any suffix that conflicts (starts at entries[0].index)."""
         if not entries:

@@ -93,3 +93,25 @@ def test_list_pages_in_key_order() -> None:
     assert [k for k, _, _ in items] == ["p/00", "p/01"] and more
     items, more = sm.list("p/", "p/03", 10)
     assert [k for k, _, _ in items] == ["p/04"] and not more
+
+
+def test_snapshot_round_trip_keeps_data_revisions_and_sessions() -> None:
+    sm = DictStateMachine()
+    apply(sm, *[encode_command(SET, f"k{i}", {"n": i}) for i in range(25_000)])
+    apply(sm, write("s", b"\x00bytes", seq=1, first_unacked=1))
+    blob = b"".join(sm.capture().chunks())
+    copy = DictStateMachine()
+    copy.restore(blob)
+    assert copy.digest() == sm.digest()
+    assert copy.revision == sm.revision and copy.clock_ms == sm.clock_ms
+    assert apply(copy, write("s", b"\x00bytes", seq=1, first_unacked=1)) == [{"revision": sm.revision}]
+
+
+def test_capture_is_unaffected_by_later_writes() -> None:
+    sm = DictStateMachine()
+    apply(sm, encode_command(SET, "k", 1))
+    cap = sm.capture()
+    apply(sm, encode_command(SET, "k", 2), encode_command(SET, "new", 3))
+    copy = DictStateMachine()
+    copy.restore(b"".join(cap.chunks()))
+    assert copy.get("k") == (True, 1, 1) and copy.get("new")[0] is False

@@ -10,7 +10,7 @@ import random
 from collections import deque
 
 from raftd.core import Config, ConfState, HardState, MemoryStorage, Message, RawNode, StateRole
-from raftd.core.state import Entry
+from raftd.core.state import Entry, Snapshot
 
 
 class Node:
@@ -28,6 +28,7 @@ class Node:
         self.applied: list[Entry] = []
         self.read_states: list[tuple[int, int]] = []
         self.dropped_reads: list[int] = []
+        self.installed: list[Snapshot] = []
 
     @property
     def raft(self):  # noqa: ANN201 - test convenience
@@ -84,6 +85,9 @@ class Network:
             rd = n.node.ready()
             if rd.hard_state is not None:
                 n.storage.set_hard_state(rd.hard_state)
+            if rd.snapshot is not None:
+                n.storage.apply_snapshot(rd.snapshot)
+                n.installed.append(rd.snapshot)
             n.storage.append(rd.entries)
             for m in rd.messages:
                 self.send(m)
