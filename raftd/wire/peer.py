@@ -2,7 +2,7 @@
 
 A message is one msgpack map: ``{"v": 1, "type": TAGS[cls], "term": ..., "src": ..., "dst":
 ..., <the class's other fields>}``. Entries travel as compact lists ``[term, index, type,
-data]``. ``decode_peer`` treats its input as hostile: whatever the bytes, it returns a valid
+data]``, snapshots as ``[index, term, voters, learners, data]``. ``decode_peer`` treats its input as hostile: whatever the bytes, it returns a valid
 ``Message`` or raises ``DecodeError``, nothing else.
 
 Validation rules (a datagram failing any of them is dropped by the caller):
@@ -13,6 +13,7 @@ Validation rules (a datagram failing any of them is dropped by the caller):
   misspelt field must not silently take its default).
 - Ints (terms, indexes, contexts) are ``int`` but not ``bool``, 0 <= n < 2**63; bools are
   ``bool``; node ids are non-empty ``str`` of at most ``MAX_NODE_ID_CHARS`` characters.
+- Snapshots: index and term as ints above, voters and learners lists of node ids, data bytes.
 - Entries: ``type`` is a known ``EntryType``, ``data`` is ``bytes``. In ``MsgApp`` they must
   also obey Log Matching (Raft §5.3): indexes run from ``prev_log_index + 1`` without gaps and
   terms never decrease, starting at ``prev_log_term`` or later and ending at the message's
