@@ -153,6 +153,7 @@ class LocalCluster:
         running = [i for i in range(len(self)) if self.is_running(i)]
         for i in running:
             self.kill(i, signal.SIGTERM)
+            self.kill(i, signal.SIGCONT)  # a SIGSTOPped node acts on SIGTERM only once resumed
         deadline = time.monotonic() + timeout
         for i in running:
             try:

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import click
-from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -92,12 +91,15 @@ class TablePrinter(PlainPrinter):
         self.console = console
 
     def status(self, rows: Sequence[StatusRow]) -> None:
-        table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False)
-        for name in STATUS_HEADER:
-            table.add_column(name, overflow="fold")
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+        # The ERROR column only when some member did not answer: it is the widest one.
+        width = len(STATUS_HEADER) if any(row.error for row in rows) else len(STATUS_HEADER) - 1
+        for name in STATUS_HEADER[:width]:
+            # Addresses and roles are never broken across lines; long errors wrap instead.
+            table.add_column(name, no_wrap=name in ("ADDRESS", "ROLE", "LEADER"), overflow="fold")
         for row, cells in zip(rows, status_cells(rows), strict=True):
             style = "bold green" if row.role == "leader" else "red" if not row.reachable else None
-            table.add_row(*cells, style=style)
+            table.add_row(*cells[:width], style=style)
         self.console.print(table)
 
     def diagnostic(self, address: str, diagnostic: Mapping[str, Any]) -> None:

@@ -70,11 +70,21 @@ def status_records(rows: Sequence[StatusRow]) -> list[dict[str, Any]]:
     return [asdict(row) for row in rows]
 
 
-STATUS_HEADER = ("ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST LOG", "REACHABLE")
+STATUS_HEADER = (
+    "ADDRESS",
+    "ROLE",
+    "TERM",
+    "LEADER",
+    "COMMIT",
+    "APPLIED",
+    "LAST LOG",
+    "REACHABLE",
+    "ERROR",
+)
 
 
 def status_cells(rows: Sequence[StatusRow]) -> list[tuple[str, ...]]:
-    """Text cells under `STATUS_HEADER`; an unreachable member shows its error."""
+    """Text cells under `STATUS_HEADER`; "-" where a value is unknown."""
     return [
         (
             row.address,
@@ -84,7 +94,8 @@ def status_cells(rows: Sequence[StatusRow]) -> list[tuple[str, ...]]:
             _cell(row.commit_index),
             _cell(row.applied_index),
             _cell(row.last_log_index),
-            "yes" if row.reachable else f"no: {row.error}",
+            "yes" if row.reachable else "no",
+            _cell(row.error),
         )
         for row in rows
     ]

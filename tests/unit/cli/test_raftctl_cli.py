@@ -221,10 +221,12 @@ def test_status_json_has_one_object_per_member(nodes: dict[str, Any]) -> None:
 
 def test_status_plain_and_table(nodes: dict[str, Any]) -> None:
     plain = run("-e", f"{C},{B}", "status").stdout.splitlines()
-    assert plain[0].split("\t") == [A, "leader", "3", A, "10", "9", "11", "yes"]
-    assert plain[2].split("\t") == [C, "-", "-", "-", "-", "-", "-", "no: connection refused"]
+    assert plain[0].split("\t") == [A, "leader", "3", A, "10", "9", "11", "yes", "-"]
+    assert plain[2].split("\t") == [C, "-", "-", "-", "-", "-", "-", "no", "connection refused"]
     table = run("-e", A, "-o", "table", "status").stdout
-    assert "ADDRESS" in table and "LAST LOG" in table and "no: connection refused" in table
+    assert "LAST LOG" in table and "ERROR" in table and "connection refused" in table
+    nodes[C] = diagnostic(C, "follower", A)
+    assert "ERROR" not in run("-e", A, "-o", "table", "status").stdout
 
 
 def test_status_exit_3_when_nobody_answers(nodes: dict[str, Any]) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from raftctl.localcluster import free_ports
 from raftd.cli import cli
 from raftd.config import load_config
+from raftd.logs import setup_logging
 
 
 def test_init_writes_loadable_configs(tmp_path: Path) -> None:
@@ -68,3 +74,21 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], expected: str) -> 
     assert result.exit_code == 2, result.output
     assert expected in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_json_log_lines_carry_extra_fields() -> None:
+    stream = io.StringIO()
+    setup_logging("json", stream=stream)
+    logging.getLogger("raftd.test").warning("became %s", "leader", extra={"term": 4})
+    line = json.loads(stream.getvalue())
+    assert line["level"] == "warning" and line["logger"] == "raftd.test"
+    assert (line["msg"], line["term"]) == ("became leader", 4)
+
+
+def test_free_ports_are_distinct_and_bindable_for_tcp_and_udp() -> None:
+    ports = free_ports(5)
+    assert len(set(ports)) == 5
+    for port in ports:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind(("127.0.0.1", port))
