@@ -1,8 +1,10 @@
 """Sans-IO Raft: inputs are method calls, outputs are one ``Ready`` value. No I/O, no clock."""
 
+from raftd.core.confchange import ConfChange, ConfChangeType, InvalidConfChange
 from raftd.core.config import Config
 from raftd.core.errors import (
     Compacted,
+    ConfChangeInProgress,
     ConfigError,
     CorruptLog,
     InvariantError,
@@ -29,6 +31,7 @@ from raftd.core.storage import MemoryStorage, Storage
 from raftd.core.types import NO_NODE, Index, NodeId, StateRole, Term
 
 __all__ = [
+    "ConfChange", "ConfChangeInProgress", "ConfChangeType", "InvalidConfChange",
     "Compacted", "Config", "ConfigError", "ConfState", "CorruptLog", "Entry", "EntryType",
     "HardState", "Index", "InvariantError", "IS_RESPONSE", "MemoryStorage", "Message", "NO_NODE",
     "NodeId", "ProposalDropped", "RaftError", "RawNode", "ReadState", "Ready", "Snapshot",

@@ -23,6 +23,8 @@ class Config:
     """MsgApps in flight per follower in the REPLICATE state."""
     max_apply_bytes: int = 64 << 20
     """Committed entry bytes handed out per Ready."""
+    promote_lag_entries: int = 1000
+    """A learner this close to the leader's last index is promoted automatically."""
     pre_vote: bool = True
     check_quorum: bool = True
 

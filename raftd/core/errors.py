@@ -13,6 +13,10 @@ class TransferInProgress(ProposalDropped):
     """A leadership transfer is in flight; the client should retry (at the new leader)."""
 
 
+class ConfChangeInProgress(ProposalDropped):
+    """Another configuration change is not applied yet (one change at a time)."""
+
+
 class InvariantError(RaftError):
     """An internal invariant broke; the node must stop rather than continue wrongly."""
 

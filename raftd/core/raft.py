@@ -27,7 +27,13 @@ from __future__ import annotations
 
 from raftd.core.bootstrap import ProbeOutcome, Prober
 from raftd.core.config import Config
-from raftd.core.errors import InvariantError, ProposalDropped, TransferInProgress
+from raftd.core.confchange import ConfChange, ConfChangeType, InvalidConfChange, apply_change
+from raftd.core.errors import (
+    ConfChangeInProgress,
+    InvariantError,
+    ProposalDropped,
+    TransferInProgress,
+)
 from raftd.core.log import RaftLog
 from raftd.core.messages import (
     Message,
@@ -49,7 +55,7 @@ from raftd.core.messages import (
 from raftd.core.progress import Progress, ProgressState
 from raftd.core.quorum import VoteResult, committed_index, majority, vote_result
 from raftd.core.read_only import ReadOnly, ReadRequest, ReadRound
-from raftd.core.state import Entry, EntryType, HardState, ReadState, SoftState
+from raftd.core.state import ConfState, Entry, EntryType, HardState, ReadState, SoftState
 from raftd.core.storage import Storage
 from raftd.core.types import NO_NODE, Index, NodeId, StateRole, Term
 
@@ -64,7 +70,12 @@ class Raft:
         self.id: NodeId = config.id
         self.log = RaftLog(storage)
         hard_state, conf_state = storage.initial_state()
-        self.voters: tuple[NodeId, ...] = tuple(sorted(conf_state.voters))
+        self.voters: tuple[NodeId, ...] = ()
+        self.learners: tuple[NodeId, ...] = ()
+        self.auto_promote: tuple[NodeId, ...] = ()
+        self._set_conf(conf_state)
+        self.pending_conf_index: Index = 0
+        """Index of the last configuration entry proposed; no other until it is applied."""
 
         self.current_term: Term = 0
         self.voted_for: NodeId = NO_NODE
@@ -114,6 +125,17 @@ class Raft:
     def soft_state(self) -> SoftState:
         return SoftState(leader_id=self.leader_id, role=self.role)
 
+    def conf_state(self) -> ConfState:
+        return ConfState(
+            voters=self.voters, learners=self.learners, auto_promote=self.auto_promote
+        )
+
+    def _set_conf(self, conf: ConfState) -> None:
+        self.voters = tuple(sorted(conf.voters))
+        self.learners = tuple(sorted(conf.learners))
+        self.auto_promote = tuple(sorted(conf.auto_promote))
+        self.members = tuple(sorted(self.voters + self.learners))
+
     def promotable(self) -> bool:
         return self.id in self.voters and not self.catching_up and not self.probing
 
@@ -144,9 +166,11 @@ class Raft:
         self.role = StateRole.LEADER
         self.leader_id = self.id
         last = self.log.last_index()
-        for v in self.voters:
+        for v in self.members:
             self.progress[v] = Progress(last + 1, self.cfg.max_inflight)
         self.progress[self.id].become_replicate()
+        # Any configuration entry in our uncommitted tail must be applied before another.
+        self.pending_conf_index = last
         # The no-op commits everything of earlier terms and unlocks ReadIndex (Raft §8).
         self._append([Entry(term=self.current_term, index=last + 1, type=EntryType.NORMAL)])
 
@@ -205,6 +229,21 @@ class Raft:
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat(context=0)
+            self._maybe_promote_learner()
+
+    def _maybe_promote_learner(self) -> None:
+        """Promote one caught-up, recently heard-from learner (etcd's learner-first joins)."""
+        for learner in self.auto_promote:
+            pr = self.progress.get(learner)
+            if pr is None or not pr.recent_active:
+                continue
+            if pr.match_index + self.cfg.promote_lag_entries < self.log.last_index():
+                continue
+            try:
+                self.propose_conf_change(ConfChange(type=ConfChangeType.PROMOTE, node_id=learner))
+            except ProposalDropped:
+                pass  # another change or a transfer is in flight: try at a later heartbeat
+            return
 
     def _quorum_active(self) -> bool:
         active = 0
@@ -456,7 +495,7 @@ class Raft:
             index = meta.index
         else:
             self.log.restore(m.snapshot)
-            self.voters = tuple(sorted(meta.conf_state.voters))
+            self._set_conf(meta.conf_state)
             index = meta.index
         self._after_persist(
             MsgAppResp(term=self.current_term, src=self.id, dst=m.src, index=index)
@@ -473,6 +512,55 @@ class Raft:
         index = self.log.last_index() + 1
         self._append([Entry(term=self.current_term, index=index, data=data)])
         return index
+
+    def propose_conf_change(self, cc: ConfChange) -> Index:
+        """Append a configuration entry; see ``raftd.core.confchange`` for the rules."""
+        if self.role is not StateRole.LEADER:
+            raise ProposalDropped("not the leader")
+        if self.lead_transferee != NO_NODE:
+            raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
+        if not self._committed_in_current_term():
+            raise ConfChangeInProgress("the new leader has not committed an entry of its term yet")
+        if self.pending_conf_index > self.log.applied_index:
+            raise ConfChangeInProgress(
+                f"the change at index {self.pending_conf_index} is not applied yet"
+            )
+        apply_change(self.conf_state(), cc)  # raises InvalidConfChange before anything changes
+        index = self.log.last_index() + 1
+        self._append([Entry(term=self.current_term, index=index, type=EntryType.CONF_CHANGE,
+                            data=cc.encode())])
+        self.pending_conf_index = index
+        return index
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """The runtime applies a committed configuration entry (the same on every node)."""
+        try:
+            conf = apply_change(self.conf_state(), cc)
+        except InvalidConfChange:
+            return self.conf_state()  # e.g. a promotion proposed twice across leaders: a no-op
+        self._set_conf(conf)
+        if self.role is StateRole.LEADER:
+            for node in self.members:
+                if node not in self.progress:
+                    self.progress[node] = Progress(self.log.last_index() + 1, self.cfg.max_inflight)
+            for node in [n for n in self.progress if n not in self.members]:
+                del self.progress[node]
+            if self.lead_transferee not in self.voters:
+                self.lead_transferee = NO_NODE
+            if self.id not in self.voters:
+                self._hand_off_and_step_down()
+            elif self.log.maybe_commit(
+                committed_index(self.voters, self._match()), self.current_term
+            ):
+                self._on_commit_advanced()
+        return conf
+
+    def _hand_off_and_step_down(self) -> None:
+        """We removed ourselves: let the most caught-up voter campaign at once."""
+        best = max(self.voters, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
+        if best != NO_NODE and self.progress[best].match_index == self.log.last_index():
+            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=best))
+        self.become_follower(self.current_term, NO_NODE)
 
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to`` once its log matches ours (thesis §3.10).
@@ -532,7 +620,10 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.match_index < self.log.last_index():
+        last = self.log.last_index()
+        if pr.state is ProgressState.PROBE and pr.match_index < last < pr.next_index:
+            pr.next_index = last  # nothing left to send, yet no ack: probe with our last entry
+        if pr.state is ProgressState.REPLICATE and pr.match_index < last:
             pr.stalled_heartbeats += 1
             if pr.stalled_heartbeats >= STALLED_HEARTBEATS:
                 pr.become_probe()  # the tail of the window was lost on the way
@@ -548,7 +639,7 @@ class Raft:
         if self.role is not StateRole.LEADER:
             return
         commit_news = self.log.commit_index > self.broadcast_commit
-        for peer in self.voters:
+        for peer in self.members:
             if peer != self.id:
                 self._send_append(peer, send_if_empty=commit_news)
         self.broadcast_commit = self.log.commit_index
@@ -601,7 +692,7 @@ class Raft:
         pr.probe_sent = ok  # on success wait for the follower's ack before sending more
 
     def _broadcast_heartbeat(self, *, context: int) -> None:
-        for peer in self.voters:
+        for peer in self.members:
             if peer == self.id:
                 continue
             pr = self.progress[peer]

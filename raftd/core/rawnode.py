@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftd.core.confchange import ConfChange
 from raftd.core.config import Config
 from raftd.core.errors import InvariantError
 from raftd.core.messages import Message
 from raftd.core.raft import Raft
 from raftd.core.ready import Ready
-from raftd.core.state import HardState, SoftState
+from raftd.core.state import ConfState, HardState, SoftState
 from raftd.core.storage import Storage
 from raftd.core.types import Index, NodeId, StateRole, Term
 
@@ -41,6 +42,7 @@ class Status:
     last_term: Term
     first_index: Index
     voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
     catching_up: bool
     probing: bool
     lead_transferee: NodeId
@@ -76,6 +78,12 @@ class RawNode:
 
     def transfer_leader(self, to: NodeId) -> None:
         self.raft.transfer_leader(to)
+
+    def propose_conf_change(self, cc: ConfChange) -> Index:
+        return self.raft.propose_conf_change(cc)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        return self.raft.apply_conf_change(cc)
 
     def report_snapshot(self, peer: NodeId, *, ok: bool) -> None:
         self.raft.report_snapshot(peer, ok=ok)
@@ -163,6 +171,7 @@ class RawNode:
             last_term=r.log.last_term(),
             first_index=r.log.first_index(),
             voters=r.voters,
+            learners=r.learners,
             catching_up=r.catching_up,
             probing=r.probing,
             lead_transferee=r.lead_transferee,

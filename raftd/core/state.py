@@ -54,10 +54,12 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class ConfState:
-    """The voters (and, later, learners) of the configuration."""
+    """The configuration: voters, and learners (replicated to, never counted in a quorum)."""
 
     voters: tuple[NodeId, ...] = ()
     learners: tuple[NodeId, ...] = ()
+    auto_promote: tuple[NodeId, ...] = ()
+    """Learners the leader promotes by itself once they have caught up."""
 
 
 @dataclass(frozen=True, slots=True)

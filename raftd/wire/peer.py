@@ -84,17 +84,22 @@ class _Spec:
 def _encode_snapshot(snap: Snapshot) -> list[Any]:
     meta = snap.meta
     conf = meta.conf_state
-    return [meta.index, meta.term, list(conf.voters), list(conf.learners), snap.data]
+    return [
+        meta.index, meta.term, list(conf.voters), list(conf.learners), list(conf.auto_promote),
+        snap.data,
+    ]
 
 
 def _decode_snapshot(tag: str, name: str, value: object) -> Snapshot:
-    if type(value) is not list or len(value) != 5:
-        raise DecodeError(f"{tag}.{name}: a snapshot must be [index, term, voters, learners, data]")
-    index, term, voters, learners, data = value
+    if type(value) is not list or len(value) != 6:
+        raise DecodeError(
+            f"{tag}.{name}: a snapshot must be [index, term, voters, learners, auto_promote, data]"
+        )
+    index, term, voters, learners, auto_promote, data = value
     for what, number in (("index", index), ("term", term)):
         if type(number) is not int or not 0 <= number < INT_LIMIT:
             raise DecodeError(f"{tag}.{name}: snapshot {what} must be an int in [0, 2**63)")
-    for what, ids in (("voters", voters), ("learners", learners)):
+    for what, ids in (("voters", voters), ("learners", learners), ("auto_promote", auto_promote)):
         if type(ids) is not list or not all(
             type(i) is str and 0 < len(i) <= MAX_NODE_ID_CHARS for i in ids
         ):
@@ -102,7 +107,11 @@ def _decode_snapshot(tag: str, name: str, value: object) -> Snapshot:
     if type(data) is not bytes:
         raise DecodeError(f"{tag}.{name}: snapshot data must be bytes")
     meta = SnapshotMeta(
-        index=index, term=term, conf_state=ConfState(voters=tuple(voters), learners=tuple(learners))
+        index=index,
+        term=term,
+        conf_state=ConfState(
+            voters=tuple(voters), learners=tuple(learners), auto_promote=tuple(auto_promote)
+        ),
     )
     return Snapshot(meta=meta, data=data)
 

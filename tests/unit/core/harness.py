@@ -9,7 +9,17 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from raftd.core import Config, ConfState, HardState, MemoryStorage, Message, RawNode, StateRole
+from raftd.core import (
+    Config,
+    ConfChange,
+    ConfState,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    RawNode,
+    StateRole,
+)
 from raftd.core.state import Entry, Snapshot
 
 
@@ -61,6 +71,14 @@ class Network:
         self.drop_types: set[type] = set()
         self.log: list[str] = []
 
+    def add_node(self, id: str) -> Node:
+        """Start a blank node whose configured members are the current voters."""
+        voters = next(iter(self.nodes.values())).raft.voters
+        node = Node(id, voters, seed=len(self.nodes) + 1000, blank=True, pre_vote=True,
+                    check_quorum=True)
+        self.nodes[id] = node
+        return node
+
     def __getitem__(self, id: str) -> Node:
         return self.nodes[id]
 
@@ -93,6 +111,9 @@ class Network:
                 self.send(m)
             for m in rd.after_persist:
                 self.send(m)
+            for e in rd.committed_entries:
+                if e.type is EntryType.CONF_CHANGE:
+                    n.node.apply_conf_change(ConfChange.decode(e.data))
             n.applied.extend(rd.committed_entries)
             n.read_states.extend((r.index, r.context) for r in rd.read_states)
             n.dropped_reads.extend(rd.dropped_reads)

@@ -66,6 +66,7 @@ snapshots = st.builds(
             ConfState,
             voters=st.lists(node_ids, max_size=5).map(tuple),
             learners=st.lists(node_ids, max_size=3).map(tuple),
+            auto_promote=st.lists(node_ids, max_size=3).map(tuple),
         ),
     ),
     data=st.binary(max_size=200),
