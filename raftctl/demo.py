@@ -35,9 +35,13 @@ def step(text: str) -> None:
     console.print(f"==> {text}", style="bold cyan")
 
 
-def raftctl(env: dict[str, str], *args: str) -> str:
-    """Run the raftctl CLI as a user would, show the command and its output, return stdout."""
-    console.print(f"$ raftctl {shlex.join(args)}", style="bold")
+def raftctl(env: dict[str, str], *args: str, show: bool = True) -> str:
+    """Run the raftctl CLI as a user would and return its stdout.
+
+    `show`: print the command and its output (off for the demo's own checks).
+    """
+    if show:
+        console.print(f"$ raftctl {shlex.join(args)}", style="bold")
     try:
         done = subprocess.run(
             [sys.executable, "-m", "raftctl", *args],
@@ -50,8 +54,9 @@ def raftctl(env: dict[str, str], *args: str) -> str:
         raise DemoFailed(
             f"raftctl {shlex.join(args)} did not finish in {COMMAND_TIMEOUT:g}s"
         ) from None
-    sys.stdout.write(done.stdout)
-    sys.stdout.write(done.stderr)
+    if show or done.returncode != 0:
+        sys.stdout.write(done.stdout)
+        sys.stdout.write(done.stderr)
     if done.returncode != 0:
         raise DemoFailed(f"raftctl {shlex.join(args)} exited with status {done.returncode}")
     return done.stdout
@@ -99,7 +104,7 @@ def tour(cluster: LocalCluster) -> None:
     step("The cluster still answers, with every key intact")
     raftctl(env, "-o", "table", "status")
     check_keys(env)
-    rows = json.loads(raftctl(env, "-o", "json", "status"))
+    rows = json.loads(raftctl(env, "-o", "json", "status", show=False))
     down = [r["address"] for r in rows if not r["reachable"]]
     if down != [cluster.endpoints[leader]]:
         raise DemoFailed(f"expected only {cluster.endpoints[leader]} unreachable, got {down}")
