@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raftd.core import (
+    NO_NODE,
+    ConfChange,
+    ConfChangeInProgress,
+    ConfChangeType,
     EntryType,
+    InvalidConfChange,
     Message,
     ProposalDropped,
     RawNode,
@@ -87,6 +92,9 @@ class Replica:
         self.ticks = 0
         self.queued_writes: list[tuple[Token, bytes]] = []
         self.queued_reads: list[tuple[Token, ReadQuery]] = []
+        self.queued_conf_changes: list[tuple[Token, ConfChange]] = []
+        self.transfer: tuple[Token, str] | None = None
+        """The client waiting for the leadership transfer in flight, and its target."""
         self.proposals: dict[int, Proposal] = {}
         self.read_batches: dict[int, list[tuple[Token, ReadQuery]]] = {}
         self.reads_waiting_apply: list[tuple[int, list[tuple[Token, ReadQuery]]]] = []
@@ -123,6 +131,31 @@ class Replica:
         self._track(token)
         self.queued_reads.append((token, query))
 
+    def submit_conf_change(self, token: Token, cc: ConfChange) -> None:
+        """Queue a membership change; answered once it is applied."""
+        self._track(token)
+        self.queued_conf_changes.append((token, cc))
+
+    def submit_transfer(self, token: Token, target: str | None, outbox: Outbox) -> None:
+        """Hand leadership to ``target`` (None: the most caught-up other voter)."""
+        raft = self.node.raft
+        if raft.role is not StateRole.LEADER:
+            outbox.respond(token, redirect(raft.leader_id or None))
+            return
+        if target is None:
+            others = [v for v in raft.voters if v != raft.id]
+            if not others:
+                outbox.respond(token, error(ErrorCode.BAD_REQUEST, "no other voter to lead"))
+                return
+            target = max(others, key=lambda v: (raft.progress[v].match_index, v))
+        try:
+            self.node.transfer_leader(target)
+        except ProposalDropped as e:
+            outbox.respond(token, error(ErrorCode.BAD_REQUEST, str(e)))
+            return
+        self._track(token)
+        self.transfer = (token, target)
+
     def _track(self, token: Token) -> None:
         deadline = self.ticks + self.request_timeout_ticks
         self.pending[token] = deadline
@@ -136,9 +169,41 @@ class Replica:
     # -- one turn --------------------------------------------------------------------------
     def process(self, outbox: Outbox, now_ms: int) -> None:
         self._propose_writes(outbox, now_ms)
+        self._propose_conf_changes(outbox)
         self._start_reads(outbox)
         while self.node.has_ready():
             self._handle_ready(self.node.ready(), outbox)
+        self._check_transfer(outbox)
+
+    def _propose_conf_changes(self, outbox: Outbox) -> None:
+        changes, self.queued_conf_changes = self.queued_conf_changes, []
+        raft = self.node.raft
+        for token, cc in changes:
+            if raft.role is not StateRole.LEADER:
+                self._respond(outbox, token, redirect(raft.leader_id or None))
+                continue
+            try:
+                index = self.node.propose_conf_change(cc)
+            except ConfChangeInProgress as e:
+                self._respond(outbox, token, error(ErrorCode.CONF_CHANGE_IN_PROGRESS, str(e)))
+            except TransferInProgress as e:
+                self._respond(outbox, token, error(ErrorCode.TRANSFERRING, str(e)))
+            except InvalidConfChange as e:
+                self._respond(outbox, token, error(ErrorCode.BAD_REQUEST, str(e)))
+            else:
+                self.proposals[index] = Proposal(term=raft.current_term, tokens=[token])
+
+    def _check_transfer(self, outbox: Outbox) -> None:
+        if self.transfer is None:
+            return
+        token, target = self.transfer
+        raft = self.node.raft
+        if raft.role is not StateRole.LEADER:
+            self.transfer = None
+            self._respond(outbox, token, result(leader=raft.leader_id or target))
+        elif raft.lead_transferee == NO_NODE:
+            self.transfer = None
+            self._respond(outbox, token, error(ErrorCode.TIMEOUT, "the transfer timed out"))
 
     def _propose_writes(self, outbox: Outbox, now_ms: int) -> None:
         if not self.queued_writes:
@@ -231,7 +296,10 @@ class Replica:
         if self.on_apply is not None:
             self.on_apply(entry)
         proposal = self.proposals.pop(entry.index, None)
-        if entry.type is not EntryType.NORMAL or not entry.data:
+        if entry.type is EntryType.CONF_CHANGE:
+            self._apply_conf_change(entry, proposal, outbox)
+            return
+        if not entry.data:
             return  # the leader's no-op
         results = self.sm.apply_batch(entry.data)
         self.applied_writes += len(results)
@@ -243,6 +311,25 @@ class Replica:
             return
         for token, res in zip(proposal.tokens, results, strict=True):
             self._respond(outbox, token, _write_response(res))
+
+    def _apply_conf_change(
+        self, entry: Entry, proposal: Proposal | None, outbox: Outbox
+    ) -> None:
+        cc = ConfChange.decode(entry.data)
+        raft = self.node.raft
+        before = raft.conf_state()
+        conf = self.node.apply_conf_change(cc)
+        if conf != before:
+            log.info("membership: %s %s -> voters %s, learners %s", cc.type.value, cc.node_id,
+                     ",".join(conf.voters), ",".join(conf.learners) or "none")
+            if cc.type is ConfChangeType.REMOVE and cc.node_id == raft.id:
+                log.warning("this node was removed from the cluster; it no longer takes part")
+        if proposal is None:
+            return
+        ok = proposal.term == entry.term
+        for token in proposal.tokens:
+            self._respond(outbox, token, result(success=ok) if ok else
+                          error(ErrorCode.NOT_LEADER, "entry was replaced"))
 
     def _serve_applied_reads(self, outbox: Outbox) -> None:
         if not self.reads_waiting_apply:

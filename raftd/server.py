@@ -26,7 +26,15 @@ from typing import Any
 import uvloop
 
 from raftd.config import NodeConfig, parse_address
-from raftd.core import Config, ConfState, Message, RawNode, StateRole
+from raftd.core import (
+    Config,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Message,
+    RawNode,
+    StateRole,
+)
 from raftd.core.messages import MsgApp
 from raftd.core.state import ENTRY_OVERHEAD_BYTES
 from raftd.replica import BATCH_HEADER_BYTES, Replica, Token
@@ -43,6 +51,7 @@ from raftd.wire.client import (
     GetRequest,
     ListRequest,
     Request,
+    TransferLeaderRequest,
     error,
     result,
 )
@@ -101,6 +110,7 @@ class Server:
             heartbeat_ticks=raft.heartbeat_ticks,
             rng=random.Random(os.urandom(16)),
             max_msg_bytes=max_msg_bytes,
+            promote_lag_entries=raft.promote_lag_entries,
         )
         self.node = RawNode(core_config, self.storage)
         self.max_entry_bytes = min(raft.max_entry_bytes, max_msg_bytes - ENTRY_OVERHEAD_BYTES)
@@ -131,7 +141,7 @@ class Server:
         self.stopping = asyncio.Event()
         host, port = parse_address(self.config.node.listen)
         for member in set(self.config.cluster.members) | {self.id}:
-            self.addresses[member] = _resolve(member)
+            self._address_of(member)
         _, protocol = await loop.create_datagram_endpoint(
             lambda: PeerProtocol(self._on_datagram), sock=bind_udp(host, port)
         )
@@ -143,7 +153,7 @@ class Server:
             sock=bind_tcp(host, port),
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
         hs, _ = self.storage.initial_state()
         log.info(
             "raftd %s serving on %s (udp peers, tcp clients); data %s; members %s; fsync %s%s",
@@ -155,7 +165,33 @@ class Server:
         loop.call_at(next_tick, self._on_tick, next_tick)
         loop.call_later(1.0, self._on_stats_timer)
         await self.stopping.wait()
+        await self._hand_over_leadership()
         self._shutdown()
+
+    def _on_stop_signal(self) -> None:
+        assert self.stopping is not None
+        if self.stopping.is_set():
+            log.warning("second stop signal: exiting without handing over leadership")
+            self._shutdown()
+            os._exit(0)
+        self.stopping.set()
+
+    async def _hand_over_leadership(self) -> None:
+        """A leader that stops hands over first, so a rolling restart waits for no election."""
+        raft = self.node.raft
+        if raft.role is not StateRole.LEADER or len(raft.voters) < 2:
+            return
+        target = max((v for v in raft.voters if v != self.id),
+                     key=lambda v: (raft.progress[v].match_index, v))
+        log.info("handing leadership to %s before stopping", target)
+        self.node.transfer_leader(target)
+        self._schedule()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.raft.election_timeout_ms[1] / 1000
+        while raft.role is StateRole.LEADER and raft.lead_transferee and loop.time() < deadline:
+            await asyncio.sleep(self.tick_s)
+        log.info("leadership %s", "handed over" if raft.role is not StateRole.LEADER
+                 else "transfer did not complete; stopping anyway")
 
     def _shutdown(self) -> None:
         log.info("shutting down")
@@ -204,7 +240,7 @@ class Server:
             self.dropped_datagrams += 1
             log.debug("dropped undecodable datagram from %s: %s", addr, e)
             return
-        if msg.dst != self.id or msg.src not in self.addresses:
+        if msg.dst != self.id or not self._is_peer(msg.src):
             self.dropped_datagrams += 1
             return
         if isinstance(msg, MsgApp):
@@ -219,11 +255,6 @@ class Server:
         self.connections.add(conn)
         if isinstance(req, DiagnosticRequest):
             conn.respond(self.diagnostic(), req.id)
-            return
-        if isinstance(req, ConfigRequest):
-            conn.respond(
-                error(ErrorCode.BAD_REQUEST, "membership changes are not supported yet"), req.id
-            )
             return
         token = self.next_token
         self.next_token += 1
@@ -250,6 +281,10 @@ class Server:
             self.replica.submit_write(token, packed)
         elif isinstance(req, GetRequest | ListRequest):
             self.replica.submit_read(token, req, _Outbox(self))
+        elif isinstance(req, ConfigRequest):
+            self.replica.submit_conf_change(token, _conf_change(req))
+        elif isinstance(req, TransferLeaderRequest):
+            self.replica.submit_transfer(token, req.address, _Outbox(self))
         self._schedule()
 
     # -- the turn --------------------------------------------------------------------------
@@ -274,7 +309,17 @@ class Server:
                 log.error("refusing to send a %d-byte %s (limit %d)", len(data),
                           type(m).__name__, limit)
                 continue
-            self.udp.sendto(data, self.addresses[m.dst])
+            self.udp.sendto(data, self._address_of(m.dst))
+
+    def _is_peer(self, node: str) -> bool:
+        """Current members, and the configured ones (a blank node knows only those)."""
+        return node in self.node.raft.members or node in self.config.cluster.members
+
+    def _address_of(self, node: str) -> Address:
+        address = self.addresses.get(node)
+        if address is None:
+            address = self.addresses[node] = _resolve(node)
+        return address
 
     def respond(self, token: Token, response: dict[str, Any]) -> None:
         conn, request_id = self.requests.pop(token, (None, None))
@@ -284,13 +329,15 @@ class Server:
     # -- diagnostic ------------------------------------------------------------------------
     def diagnostic(self) -> dict[str, Any]:
         st = self.node.status()
-        role = st.role.value
+        role = "learner" if self.id in st.learners else st.role.value
         return result(
             status=role,
             persist={"votedFor": st.voted_for or None, "currentTerm": st.term},
             volatile={
                 "leaderId": st.leader_id or None,
-                "cluster": list(st.voters),
+                "cluster": list(st.voters) + list(st.learners),
+                "voters": list(st.voters),
+                "learners": list(st.learners),
                 "address": self.id,
             },
             log={
@@ -309,6 +356,14 @@ class Server:
             revision=self.replica.sm.revision,
             droppedDatagrams=self.dropped_datagrams,
         )
+
+
+def _conf_change(req: ConfigRequest) -> ConfChange:
+    if req.action == "add":
+        return ConfChange(type=ConfChangeType.ADD_LEARNER, node_id=req.address,
+                          auto_promote=not req.learner)
+    kind = ConfChangeType.PROMOTE if req.action == "promote" else ConfChangeType.REMOVE
+    return ConfChange(type=kind, node_id=req.address)
 
 
 class _Outbox:

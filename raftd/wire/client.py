@@ -136,7 +136,22 @@ class ConfigRequest:
     id: int | None = None
 
 
-Request = GetRequest | ListRequest | AppendRequest | DiagnosticRequest | ConfigRequest
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferLeaderRequest:
+    """Hand leadership to ``address`` (None: the most caught-up voter)."""
+
+    address: str | None = None
+    id: int | None = None
+
+
+Request = (
+    GetRequest
+    | ListRequest
+    | AppendRequest
+    | DiagnosticRequest
+    | ConfigRequest
+    | TransferLeaderRequest
+)
 
 
 def parse_request(obj: object) -> Request:
@@ -323,12 +338,26 @@ def _parse_config(obj: dict[Any, Any], rid: int | None) -> ConfigRequest:
     return ConfigRequest(action=action, address=address, learner=learner, id=rid)
 
 
+def _parse_transfer_leader(obj: dict[Any, Any], rid: int | None) -> TransferLeaderRequest:
+    _only(obj, _ENVELOPE | {"address"}, rid)
+    address = obj.get("address")
+    if address is not None:
+        if type(address) is not str:
+            raise BadRequest("field 'address': expected a 'host:port' str", id=rid)
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise BadRequest(f"field 'address': {exc}", id=rid) from None
+    return TransferLeaderRequest(address=address, id=rid)
+
+
 _PARSERS: dict[str, Callable[[dict[Any, Any], int | None], Request]] = {
     "get": _parse_get,
     "list": _parse_list,
     "append": _parse_append,
     "diagnostic": _parse_diagnostic,
     "config": _parse_config,
+    "transfer_leader": _parse_transfer_leader,
 }
 
 
