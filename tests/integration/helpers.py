@@ -114,10 +114,12 @@ def diagnostics(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> di
 
 
 def current_leader(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> int | None:
-    """The node that leads in the highest term the answering ``nodes`` report, once all of them
-    agree on it (so a deposed leader that has not heard the news is never taken for it)."""
-    answers = diagnostics(cluster, nodes)
-    if not answers:
+    """The node that leads in the highest term, once every running node of ``nodes`` (default:
+    all) answers and names it (so a deposed leader that has not heard the news, or a node still
+    starting, is never overlooked)."""
+    wanted = [i for i in (range(len(cluster)) if nodes is None else nodes) if cluster.is_running(i)]
+    answers = diagnostics(cluster, wanted)
+    if not answers or len(answers) < len(wanted):
         return None
     top = max(d["persist"]["currentTerm"] for d in answers.values())
     leaders = [i for i, d in answers.items() if d["status"] == "leader" and
@@ -135,9 +137,13 @@ def wait_for_leader(
 ) -> int:
     """Wait until one leader is acknowledged by every answering node of ``nodes``."""
     chosen = list(range(len(cluster)) if nodes is None else nodes)
-    return wait_until(
-        lambda: current_leader(cluster, chosen), f"a leader among nodes {chosen}", timeout
-    )
+
+    def probe() -> int | None:
+        if not any(cluster.is_running(i) for i in chosen):
+            raise AssertionError(f"none of nodes {chosen} is running (see their logs)")
+        return current_leader(cluster, chosen)
+
+    return wait_until(probe, f"a leader among nodes {chosen}", timeout)
 
 
 def wait_caught_up(cluster: LocalCluster, node: int, leader: int) -> Response:
