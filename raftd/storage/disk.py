@@ -1,35 +1,61 @@
-"""DiskStorage: the core's ``Storage`` over a WAL and a hard-state file in one data dir.
+"""DiskStorage: the core's ``Storage`` over a WAL, a hard-state file and snapshot files.
 
-Theory of operation: the whole log lives in memory in a ``MemoryStorage`` (the reference
+Theory of operation: the log lives in memory in a ``MemoryStorage`` (the reference
 implementation, so the read side has exactly its semantics and exceptions) and on disk in the
 WAL. Opening replays the WAL into memory; afterwards every write goes to the WAL first and to
-memory only once the WAL accepted it, so memory never holds what the disk refused.
+memory only once the WAL accepted it, so memory never holds what the disk refused. The latest
+snapshot is tracked here, its data read from its file only when asked for (``snapshot()``) and
+then cached.
 
 Durability contract for the runtime (DESIGN.md "Ready" loop):
 
 - ``append`` hands entries to the OS (one write per batch) without fsync;
 - ``sync`` makes every appended entry durable with one fsync (group commit); with
   ``fsync=False`` it does nothing and entries are as durable as the OS makes them;
-- ``set_hard_state`` is durable when it returns.
+- ``set_hard_state`` and ``apply_snapshot`` are durable when they return, and snapshot files
+  are always fsync'd (both are rare), whatever ``fsync`` says.
+
+Snapshots. ``record_snapshot`` adopts a snapshot of our own state machine (written by
+``raftd.storage.snapshots.write``, typically in a worker thread) and compacts the log behind
+it, keeping some trailing entries. ``apply_snapshot`` installs a leader's snapshot: it writes
+the file, then a WAL restart record "the log restarts after (index, term)", then resets the log.
+
+Recovery: the newest valid snapshot (S, T), then the replayed WAL, whose log is contiguous from
+its first record. If that log holds the entry at S with term T, it is kept whole, entries at or
+below S included (Log Matching, Raft §5.3: it then agrees with the snapshot); its oldest entry
+becomes the base whose term answers ``term(first_index() - 1)``. Otherwise the log restarts
+right after S: entries only up to S are covered by the snapshot, and a log whose entry at S
+differs is an old log that a snapshot install replaced before its restart record was durable
+(the snapshot file is the commit point of an install). A log starting after S + 1, or a
+restart record past S, leaves a gap the snapshot cannot fill: ``CorruptLog`` names the WAL file
+and byte offset. So a crash at any step of ``record_snapshot`` or ``apply_snapshot`` comes
+back in the old state or the new one.
+
+NB: after a restart the log may reach further back than it did before (whole WAL segments are
+dropped, not entries), never less far: compaction keeps the record of the entry at the
+compaction index on disk, so every answer given before the restart is given after it.
 
 Layout of the data dir: ``LOCK`` (an exclusive lock held while open, so two daemons never share
-a dir), ``hardstate`` (see ``raftd.storage.hardstate``) and ``*.wal`` segments
-(see ``raftd.storage.wal``).
-
-NB: until snapshots exist the log must start at index 1; a WAL whose first entry is later
-(i.e. compacted without a snapshot) is refused as ``CorruptLog``.
+a dir), ``hardstate`` (see ``raftd.storage.hardstate``), ``*.wal`` segments (see
+``raftd.storage.wal``) and ``snap-*.snap`` files (see ``raftd.storage.snapshots``).
 """
 
 from __future__ import annotations
 
+import logging
 import os.path
-from raftd.core.errors import Compacted, CorruptLog, Unavailable
-from raftd.core.state import ConfState, Entry, HardState, Snapshot
+from array import array
+
+from raftd.core.errors import Compacted, CorruptLog, InvariantError, Unavailable
+from raftd.core.state import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
 from raftd.core.storage import MemoryStorage
 from raftd.core.types import Index, Term
-from raftd.storage import hardstate
+from raftd.storage import hardstate, snapshots
 from raftd.storage.files import DataDirError, FileLock, FileSystem
-from raftd.storage.wal import DEFAULT_SEGMENT_BYTES, WAL
+from raftd.storage.snapshots import SnapshotFile
+from raftd.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Restart
+
+logger = logging.getLogger(__name__)
 
 LOCK_NAME = "LOCK"
 _PROBE_NAME = "write-probe.tmp"
@@ -47,31 +73,51 @@ class DiskStorage:
     ) -> None:
         self._fs = fs
         self._fsync = fsync
+        self._dir = data_dir
+        self._configured = conf_state
         self._lock = _open_data_dir(fs, data_dir)
         try:
-            self._dir = data_dir
             self._hard_state = hardstate.load(fs, data_dir)
+            snapshots.discard_temporary(fs, data_dir)
+            self._snap_file = snapshots.load_latest(fs, data_dir)
             self._wal, entries = WAL.open(fs, data_dir, segment_bytes=segment_bytes)
+            try:
+                base, entries = _recover_log(
+                    self._snap_file, self._wal.replayed_restart, entries, self._wal.replayed_origin
+                )
+            except BaseException:
+                self._wal.close()
+                raise
         except BaseException:
             self._lock.release()
             raise
+        self._snap_cache: Snapshot | None = None
+        """The latest snapshot with its data, once read; None until then."""
         self._mem = MemoryStorage(conf_state)
-        if entries:
-            if entries[0].index != 1:
-                self.close()
-                raise CorruptLog(f"{data_dir}: the log starts at index {entries[0].index}, not 1")
-            self._mem.append(entries)
+        if base.index > 0:
+            # MemoryStorage starts a log only after a snapshot: hand it one holding just the
+            # base. Its snapshot is never read (``snapshot()`` answers from the file).
+            self._mem.apply_snapshot(Snapshot(SnapshotMeta(base.index, base.term, conf_state)))
+        self._mem.append(entries)
+        self._sizes = array("q", [0])
+        """Running total of ``entry_size`` from the log's base: ``_sizes[i]`` covers entries up
+        to index ``first_index() - 1 + i``, so a difference of two answers log_bytes_since."""
+        self._count_bytes(entries)
         if self._hard_state is not None:
             self._mem.set_hard_state(self._hard_state)
-        elif entries:
-            # Entries but no hard state: the node crashed between its first append and its
-            # first hard-state save. It is not blank, and it has not voted yet.
+        elif entries or self._snap_file is not None:
+            # Entries or a snapshot but no hard state: the node crashed before its first
+            # hard-state save. It is not blank, and it has not voted yet.
             self._mem.set_hard_state(HardState())
 
     # -- read side (core.storage.Storage) ----------------------------------------------------
     def initial_state(self) -> tuple[HardState | None, ConfState]:
-        """The hard state (None when the data dir is blank) and the configured voters."""
-        return self._mem.initial_state()
+        """The hard state (None when the data dir is blank) and the voters: the latest
+        snapshot's, or the configured ones when there is no snapshot."""
+        hs, _ = self._mem.initial_state()
+        if self._snap_file is not None:
+            return hs, self._snap_file.meta.conf_state
+        return hs, self._configured
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
         return self._mem.entries(lo, hi, max_bytes)
@@ -86,7 +132,25 @@ class DiskStorage:
         return self._mem.last_index()
 
     def snapshot(self) -> Snapshot:
-        return self._mem.snapshot()
+        """The latest snapshot with its data (read from its file on first use), or
+        ``Snapshot()`` when there is none. Raises CorruptSnapshot if the file rotted since."""
+        if self._snap_file is None:
+            return Snapshot()
+        if self._snap_cache is None:
+            data = snapshots.read_data(self._fs, self._snap_file.path)
+            self._snap_cache = Snapshot(self._snap_file.meta, data)
+        return self._snap_cache
+
+    # -- size figures (the snapshot policy's) ------------------------------------------------
+    def snapshot_size(self) -> int:
+        """Bytes of the latest snapshot file; 0 when there is none."""
+        return self._snap_file.size if self._snap_file is not None else 0
+
+    def log_bytes_since(self, index: Index) -> int:
+        """Approximate encoded bytes of the entries after ``index`` (from the first one held)."""
+        offset = self._mem.first_index() - 1
+        pos = min(max(index, offset), self._mem.last_index()) - offset
+        return self._sizes[-1] - self._sizes[pos]
 
     # -- write side (the runtime's) ----------------------------------------------------------
     def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
@@ -101,6 +165,7 @@ class DiskStorage:
             raise Unavailable(first)
         self._wal.append(entries)
         self._mem.append(entries)
+        self._count_bytes(entries)
 
     def set_hard_state(self, hs: HardState) -> None:
         """Persist ``hs`` atomically; durable on return. Unchanged state is not rewritten."""
@@ -115,10 +180,135 @@ class DiskStorage:
         if self._fsync:
             self._wal.sync()
 
+    def record_snapshot(
+        self, meta: SnapshotMeta, file: SnapshotFile, *, trailing_entries: int
+    ) -> None:
+        """Adopt ``file``, a durable snapshot of our own state machine at ``meta``, as the
+        latest snapshot, then compact the log to keep ``trailing_entries`` entries up to
+        ``meta.index`` (so a follower slightly behind still gets entries, not a snapshot).
+
+        Call on the event loop once ``snapshots.write`` returned ``file``. A snapshot no newer
+        than the latest (a leader's snapshot was installed meanwhile) is ignored.
+        """
+        latest = self._snap_file.meta.index if self._snap_file is not None else 0
+        if meta.index <= latest:
+            logger.info("%s: ignored, not newer than the snapshot at index %d", file.path, latest)
+            return
+        if meta.index > self._mem.last_index():
+            raise Unavailable(meta.index)
+        if self._mem.term(meta.index) != meta.term:
+            raise InvariantError(
+                f"snapshot at index {meta.index} has term {meta.term}, "
+                f"the log has {self._mem.term(meta.index)}"
+            )
+        self._snap_file, self._snap_cache = file, None
+        self._compact(meta.index - trailing_entries)
+        snapshots.prune(self._fs, self._dir)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the whole log by a snapshot received from the leader; durable on return.
+
+        Order matters for crash safety: the snapshot file first (from then on, recovery
+        restarts the log after it unless the old log agrees with it), then the restart record,
+        which makes replay discard the old log even once new entries follow it.
+        """
+        meta = snapshot.meta
+        latest = self._snap_file.meta.index if self._snap_file is not None else 0
+        if meta.index <= latest:
+            raise InvariantError(
+                f"installing a snapshot at index {meta.index}, not newer than ours at {latest}"
+            )
+        file = snapshots.write(self._fs, self._dir, meta, (snapshot.data,))
+        self._wal.append_restart(meta.index, meta.term)
+        self._wal.sync()
+        self._snap_file, self._snap_cache = file, snapshot
+        self._mem.apply_snapshot(Snapshot(meta))  # the data stays in our cache, not twice
+        self._sizes = array("q", [0])
+        self._wal.drop_before(meta.index + 1)
+        snapshots.prune(self._fs, self._dir)
+
     def close(self) -> None:
         """Release the data dir. Does not sync: call ``sync`` first for durability."""
         self._wal.close()
         self._lock.release()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _count_bytes(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
+        """Account for ``entries``, just appended (replacing any suffix from the first)."""
+        if not entries:
+            return
+        del self._sizes[entries[0].index - self._mem.first_index() + 1 :]
+        total = self._sizes[-1]
+        for e in entries:
+            total += entry_size(e)
+            self._sizes.append(total)
+
+    def _compact(self, index: Index) -> None:
+        """Drop entries before ``index`` from memory and whole WAL segments from disk."""
+        offset = self._mem.first_index() - 1
+        if index <= offset:
+            return
+        self._mem.compact(index)
+        del self._sizes[: index - offset]
+        # Only below ``index``: its own record stays, so after a restart its term still answers
+        # term(first_index() - 1) as it does now.
+        self._wal.drop_before(index)
+
+
+def _recover_log(
+    snap_file: SnapshotFile | None,
+    restart: Restart | None,
+    entries: list[Entry],
+    origin: str | None,
+) -> tuple[Entry, list[Entry]]:
+    """Combine the snapshot and the replayed WAL into the log's base and entries.
+
+    The base is an entry whose term answers ``term(first_index() - 1)``; see the module doc.
+    """
+    snap = snap_file.meta if snap_file is not None else SnapshotMeta()
+    snap_base = Entry(term=snap.term, index=snap.index)
+    if snap_file is not None:
+        covered = f"the newest valid snapshot ends at index {snap.index} ({snap_file.path})"
+    else:
+        covered = "there is no valid snapshot"
+    if restart is not None:
+        if restart.index > snap.index:
+            raise CorruptLog(
+                f"{origin}: the log restarts after index {restart.index} but {covered}"
+            )
+        base = Entry(term=restart.term, index=restart.index)
+    elif not entries:
+        return snap_base, []
+    elif entries[0].index > snap.index + 1:
+        raise CorruptLog(
+            f"{origin}: the log starts at index {entries[0].index} but {covered}: "
+            f"entries are missing"
+        )
+    elif entries[0].index == snap.index + 1:
+        base = snap_base  # the log continues right after the snapshot
+    else:
+        # Nothing on disk tells the term before the oldest entry: that entry becomes the base.
+        base, entries = entries[0], entries[1:]
+    last = base.index + len(entries)
+    if last < snap.index:
+        return snap_base, []  # all covered by the snapshot
+    if base.index == snap.index:
+        term_at_snap = base.term
+    else:
+        term_at_snap = entries[snap.index - base.index - 1].term
+    if term_at_snap == snap.term:
+        return base, entries
+    if restart is not None and restart.index == snap.index:
+        # Written right after this very snapshot: disagreeing is damage, not a lost race.
+        raise CorruptLog(
+            f"{origin}: the log restarts after index {restart.index} term {restart.term}, "
+            f"but {covered} with term {snap.term}"
+        )
+    logger.warning(
+        "%s: the log disagrees with the snapshot at index %d term %d (an interrupted snapshot "
+        "install); it restarts after the snapshot", origin, snap.index, snap.term,
+    )
+    return snap_base, []
 
 
 def _open_data_dir(fs: FileSystem, data_dir: str) -> FileLock:

@@ -1,7 +1,8 @@
 """The file-system seam: storage code does all its I/O through a ``FileSystem``.
 
-Theory of operation: the WAL and the hard-state file need only a handful of primitives
-(append-only handles, whole-file reads, truncate, rename, remove, and the two kinds of fsync).
+Theory of operation: the WAL, the hard-state file and the snapshot files need only a handful of
+primitives (append-only handles, whole-file and ranged reads, truncate, rename, remove, and the
+two kinds of fsync).
 ``OsFileSystem`` maps them onto ``os``; the simulator swaps in ``tests.sim.disk.SimFileSystem``,
 an in-memory disk that models what survives a power loss. Nothing above this module imports
 ``os`` for I/O, so the production recovery code is exactly the code the simulator crashes.
@@ -72,6 +73,12 @@ class FileSystem(Protocol):
 
     def read(self, path: str) -> bytes:
         """The whole content of the file."""
+
+    def size(self, path: str) -> int:
+        """The file's length in bytes."""
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (fewer only at the end of the file)."""
 
     def create(self, path: str) -> FileHandle:
         """Create (or empty) the file and open it for appending."""
@@ -152,6 +159,14 @@ class OsFileSystem:
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)  # a buffered read loops until ``size`` bytes or the end
 
     def create(self, path: str) -> OsFile:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)

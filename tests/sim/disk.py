@@ -114,6 +114,12 @@ class SimFileSystem:
     def read(self, path: str) -> bytes:
         return bytes(self._inode(path).data)
 
+    def size(self, path: str) -> int:
+        return len(self._inode(path).data)
+
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        return bytes(self._inode(path).data[offset : offset + size])
+
     def create(self, path: str) -> SimFile:
         self._mutate()
         path = posixpath.normpath(path)
