@@ -7,7 +7,16 @@ with Client(["127.0.0.1:7001", "127.0.0.1:7002"], timeout=5.0) as c:
 ```
 """
 
-from raftctl.client import AsyncClient, Client, Page
+from raftctl.blocking import Client
+from raftctl.client import AsyncClient, Item, Page
+from raftctl.ddict import (
+    DistributedDict,
+    RefreshPolicy,
+    RefreshPolicyAlways,
+    RefreshPolicyCount,
+    RefreshPolicyLock,
+    RefreshPolicyTime,
+)
 from raftctl.errors import (
     BadRequest,
     ClusterUnavailable,
@@ -21,19 +30,23 @@ from raftctl.errors import (
     TooLarge,
 )
 
-# DistributedDict and the refresh policies (RefreshPolicyAlways, RefreshPolicyLock,
-# RefreshPolicyCount, RefreshPolicyTime) are re-exported here from raftctl.ddict once it exists.
-
 __all__ = [
     "AsyncClient",
     "BadRequest",
     "Client",
     "ClusterUnavailable",
     "ConditionFailed",
+    "DistributedDict",
     "InvalidEndpoint",
+    "Item",
     "NoLeader",
     "Page",
     "RaftctlError",
+    "RefreshPolicy",
+    "RefreshPolicyAlways",
+    "RefreshPolicyCount",
+    "RefreshPolicyLock",
+    "RefreshPolicyTime",
     "RequestTimeout",
     "ServerError",
     "SessionExpired",

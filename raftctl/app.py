@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 from rich.console import Console
 
-from raftctl.client import Client
+from raftctl.blocking import Client
 from raftctl.exitcodes import ExitCode
 from raftctl.output.printers import Printer, choose
 
@@ -33,10 +33,13 @@ class App:
     endpoints: tuple[str, ...]
     timeout: float
     output: str
+    console: Console = field(init=False)
+    """stdout, for rich renderables (tables, the live status view)."""
     printer: Printer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.printer = choose(self.output, make_console())
+        self.console = make_console()
+        self.printer = choose(self.output, self.console)
 
     def client(self) -> Client:
         """A blocking client of the cluster; use it as a context manager."""

@@ -13,11 +13,13 @@ from typing import Any
 import click
 
 from raftctl.app import App
-from raftctl.client import parse_endpoints
-from raftctl.commands.cluster import diagnostic, status
-from raftctl.commands.kv import delete, get, set_
+from raftctl.commands.cluster import diagnostic, health, status
+from raftctl.commands.kv import delete, get, list_, set_
+from raftctl.commands.membership import add_node, promote, remove_node, transfer_leader
+from raftctl.connection import parse_endpoints
 from raftctl.errors import (
     ClusterUnavailable,
+    ConditionFailed,
     InvalidEndpoint,
     RaftctlError,
     RequestTimeout,
@@ -42,12 +44,18 @@ def exit_code_for(err: RaftctlError) -> ExitCode:
 def error_message(err: RaftctlError, endpoints: tuple[str, ...]) -> str:
     if isinstance(err, RequestTimeout):
         return f"timed out ({err}; endpoints tried: {', '.join(endpoints)})"
+    if isinstance(err, ConditionFailed):
+        return f"condition failed: {err.message or 'the key changed'}"
     if isinstance(err, ServerError):
         return f"the cluster answered with an error: {err}"
     return str(err)
 
 
 class RaftctlGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """In the order registered: key-value verbs, then cluster ones, then membership."""
+        return list(self.commands)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -96,17 +104,32 @@ def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.version_option(__version__, "-V", "--version", prog_name="raftctl")
 @click.pass_context
 def cli(ctx: click.Context, endpoints: tuple[str, ...], output: str | None, timeout: float) -> None:
-    """raftctl: read and write keys in a rafty cluster and inspect its nodes.
+    """raftctl: read and write keys in a rafty cluster, watch it and change its members.
 
-    Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found or the
-    cluster answered with an error; 2 usage error; 3 no node reachable or timed out.
+    Any one reachable endpoint is enough: raftctl finds the leader and follows redirects.
+    Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found, a
+    condition failed, or the cluster answered with an error; 2 usage error; 3 no node
+    reachable or timed out.
     """
     if output is None:
         output = "table" if sys.stdout.isatty() else "plain"
     ctx.obj = App(endpoints=endpoints, timeout=timeout, output=output)
 
 
-for command in (set_, get, delete, status, diagnostic):
+COMMANDS = (
+    set_,
+    get,
+    delete,
+    list_,
+    status,
+    diagnostic,
+    health,
+    add_node,
+    promote,
+    remove_node,
+    transfer_leader,
+)
+for command in COMMANDS:
     cli.add_command(command)
 
 

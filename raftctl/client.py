@@ -1,10 +1,11 @@
-"""Client library: ``AsyncClient`` (asyncio) and ``Client`` (blocking) for a rafty cluster.
+"""Client library: ``AsyncClient``, the asyncio client of a rafty cluster (``Client`` wraps it).
 
 Theory of operation:
 
 - One persistent TCP connection per node spoken to, in practice to the cached leader. Every
   request carries an integer ``id``, so many requests are in flight on one connection; a reader
-  task per connection resolves the waiting futures by ``id`` (responses may come out of order).
+  task per connection resolves the waiting futures by ``id`` (responses may come out of order;
+  see ``raftctl.connection``).
 - A request has one deadline (``timeout``). Until it passes the client follows ``redirect``s,
   and after a connection failure or a retryable error it tries the next endpoint, sleeping a
   short, growing, jittered backoff. At the deadline it raises ``ClusterUnavailable`` (no node
@@ -21,8 +22,7 @@ Theory of operation:
   write refused as ``session_expired`` on its only attempt was not applied: it is resent as seq 1
   of a fresh session. After more attempts it may have been, so it raises ``SessionExpired``
   (later writes use a fresh session). Reads are simply retried.
-- ``Client`` runs an ``AsyncClient`` on a private event loop in a daemon thread, so it works in
-  plain scripts, inside programs that already run an event loop, and from several threads.
+- ``raftctl.blocking.Client`` runs an ``AsyncClient`` on a private event loop thread.
 """
 
 from __future__ import annotations
@@ -30,13 +30,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import threading
 import uuid
-import weakref
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
+from raftctl.connection import (
+    ConnectFailed,
+    Connection,
+    ConnectionLost,
+    Response,
+    parse_endpoints,
+    valid_address,
+)
 from raftctl.errors import (
     ERRORS_BY_CODE,
     BadRequest,
@@ -50,166 +56,39 @@ from raftctl.errors import (
     SessionExpired,
 )
 from raftd.wire.client import ErrorCode, parse_address
-from raftd.wire.errors import DecodeError
-from raftd.wire.stream import StreamDecoder, encode_frame
+from raftd.wire.stream import encode_frame
 
-__all__ = ["AsyncClient", "Client", "Page", "parse_endpoints"]
+__all__ = ["AsyncClient", "Item", "Page", "parse_endpoints"]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Largest response accepted; a whole-state ``get`` can be big."""
 
-_READ_CHUNK = 256 * 1024
 _BACKOFF_FIRST = 0.01
 _BACKOFF_MAX = 0.5
 _MIN_ATTEMPT = 0.2
 _CODES = frozenset(code.value for code in ErrorCode)
 
-Response = dict[str, Any]
 T = TypeVar("T")
 
 
+class Item(NamedTuple):
+    """A key, its value, and its revision: the cluster-wide write count when it was written.
+
+    Revisions only grow, so ``cas(key, item.revision, new)`` succeeds only if nobody wrote
+    ``key`` since this item was read.
+    """
+
+    key: str
+    value: Any
+    revision: int
+
+
 class Page(NamedTuple):
-    """One page of ``scan``: ``items`` are ``(key, value, revision)``; ``more``: not the end."""
+    """One page of ``scan``: ``items`` in key order; ``more``: keys remain after the last one."""
 
-    items: list[tuple[str, Any, int]]
+    items: list[Item]
     more: bool
-
-
-def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
-    """``"h:p,h:p"`` or a list of ``"h:p"`` (items may hold commas too) -> unique endpoints."""
-    parts = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-    result: list[str] = []
-    for part in parts:
-        if not isinstance(part, str):
-            raise InvalidEndpoint(f"an endpoint must be a 'host:port' str, not {part!r}")
-        for item in part.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                parse_address(item)
-            except ValueError as exc:
-                raise InvalidEndpoint(f"invalid endpoint {item!r}: {exc}") from None
-            if item not in result:
-                result.append(item)
-    if not result:
-        raise InvalidEndpoint("no endpoint given")
-    return result
-
-
-class _ConnectFailed(Exception):
-    """The endpoint could not be reached."""
-
-
-class _ConnectionLost(Exception):
-    """The connection broke (or was closed) while a request was outstanding."""
-
-
-class _Connection:
-    """One TCP connection: pipelined requests, responses dispatched by ``id``."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        max_frame_bytes: int,
-    ) -> None:
-        self.endpoint = endpoint
-        self.closed = False
-        self.close_reason = ""
-        self.received_at = 0.0  # loop time of the last bytes read: proof of life
-        self._loop = asyncio.get_running_loop()
-        self._writer = writer
-        # id -> (future, frame size); a future resolves to None when the connection is lost
-        # (a result, not an exception: its waiter may be gone, and nobody would retrieve it).
-        self._pending: dict[int, tuple[asyncio.Future[Response | None], int]] = {}
-        self._reader = self._loop.create_task(self._read_loop(reader, max_frame_bytes))
-
-    async def request(self, rid: int, frame: bytes, timeout: float) -> Response:
-        """Send ``frame`` and await the response with ``id == rid``.
-
-        Raises ``_ConnectionLost``, or ``TimeoutError`` after ``timeout`` seconds.
-        """
-        if self._writer.transport.is_closing():
-            self.close("connection lost")  # seen before the reader noticed
-        if self.closed:
-            raise _ConnectionLost(f"{self.endpoint}: {self.close_reason}")
-        if timeout <= 0:
-            raise TimeoutError
-        future: asyncio.Future[Response | None] = self._loop.create_future()
-        self._pending[rid] = (future, len(frame))
-        started = self._loop.time()
-        try:
-            async with asyncio.timeout(timeout):
-                try:
-                    self._writer.write(frame)
-                    await self._writer.drain()
-                except OSError as exc:
-                    self.close(f"send failed: {exc}")
-                response = await future
-                if response is None:
-                    raise _ConnectionLost(f"{self.endpoint}: {self.close_reason}")
-                return response
-        except TimeoutError:
-            if self.received_at < started:
-                self.close(f"no data from the server within {timeout:.2f}s")
-            raise
-        finally:
-            self._pending.pop(rid, None)
-
-    def close(self, reason: str = "closed by the client") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = reason
-        self._writer.close()
-        self._reader.cancel()
-        for future, _ in self._pending.values():
-            if not future.done():
-                future.set_result(None)
-        self._pending.clear()
-
-    async def wait_closed(self) -> None:
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-    async def _read_loop(self, reader: asyncio.StreamReader, max_frame_bytes: int) -> None:
-        decoder = StreamDecoder(max_frame_bytes)
-        reason = "connection closed by the server"
-        try:
-            while data := await reader.read(_READ_CHUNK):
-                self.received_at = self._loop.time()
-                decoder.feed(data)
-                for obj in decoder:
-                    self._dispatch(obj)
-        except (OSError, DecodeError) as exc:
-            reason = str(exc) or type(exc).__name__
-        finally:
-            self.close(reason)
-
-    def _dispatch(self, obj: Any) -> None:
-        if type(obj) is not dict:
-            return
-        rid = obj.get("id")
-        if type(rid) is int:
-            entry = self._pending.get(rid)
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(obj)
-        elif obj.get("type") == "error":
-            # Every request we send has an id, so the server could not parse our stream (e.g.
-            # a frame over its limit) and the connection is unusable. For too_large the biggest
-            # pending frame is surely one of the culprits; any other code concerns the
-            # connection, hence every pending request. The others are retried elsewhere.
-            if obj.get("code") == ErrorCode.TOO_LARGE.value and self._pending:
-                rid = max(self._pending, key=lambda r: self._pending[r][1])
-                targets = [self._pending[rid][0]]
-            else:
-                targets = [future for future, _ in self._pending.values()]
-            for future in targets:
-                if not future.done():
-                    future.set_result(obj)
-            self.close(f"the server refused the stream ({obj.get('code')})")
 
 
 class _Session:
@@ -283,8 +162,8 @@ class AsyncClient:
         self._ids = itertools.count(1)
         self._session = _Session()
         self._cursor = 0  # index in endpoints of the node to ask while no leader is known
-        self._conns: dict[str, _Connection] = {}
-        self._connecting: dict[str, asyncio.Task[_Connection]] = {}
+        self._conns: dict[str, Connection] = {}
+        self._connecting: dict[str, asyncio.Task[Connection]] = {}
         self._closed = False
 
     @property
@@ -332,10 +211,21 @@ class AsyncClient:
         response = await self._get(key, consistency)
         return response.get("value") if _found(response) else default
 
+    async def get_item(self, key: str, *, consistency: str = "linearizable") -> Item | None:
+        """``key``'s value and revision from one read (None when it does not exist).
+
+        Read-modify-write loops need both from the same read: a revision read separately may
+        belong to a newer value than the one modified, and the ``cas`` would lose that write.
+        """
+        response = await self._get(key, consistency)
+        if not _found(response):
+            return None
+        return Item(key, response.get("value"), _field(response, "revision", int))
+
     async def get_revision(self, key: str, *, consistency: str = "linearizable") -> int | None:
         """The revision of ``key``, or None when it does not exist."""
-        response = await self._get(key, consistency)
-        return _field(response, "revision", int) if _found(response) else None
+        item = await self.get_item(key, consistency=consistency)
+        return None if item is None else item.revision
 
     async def get_all(self, *, consistency: str = "linearizable") -> dict[Any, Any]:
         """The whole state; ``TooLarge`` past the server's frame limit (then use ``scan``)."""
@@ -363,7 +253,22 @@ class AsyncClient:
         items = _field(response, "items", list)
         if not all(type(item) is list and len(item) == 3 for item in items):
             raise ServerError("bad_response", "list items must be [key, value, revision]")
-        return Page([(k, v, r) for k, v, r in items], _field(response, "more", bool))
+        return Page([Item(k, v, r) for k, v, r in items], _field(response, "more", bool))
+
+    async def items(self, prefix: str = "", *, page_size: int = 1000) -> AsyncIterator[Item]:
+        """Every key under ``prefix`` in order, fetched ``page_size`` at a time.
+
+        Each page is one linearizable read; keys written while the iteration runs may or may
+        not be seen (the listing is not a snapshot).
+        """
+        after: str | None = None
+        while True:
+            page = await self.scan(prefix, after=after, limit=page_size)
+            for item in page.items:
+                yield item
+            if not page.more or not page.items:
+                return
+            after = page.items[-1].key
 
     # -- cluster API ----------------------------------------------------------------------------
 
@@ -377,7 +282,7 @@ class AsyncClient:
         response, endpoint = await self._call(rid, frame, attempts, follow=False)
         volatile = response.get("volatile")
         leader = volatile.get("leaderId") if type(volatile) is dict else None
-        if type(leader) is not str or not _valid(leader):
+        if type(leader) is not str or not valid_address(leader):
             return _unwrap(response)
         if leader != endpoint:
             try:
@@ -390,17 +295,35 @@ class AsyncClient:
     async def diagnostic(self, address: str) -> Response:
         """The diagnostic map of the node at ``address``: one attempt, no redirect."""
         self._check_open()
-        if not _valid(address):
+        if not valid_address(address):
             raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
         return _unwrap(await self._diagnose(address, _Attempts(self.timeout)))
 
+    async def health(self, address: str | None = None) -> Response:
+        """Prove that the cluster commits: ``{"leader", "commit_index"}`` once it did.
+
+        The leader commits a no-op; a follower confirms the leader's commit index with a quorum
+        (ReadIndex). ``address`` asks that one node, once, with no redirect; otherwise any
+        node is asked, with retries until the deadline.
+        """
+        if address is None:
+            return await self._request({"type": "health"})
+        self._check_open()
+        if not valid_address(address):
+            raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
+        return _unwrap(await self._ask_node(address, {"type": "health"}, _Attempts(self.timeout)))
+
     async def _diagnose(self, address: str, attempts: _Attempts) -> Response:
-        rid, frame = self._frame({"type": "diagnostic"})
+        return await self._ask_node(address, {"type": "diagnostic"}, attempts)
+
+    async def _ask_node(self, address: str, body: dict[str, Any], attempts: _Attempts) -> Response:
+        """One attempt at ``address`` itself: no redirect, no retry."""
+        rid, frame = self._frame(body)
         wait = attempts.deadline - asyncio.get_running_loop().time()
         try:
             conn = await self._connect(address, wait)
             response = await conn.request(rid, frame, wait)
-        except (_ConnectFailed, _ConnectionLost) as exc:
+        except (ConnectFailed, ConnectionLost) as exc:
             raise ClusterUnavailable([address], str(exc)) from None
         except TimeoutError:
             raise RequestTimeout(f"{address} did not answer within {self.timeout:g}s") from None
@@ -417,10 +340,31 @@ class AsyncClient:
         await self._config("promote", address)
 
     async def remove_node(self, address: str) -> None:
+        """Remove the member ``address`` (a leader removing itself hands over first)."""
         await self._config("delete", address)
 
+    async def transfer_leader(self, address: str | None = None) -> str:
+        """Hand leadership to the voter ``address`` (None: the most caught-up one).
+
+        Returns the new leader. Never retried once the leader answered: a lost answer to a
+        transfer that happened would otherwise move leadership a second time. Asking for the
+        node that already leads succeeds at once.
+        """
+        request: dict[str, Any] = {"type": "transfer_leader"}
+        if address is not None:
+            request["address"] = address
+        try:
+            response = await self._request(request, retry_errors=False)
+        except BadRequest:
+            if address is None or await self._leader_id() != address:
+                raise
+            return address
+        leader = _field(response, "leader", str)
+        self.leader = leader if valid_address(leader) else None
+        return leader
+
     async def request(self, payload: dict[str, Any]) -> Response:
-        """Send a raw request map (types without a method: health, transfer_leader...).
+        """Send a raw request map (a type without a method of its own).
 
         Redirects and retryable errors are retried like any request, so ``payload`` should be
         idempotent. Returns the response map without its ``id``; error responses raise.
@@ -441,6 +385,11 @@ class AsyncClient:
         await asyncio.gather(*(conn.wait_closed() for conn in conns), return_exceptions=True)
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _leader_id(self) -> str | None:
+        volatile = (await self.status()).get("volatile")
+        leader = volatile.get("leaderId") if type(volatile) is dict else None
+        return leader if type(leader) is str else None
 
     async def _get(self, key: str, consistency: str) -> Response:
         return await self._request({"type": "get", "key": key, "consistency": consistency})
@@ -488,9 +437,10 @@ class AsyncClient:
             raise _server_error(response, fallback)
         return response
 
-    async def _request(self, body: dict[str, Any]) -> Response:
+    async def _request(self, body: dict[str, Any], *, retry_errors: bool = True) -> Response:
         rid, frame = self._frame(body)
-        response, _ = await self._call(rid, frame, _Attempts(self.timeout), follow=True)
+        attempts = _Attempts(self.timeout)
+        response, _ = await self._call(rid, frame, attempts, follow=True, retry_errors=retry_errors)
         return response
 
     async def _wait_open(self, session: _Session, attempts: _Attempts) -> None:
@@ -515,12 +465,20 @@ class AsyncClient:
             raise BadRequest("bad_request", f"cannot encode the request: {exc}") from None
 
     async def _call(
-        self, rid: int, frame: bytes, attempts: _Attempts, *, follow: bool, write: bool = False
+        self,
+        rid: int,
+        frame: bytes,
+        attempts: _Attempts,
+        *,
+        follow: bool,
+        write: bool = False,
+        retry_errors: bool = True,
     ) -> tuple[Response, str]:
         """Send ``frame`` until a result or the deadline; returns it and the node that answered.
 
         ``follow``: redirects move the cached leader (diagnostics are never redirected).
         ``write``: a successful answer proves its sender is the leader.
+        ``retry_errors``: False raises every error answer, even a retryable one.
         """
         loop = asyncio.get_running_loop()
         deadline = attempts.deadline
@@ -538,7 +496,7 @@ class AsyncClient:
                 attempts.reached = True
                 attempts.sent += 1
                 response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
-            except (_ConnectFailed, _ConnectionLost) as exc:
+            except (ConnectFailed, ConnectionLost) as exc:
                 attempts.record(endpoint, str(exc))
                 self._forget(endpoint)
             except TimeoutError:
@@ -551,9 +509,9 @@ class AsyncClient:
                         self.leader = endpoint  # only the leader acknowledges writes
                     return _strip(response), endpoint
                 leader = response.get("leader")
-                if kind == "error" and not _retryable(response):
+                if kind == "error" and not (retry_errors and _retryable(response)):
                     raise _server_error(response)
-                if follow and type(leader) is str and leader != endpoint and _valid(leader):
+                if follow and type(leader) is str and leader != endpoint and valid_address(leader):
                     # A redirect (or not_leader naming the leader): go there at once, but back
                     # off if nodes keep bouncing us around.
                     attempts.record(endpoint, f"{endpoint}: redirected to {leader}")
@@ -575,7 +533,7 @@ class AsyncClient:
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    async def _connect(self, endpoint: str, timeout: float) -> _Connection:
+    async def _connect(self, endpoint: str, timeout: float) -> Connection:
         """The open connection to ``endpoint``, opening it (once, however many wait) if needed."""
         conn = self._conns.get(endpoint)
         if conn is not None and not conn.closed:
@@ -590,28 +548,28 @@ class AsyncClient:
                 # shield: one waiter timing out must not abort the connect for the others.
                 return await asyncio.shield(task)
         except TimeoutError:
-            raise _ConnectFailed(f"{endpoint}: connect timed out") from None
+            raise ConnectFailed(f"{endpoint}: connect timed out") from None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # this request itself is being cancelled
-            raise _ConnectFailed(f"{endpoint}: connect abandoned (client closed)") from None
+            raise ConnectFailed(f"{endpoint}: connect abandoned (client closed)") from None
 
-    async def _open(self, endpoint: str) -> _Connection:
+    async def _open(self, endpoint: str) -> Connection:
         host, port = parse_address(endpoint)
         try:
             async with asyncio.timeout(self.timeout):
                 reader, writer = await asyncio.open_connection(host, port)
         except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA rejects
-            raise _ConnectFailed(f"{endpoint}: {exc or type(exc).__name__}") from None
-        conn = _Connection(endpoint, reader, writer, self._max_frame_bytes)
+            raise ConnectFailed(f"{endpoint}: {exc or type(exc).__name__}") from None
+        conn = Connection(endpoint, reader, writer, self._max_frame_bytes)
         if self._closed:
             conn.close()
         else:
             self._conns[endpoint] = conn
         return conn
 
-    def _opened(self, endpoint: str, task: asyncio.Task[_Connection]) -> None:
+    def _opened(self, endpoint: str, task: asyncio.Task[Connection]) -> None:
         if self._connecting.get(endpoint) is task:
             del self._connecting[endpoint]
         if not task.cancelled():
@@ -628,135 +586,6 @@ class AsyncClient:
         if self._closed:
             raise RaftctlError("the client is closed")
 
-
-class Client:
-    """The blocking client: the ``AsyncClient`` API, run on a private event loop thread."""
-
-    def __init__(
-        self,
-        endpoints: str | Iterable[str],
-        timeout: float = DEFAULT_TIMEOUT,
-        *,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-    ) -> None:
-        self._client = AsyncClient(endpoints, timeout, max_frame_bytes=max_frame_bytes)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="raftctl-client", daemon=True
-        )
-        self._thread.start()
-        # Closes the connections and stops the thread when close() is forgotten: at garbage
-        # collection or interpreter exit (a plain script should not print asyncio warnings).
-        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, self._client)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return self._client.endpoints
-
-    @property
-    def timeout(self) -> float:
-        return self._client.timeout
-
-    @property
-    def client_id(self) -> str:
-        return self._client.client_id
-
-    @property
-    def leader(self) -> str | None:
-        return self._client.leader
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def set(
-        self, key: str, value: Any, *, if_revision: int | None = None, if_absent: bool = False
-    ) -> int:
-        return self._run(self._client.set(key, value, if_revision=if_revision, if_absent=if_absent))
-
-    def cas(self, key: str, expected_revision: int, value: Any) -> int:
-        return self._run(self._client.cas(key, expected_revision, value))
-
-    def set_if_absent(self, key: str, value: Any) -> int:
-        return self._run(self._client.set_if_absent(key, value))
-
-    def get(self, key: str, default: Any = None, *, consistency: str = "linearizable") -> Any:
-        return self._run(self._client.get(key, default, consistency=consistency))
-
-    def get_revision(self, key: str, *, consistency: str = "linearizable") -> int | None:
-        return self._run(self._client.get_revision(key, consistency=consistency))
-
-    def get_all(self, *, consistency: str = "linearizable") -> dict[Any, Any]:
-        return self._run(self._client.get_all(consistency=consistency))
-
-    def delete(self, key: str, *, if_revision: int | None = None) -> bool:
-        return self._run(self._client.delete(key, if_revision=if_revision))
-
-    def scan(self, prefix: str = "", *, after: str | None = None, limit: int | None = None) -> Page:
-        return self._run(self._client.scan(prefix, after=after, limit=limit))
-
-    def items(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[tuple[str, Any, int]]:
-        """Every ``(key, value, revision)`` under ``prefix``, fetched page by page."""
-        after: str | None = None
-        while True:
-            page = self.scan(prefix, after=after, limit=page_size)
-            yield from page.items
-            if not page.more or not page.items:
-                return
-            after = page.items[-1][0]
-
-    def status(self) -> Response:
-        return self._run(self._client.status())
-
-    def diagnostic(self, address: str) -> Response:
-        return self._run(self._client.diagnostic(address))
-
-    def add_node(self, address: str, *, learner: bool = False) -> None:
-        self._run(self._client.add_node(address, learner=learner))
-
-    def promote(self, address: str) -> None:
-        self._run(self._client.promote(address))
-
-    def remove_node(self, address: str) -> None:
-        self._run(self._client.remove_node(address))
-
-    def request(self, payload: dict[str, Any]) -> Response:
-        return self._run(self._client.request(payload))
-
-    def close(self) -> None:
-        """Close the connections and stop the loop thread; idempotent."""
-        self._finalizer()
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if not self._finalizer.alive:
-            coro.close()
-            raise RaftctlError("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the request too
-            raise
-
-
-def _shutdown(
-    loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: AsyncClient
-) -> None:
-    """Stop a ``Client``'s loop thread (runs at most once: ``weakref.finalize``)."""
-    if threading.current_thread() is thread:
-        loop.stop()  # collected by the loop thread itself, which must not wait for itself
-        return
-    asyncio.run_coroutine_threadsafe(client.close(), loop).result()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join()
-    loop.close()
 
 
 # -- response helpers ---------------------------------------------------------------------------
@@ -793,7 +622,11 @@ def _server_error(response: Response, fallback: ServerError | None = None) -> Se
         if type(message) is str:
             return type(fallback)(fallback.code, message)
         return fallback
-    return ERRORS_BY_CODE.get(code, ServerError)(code, message if type(message) is str else "")
+    text = message if type(message) is str else ""
+    if code == ErrorCode.CONDITION_FAILED.value:
+        revision = response.get("revision")
+        return ConditionFailed(code, text, revision if type(revision) is int else None)
+    return ERRORS_BY_CODE.get(code, ServerError)(code, text)
 
 
 def _found(response: Response) -> bool:
@@ -810,12 +643,3 @@ def _field(response: Response, name: str, kind: type[T]) -> T:
     if type(value) is not kind:
         raise ServerError("bad_response", f"the response lacks a {kind.__name__} {name!r}")
     return value
-
-
-def _valid(address: str) -> bool:
-    try:
-        parse_address(address)
-    except ValueError:
-        return False
-    return True
-

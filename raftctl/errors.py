@@ -56,7 +56,15 @@ class NoLeader(ServerError):
 
 
 class ConditionFailed(ServerError):
-    """A conditional write (``if_revision`` / ``if_absent``) found another revision."""
+    """A conditional write (``if_revision`` / ``if_absent``) found another revision.
+
+    ``revision`` is the key's revision the server found (0: the key does not exist), when it
+    said so.
+    """
+
+    def __init__(self, code: str, message: str, revision: int | None = None) -> None:
+        super().__init__(code, message)
+        self.revision = revision
 
 
 class SessionExpired(ServerError):

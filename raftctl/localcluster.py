@@ -27,8 +27,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import raftd
-from raftctl.commands.cluster import collect_status
 from raftctl.errors import RaftctlError
+from raftctl.survey import collect_status
 from raftd.config import write_cluster_configs
 
 HOST = "127.0.0.1"

@@ -158,6 +158,8 @@ def config_reference() -> str:
                 note = "Not supported yet."
             elif spec.required:
                 note = "Required."
+            elif spec.default is None:
+                note = "Unset by default."
             else:
                 note = f"Default: {spec.default}."
             out.append(f".TP\n\\fB{esc(spec.key)}\\fR\n{esc(spec.doc)} {esc(note)}")
@@ -171,10 +173,20 @@ export RAFTCTL_ENDPOINTS=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 raftctl set greeting hello
 raftctl get greeting
 date | raftctl set now \\-
+raftctl set \\-\\-json config '{"replicas": 3}'
+raftctl list
+raftctl get \\-\\-prefix user/
+raftctl \\-o json get counter          # {"key": ..., "value": ..., "revision": 7}
+raftctl set counter 8 \\-\\-if\\-revision 7   # exit status 1 if someone wrote it since
 raftctl delete greeting
 raftctl status
+raftctl status \\-\\-watch 1
 raftctl \\-o json status
+raftctl health
 raftctl diagnostic 127.0.0.1:7002
+raftctl add\\-node 127.0.0.1:7004
+raftctl transfer\\-leader 127.0.0.1:7002
+raftctl remove\\-node 127.0.0.1:7001
 .fi"""
 
 PAGES = (

@@ -1,151 +1,104 @@
-"""Cluster verbs: status (every member at once) and diagnostic (one node's raw map)."""
+"""Cluster verbs: status (every member at once, or live), diagnostic (one node), health."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator
+from datetime import datetime
 
 import click
+from rich.live import Live
 
 from raftctl.app import App
-from raftctl.client import AsyncClient, parse_endpoints
-from raftctl.errors import ClusterUnavailable, RaftctlError, RequestTimeout
-from raftctl.output.rows import StatusRow, status_row, unreachable_row
+from raftctl.client import AsyncClient
+from raftctl.commands.params import node_address
+from raftctl.errors import RaftctlError
+from raftctl.exitcodes import ExitCode
+from raftctl.output.rows import StatusRow
+from raftctl.output.watch import StatusWatch
+from raftctl.survey import collect_status, first_diagnostic, health_rows, status_rows
 
-Diagnostic = Mapping[str, Any]
+DEFAULT_WATCH_SECONDS = 2.0
+MIN_WATCH_TIMEOUT = 1.0
 
-
-async def _ask(
-    client: AsyncClient, addresses: Iterable[str]
-) -> dict[str, Diagnostic | RaftctlError]:
-    """Every address's diagnostic, or the error it gave; all asked at once."""
-    addresses = list(addresses)
-    answers = await asyncio.gather(
-        *(client.diagnostic(a) for a in addresses), return_exceptions=True
-    )
-    out: dict[str, Diagnostic | RaftctlError] = {}
-    for address, answer in zip(addresses, answers, strict=True):
-        if isinstance(answer, BaseException) and not isinstance(answer, RaftctlError):
-            raise answer
-        out[address] = answer
-    return out
-
-
-def _reason(err: RaftctlError) -> str:
-    """A short cell text for a member that did not answer, e.g. "connection refused"."""
-    if isinstance(err, RequestTimeout):
-        return "timed out"
-    text = str(err)
-    if isinstance(err, ClusterUnavailable):
-        # Drop the "no node reachable (tried A): A: " framing; the row already names A.
-        text = text.removeprefix(f"no node reachable (tried {', '.join(err.endpoints)})")
-        text = text.removeprefix(": ")
-        for endpoint in err.endpoints:
-            text = text.removeprefix(f"{endpoint}: ")
-    errno = re.match(r"\[Errno (\d+)\]", text)
-    if errno:
-        return os.strerror(int(errno.group(1))).lower()
-    return text or "unreachable"
-
-
-def _unavailable(errors: Mapping[str, RaftctlError]) -> ClusterUnavailable:
-    detail = "; ".join(f"{address}: {_reason(err)}" for address, err in errors.items())
-    return ClusterUnavailable(list(errors), detail)
-
-
-def _self_address(endpoint: str, diagnostic: Diagnostic) -> str:
-    volatile = diagnostic.get("volatile")
-    address = volatile.get("address") if isinstance(volatile, Mapping) else None
-    return address if isinstance(address, str) and address else endpoint
-
-
-def _members(answered: Mapping[str, Diagnostic]) -> list[str]:
-    """The member list: from the leader if it answered (it is the most recent), else any."""
-    ranked = sorted(answered.values(), key=lambda d: d.get("status") != "leader")
-    for diagnostic in ranked:
-        volatile = diagnostic.get("volatile")
-        cluster = volatile.get("cluster") if isinstance(volatile, Mapping) else None
-        if isinstance(cluster, list) and all(isinstance(m, str) for m in cluster):
-            return list(cluster)
-    return []
-
-
-async def collect_status(endpoints: Sequence[str], timeout: float) -> list[StatusRow]:
-    """One row per cluster member, plus any answering endpoint that is not a member.
-
-    Raises ClusterUnavailable when no endpoint answers at all.
-    """
-    async with AsyncClient(endpoints, timeout) as client:
-        first = await _ask(client, endpoints)
-        answered: dict[str, Diagnostic] = {}
-        errors: dict[str, RaftctlError] = {}
-        for endpoint, answer in first.items():
-            if isinstance(answer, RaftctlError):
-                errors[endpoint] = answer
-            else:
-                # Key by the node's own address: "-e localhost:7001" and the member list's
-                # "127.0.0.1:7001" are the same node.
-                answered[_self_address(endpoint, answer)] = answer
-        if not answered:
-            raise _unavailable(errors)
-        members = _members(answered)
-        missing = [m for m in members if m not in answered and m not in errors]
-        for address, answer in (await _ask(client, missing)).items():
-            if isinstance(answer, RaftctlError):
-                errors[address] = answer
-            else:
-                answered[address] = answer
-    rows = []
-    for address in members + [a for a in answered if a not in members]:
-        if address in answered:
-            rows.append(status_row(address, answered[address]))
-        else:
-            rows.append(unreachable_row(address, _reason(errors[address])))
-    return rows
-
-
-async def first_diagnostic(endpoints: Sequence[str], timeout: float) -> tuple[str, Diagnostic]:
-    """The diagnostic of the first endpoint (in the given order) that answers."""
-    async with AsyncClient(endpoints, timeout) as client:
-        answers = await _ask(client, endpoints)
-    for endpoint, answer in answers.items():
-        if not isinstance(answer, RaftctlError):
-            return endpoint, answer
-    raise _unavailable({e: a for e, a in answers.items() if isinstance(a, RaftctlError)})
+Survey = tuple[list[StatusRow] | None, str | None]
 
 
 @click.command()
+@click.option(
+    "-w",
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=DEFAULT_WATCH_SECONDS,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS (default {DEFAULT_WATCH_SECONDS:g}) until Ctrl-C, highlighting "
+    "what changed: a new leader, a term bump, a member becoming unreachable. With -o json, "
+    "one JSON array per line per refresh; with -o plain, one block of rows per refresh.",
+)
 @click.pass_obj
-def status(app: App) -> None:
-    """Show every cluster member: role, term, leader and log indexes.
+def status(app: App, watch: float | None) -> None:
+    """Show every cluster member: role, term, leader, log indexes, lag and last contact.
 
     All members are asked in parallel; the member list comes from any node that answers
-    (the leader's, when it answers). Members that do not answer are shown as unreachable.
-    Exit status 3 when no node answers at all.
+    (the leader's, when it answers). COMMIT, APPLIED and LAST are the member's commit,
+    applied and last log indexes; LAG counts the entries of the leader's log it lacks;
+    CONTACT is how long ago the leader last heard from it, when the leader reports it.
+    Members that do not answer are shown as unreachable, with the reason. Exit status 3
+    when no node answers at all (a watch keeps trying instead).
     """
-    app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout)))
-
-
-def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
+    if watch is None:
+        app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout)))
+        return
     try:
-        (address,) = parse_endpoints(value)
-    except (RaftctlError, ValueError) as err:
-        raise click.BadParameter(str(err)) from None
-    return address
+        asyncio.run(_watch_live(app, watch) if app.output == "table" else _watch_lines(app, watch))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends: exit status 0, the last frame left on screen
+
+
+async def _surveys(app: App, interval: float) -> AsyncIterator[Survey]:
+    """The member rows (or why there are none) every ``interval`` seconds, forever."""
+    loop = asyncio.get_running_loop()
+    # A member that does not answer within the interval shows as timed out, not a late frame.
+    timeout = min(app.timeout, max(interval, MIN_WATCH_TIMEOUT))
+    async with AsyncClient(app.endpoints, timeout) as client:
+        while True:
+            started = loop.time()
+            try:
+                survey: Survey = (await status_rows(client, app.endpoints), None)
+            except RaftctlError as err:
+                survey = (None, str(err))
+            yield survey
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+
+
+async def _watch_live(app: App, interval: float) -> None:
+    watch = StatusWatch(f"Every {interval:g}s: raftctl status")
+    with Live(console=app.console, auto_refresh=False) as live:
+        async for rows, error in _surveys(app, interval):
+            live.update(watch.frame(rows, error, datetime.now()), refresh=True)
+
+
+async def _watch_lines(app: App, interval: float) -> None:
+    async for rows, error in _surveys(app, interval):
+        if rows is None:
+            click.echo(f"Error: {error}", err=True)
+            continue
+        app.printer.status(rows)
+        if app.output == "plain":
+            click.echo()  # a blank line ends each block
 
 
 @click.command()
-@click.argument("address", required=False, callback=_address)
+@click.argument("address", required=False, callback=node_address)
 @click.pass_obj
 def diagnostic(app: App, address: str | None) -> None:
-    """Show one node's raw diagnostic map: role, term, log indexes, request statistics.
+    """Show one node's diagnostic map: role, terms, log indexes, request rates and more.
 
-    ADDRESS (host:port) defaults to the first endpoint that answers.
+    ADDRESS (host:port) defaults to the first endpoint that answers. stats.reads, writes and
+    append are per-second counts over the last 10 seconds, each with its UNIX second in
+    -o json.
     """
     if address is None:
         address, answer = asyncio.run(first_diagnostic(app.endpoints, app.timeout))
@@ -154,6 +107,24 @@ def diagnostic(app: App, address: str | None) -> None:
     app.printer.diagnostic(address, answer)
 
 
-async def _one(address: str, timeout: float) -> Diagnostic:
+async def _one(address: str, timeout: float) -> dict[str, object]:
     async with AsyncClient([address], timeout) as client:
         return await client.diagnostic(address)
+
+
+@click.command()
+@click.pass_obj
+def health(app: App) -> None:
+    """Check that every member takes part in committing, and time it.
+
+    The leader commits an empty entry; each other member confirms the leader's commit
+    index with a majority (a ReadIndex round). TOOK is the round trip seen from here. Exit
+    status 0 when every member is healthy, 1 (naming the reason) when one is not, 3 when
+    no node answers at all.
+    """
+    rows = asyncio.run(health_rows(app.endpoints, app.timeout))
+    app.printer.health(rows)
+    sick = [row for row in rows if not row.healthy]
+    if sick:
+        reasons = "; ".join(f"{row.address}: {row.error}" for row in sick)
+        app.abort(ExitCode.FAILED, f"{len(sick)} of {len(rows)} members unhealthy ({reasons})")

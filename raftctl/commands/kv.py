@@ -1,7 +1,8 @@
-"""Key-value verbs: set, get, delete."""
+"""Key-value verbs: set, get, delete, list."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -9,8 +10,6 @@ import click
 
 from raftctl.app import App
 from raftctl.exitcodes import ExitCode
-
-_MISSING = object()
 
 
 def _stdin_value() -> str | bytes:
@@ -24,49 +23,119 @@ def _stdin_value() -> str | bytes:
         return data  # binary input is stored as bytes, exactly
 
 
+def _parse_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise click.BadParameter(f"not valid JSON: {err}", param_hint="'VALUE'") from None
+
+
+_IF_REVISION = click.option(
+    "--if-revision",
+    type=click.IntRange(min=0),
+    metavar="R",
+    help="Only if KEY's revision is still R (as printed by `get -o json`; 0: KEY does not "
+    "exist). Otherwise nothing is written and the exit status is 1.",
+)
+
+
 @click.command("set")
 @click.argument("key")
 @click.argument("value")
+@_IF_REVISION
+@click.option(
+    "--if-absent",
+    is_flag=True,
+    help="Only if KEY does not exist yet; otherwise nothing is written and the exit status is 1.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="VALUE is JSON: 42, true, [1, 2] or {\"a\": 1} are stored as a number, a bool, a list "
+    "or a map instead of a string.",
+)
 @click.pass_obj
-def set_(app: App, key: str, value: str) -> None:
+def set_(
+    app: App, key: str, value: str, if_revision: int | None, if_absent: bool, as_json: bool
+) -> None:
     """Set KEY to VALUE (a string); VALUE "-" reads it from stdin.
 
     From stdin, one trailing newline is dropped, and input that is not UTF-8 is stored as
-    bytes. Prints OK once the write is committed by a majority.
+    bytes. Prints OK once the write is committed by a majority; -o json prints the key's new
+    revision. With --if-revision or --if-absent the write is a compare-and-set: a safe
+    read-modify-write when several clients update one key.
     """
+    if if_revision is not None and if_absent:
+        raise click.UsageError("--if-revision and --if-absent exclude each other")
     data: Any = _stdin_value() if value == "-" else value
+    if as_json:
+        data = _parse_json(data)
     with app.client() as client:
-        revision = client.set(key, data)
+        revision = client.set(key, data, if_revision=if_revision, if_absent=if_absent)
     app.printer.done("set", key, revision)
 
 
 @click.command()
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option(
+    "--prefix",
+    metavar="PREFIX",
+    help="Instead of one KEY, print every key starting with PREFIX (\"\" for all) and its "
+    "value, in key order.",
+)
 @click.option(
     "--consistency",
     type=click.Choice(("linearizable", "stale")),
     default="linearizable",
     show_default=True,
     help="linearizable reads see every committed write; stale reads answer from any node's "
-    "local state, faster but possibly behind.",
+    "local state, faster but possibly behind (one KEY only).",
 )
 @click.pass_obj
-def get(app: App, key: str, consistency: str) -> None:
-    """Print the value of KEY on stdout; exit status 1 when KEY does not exist."""
+def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None:
+    """Print the value of KEY on stdout; exit status 1 when KEY does not exist.
+
+    -o json prints {"key", "value", "revision"}: the revision to give set --if-revision.
+    """
+    if prefix is not None:
+        if key is not None:
+            raise click.UsageError("give KEY or --prefix, not both")
+        if consistency != "linearizable":
+            raise click.UsageError("--consistency stale reads one KEY only")
+        with app.client() as client:
+            app.printer.items(list(client.items(prefix)), values=True)
+        return
+    if key is None:
+        raise click.UsageError("Missing argument 'KEY' (or give --prefix).")
     with app.client() as client:
-        value = client.get(key, _MISSING, consistency=consistency)
-    if value is _MISSING:
+        item = client.get_item(key, consistency=consistency)
+    if item is None:
         app.abort(ExitCode.FAILED, f"key not found: {key}")
-    app.printer.value(key, value)
+    app.printer.value(item)
+
+
+@click.command("list")
+@click.argument("prefix", default="")
+@click.pass_obj
+def list_(app: App, prefix: str) -> None:
+    """List the keys starting with PREFIX (all keys by default), in order.
+
+    The keys travel in pages, so a large state is never one message. Exit status 0 even when
+    no key matches.
+    """
+    with app.client() as client:
+        app.printer.items(list(client.items(prefix)), values=False)
 
 
 @click.command()
 @click.argument("key")
+@_IF_REVISION
 @click.pass_obj
-def delete(app: App, key: str) -> None:
+def delete(app: App, key: str, if_revision: int | None) -> None:
     """Delete KEY; exit status 1 when KEY does not exist."""
     with app.client() as client:
-        found = client.delete(key)
+        found = client.delete(key, if_revision=if_revision)
     if not found:
         app.abort(ExitCode.FAILED, f"key not found: {key}")
     app.printer.done("delete", key, None)

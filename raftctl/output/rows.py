@@ -12,13 +12,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from raftctl.client import Item
+
 # pre_candidate is an internal PreVote phase; users see it as a candidate (DESIGN.md roles).
 _ROLES = {"pre_candidate": "candidate"}
+
+Diagnostic = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusRow:
-    """One cluster member as `raftctl status` reports it (DESIGN.md field names)."""
+    """One cluster member as `raftctl status` reports it (DESIGN.md field names).
+
+    ``lag``: entries of the leader's log the member lacks (the leader's view);
+    ``last_contact_ms``: how long ago the leader last heard from it, when the leader says.
+    """
 
     address: str
     role: str | None
@@ -27,17 +35,33 @@ class StatusRow:
     commit_index: int | None
     applied_index: int | None
     last_log_index: int | None
+    lag: int | None
+    last_contact_ms: int | None
     reachable: bool
     error: str | None = None
     catching_up: bool | None = None
 
 
-def status_row(address: str, diagnostic: Mapping[str, Any]) -> StatusRow:
-    """The row for a member that answered `diagnostic`."""
-    persist = diagnostic.get("persist") or {}
-    volatile = diagnostic.get("volatile") or {}
-    log = diagnostic.get("log") or {}
+def _leader_view(address: str, leader: Diagnostic | None) -> tuple[int | None, int | None]:
+    """(lag, last contact in ms) of ``address`` as the answering leader reports them."""
+    if leader is None:
+        return None, None
+    if _self(leader) == address:
+        return 0, None
+    last = _section(leader, "log").get("lastLogIndex")
+    match = _mapping(leader.get("matchIndex")).get(address)
+    lag = last - match if isinstance(last, int) and isinstance(match, int) else None
+    contact = _mapping(leader.get("lastContactMs")).get(address)
+    return (None if lag is None else max(lag, 0)), (contact if isinstance(contact, int) else None)
+
+
+def status_row(address: str, diagnostic: Diagnostic, leader: Diagnostic | None) -> StatusRow:
+    """The row for a member that answered `diagnostic`; ``leader``: the leader's, if known."""
+    persist = _section(diagnostic, "persist")
+    volatile = _section(diagnostic, "volatile")
+    log = _section(diagnostic, "log")
     status = diagnostic.get("status")
+    lag, contact = _leader_view(address, leader)
     return StatusRow(
         address=address,
         role=_ROLES.get(status, status) if isinstance(status, str) else None,
@@ -46,12 +70,16 @@ def status_row(address: str, diagnostic: Mapping[str, Any]) -> StatusRow:
         commit_index=log.get("commitIndex"),
         applied_index=log.get("appliedIndex"),
         last_log_index=log.get("lastLogIndex"),
+        lag=lag,
+        last_contact_ms=contact,
         reachable=True,
         catching_up=diagnostic.get("catchingUp"),
     )
 
 
-def unreachable_row(address: str, error: str) -> StatusRow:
+def unreachable_row(address: str, error: str, leader: Diagnostic | None) -> StatusRow:
+    """A member that did not answer us; the leader may still report hearing from it."""
+    lag, contact = _leader_view(address, leader)
     return StatusRow(
         address=address,
         role=None,
@@ -60,6 +88,8 @@ def unreachable_row(address: str, error: str) -> StatusRow:
         commit_index=None,
         applied_index=None,
         last_log_index=None,
+        lag=lag,
+        last_contact_ms=contact,
         reachable=False,
         error=error,
     )
@@ -77,7 +107,9 @@ STATUS_HEADER = (
     "LEADER",
     "COMMIT",
     "APPLIED",
-    "LAST LOG",
+    "LAST",
+    "LAG",
+    "CONTACT",
     "REACHABLE",
     "ERROR",
 )
@@ -94,6 +126,8 @@ def status_cells(rows: Sequence[StatusRow]) -> list[tuple[str, ...]]:
             _cell(row.commit_index),
             _cell(row.applied_index),
             _cell(row.last_log_index),
+            _cell(row.lag),
+            duration_text(row.last_contact_ms),
             "yes" if row.reachable else "no",
             _cell(row.error),
         )
@@ -101,8 +135,109 @@ def status_cells(rows: Sequence[StatusRow]) -> list[tuple[str, ...]]:
     ]
 
 
+def cluster_leader(rows: Sequence[StatusRow]) -> StatusRow | None:
+    """The member leading in the highest term any member reports (a deposed leader cut off
+    from the others may still call itself leader in its old term)."""
+    terms = [row.term for row in rows if row.term is not None]
+    if not terms:
+        return None
+    top = max(terms)
+    return next((r for r in rows if r.role == "leader" and r.term == top), None)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthRow:
+    """One member's answer to a health check: a committed no-op, or a ReadIndex round."""
+
+    address: str
+    healthy: bool
+    took_ms: float | None
+    leader: str | None
+    commit_index: int | None
+    error: str | None = None
+
+
+HEALTH_HEADER = ("ADDRESS", "HEALTHY", "TOOK", "LEADER", "COMMIT", "ERROR")
+
+
+def health_cells(rows: Sequence[HealthRow]) -> list[tuple[str, ...]]:
+    return [
+        (
+            row.address,
+            "yes" if row.healthy else "no",
+            duration_text(row.took_ms),
+            _cell(row.leader),
+            _cell(row.commit_index),
+            _cell(row.error),
+        )
+        for row in rows
+    ]
+
+
+def health_records(rows: Sequence[HealthRow]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+ITEM_HEADER = ("KEY", "VALUE", "REVISION")
+
+
+def item_record(item: Item, *, values: bool = True) -> dict[str, Any]:
+    record = item._asdict()
+    if not values:
+        del record["value"]
+    return record
+
+
+def item_cells(item: Item, *, values: bool = True) -> tuple[str, ...]:
+    """Cells of one key; a value's text is made one line (tabs and newlines escaped as JSON)."""
+    if not values:
+        return (item.key, str(item.revision))
+    return (item.key, one_line(item.value), str(item.revision))
+
+
+def one_line(value: Any) -> str:
+    """`scalar_text`, except strings holding tabs or line breaks print as JSON strings."""
+    text = scalar_text(value)
+    if isinstance(value, str) and any(c in text for c in "\t\n\r"):
+        return to_json(value)
+    return text
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def duration_text(ms: float | None) -> str:
+    """``830ms``, ``1.2s``, ``5m3s``; "-" when unknown."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f}ms" if ms >= 10 or ms == int(ms) else f"{ms:.1f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60)}s"
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def _section(diagnostic: Diagnostic, name: str) -> Mapping[str, Any]:
+    return _mapping(diagnostic.get(name))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _self(diagnostic: Diagnostic) -> str | None:
+    address = _section(diagnostic, "volatile").get("address")
+    return address if isinstance(address, str) else None
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

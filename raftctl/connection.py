@@ -1,0 +1,168 @@
+"""One TCP connection to a rafty node, with pipelined requests matched to answers by ``id``.
+
+The client library (``raftctl.client``) keeps one `Connection` per node it talks to; this
+module knows nothing of leaders, retries or sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from raftctl.errors import InvalidEndpoint
+from raftd.wire.client import ErrorCode, parse_address
+from raftd.wire.errors import DecodeError
+from raftd.wire.stream import StreamDecoder
+
+__all__ = ["ConnectFailed", "Connection", "ConnectionLost", "parse_endpoints", "valid_address"]
+
+_READ_CHUNK = 256 * 1024
+
+Response = dict[str, Any]
+
+
+def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
+    """``"h:p,h:p"`` or a list of ``"h:p"`` (items may hold commas too) -> unique endpoints."""
+    parts = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+    result: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise InvalidEndpoint(f"an endpoint must be a 'host:port' str, not {part!r}")
+        for item in part.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                parse_address(item)
+            except ValueError as exc:
+                raise InvalidEndpoint(f"invalid endpoint {item!r}: {exc}") from None
+            if item not in result:
+                result.append(item)
+    if not result:
+        raise InvalidEndpoint("no endpoint given")
+    return result
+
+
+class ConnectFailed(Exception):
+    """The endpoint could not be reached."""
+
+
+class ConnectionLost(Exception):
+    """The connection broke (or was closed) while a request was outstanding."""
+
+
+class Connection:
+    """One TCP connection: pipelined requests, responses dispatched by ``id``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_bytes: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.closed = False
+        self.close_reason = ""
+        self.received_at = 0.0  # loop time of the last bytes read: proof of life
+        self._loop = asyncio.get_running_loop()
+        self._writer = writer
+        # id -> (future, frame size); a future resolves to None when the connection is lost
+        # (a result, not an exception: its waiter may be gone, and nobody would retrieve it).
+        self._pending: dict[int, tuple[asyncio.Future[Response | None], int]] = {}
+        self._reader = self._loop.create_task(self._read_loop(reader, max_frame_bytes))
+
+    async def request(self, rid: int, frame: bytes, timeout: float) -> Response:
+        """Send ``frame`` and await the response with ``id == rid``.
+
+        Raises ``_ConnectionLost``, or ``TimeoutError`` after ``timeout`` seconds.
+        """
+        if self._writer.transport.is_closing():
+            self.close("connection lost")  # seen before the reader noticed
+        if self.closed:
+            raise ConnectionLost(f"{self.endpoint}: {self.close_reason}")
+        if timeout <= 0:
+            raise TimeoutError
+        future: asyncio.Future[Response | None] = self._loop.create_future()
+        self._pending[rid] = (future, len(frame))
+        started = self._loop.time()
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    self._writer.write(frame)
+                    await self._writer.drain()
+                except OSError as exc:
+                    self.close(f"send failed: {exc}")
+                response = await future
+                if response is None:
+                    raise ConnectionLost(f"{self.endpoint}: {self.close_reason}")
+                return response
+        except TimeoutError:
+            if self.received_at < started:
+                self.close(f"no data from the server within {timeout:.2f}s")
+            raise
+        finally:
+            self._pending.pop(rid, None)
+
+    def close(self, reason: str = "closed by the client") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._writer.close()
+        self._reader.cancel()
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_result(None)
+        self._pending.clear()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read_loop(self, reader: asyncio.StreamReader, max_frame_bytes: int) -> None:
+        decoder = StreamDecoder(max_frame_bytes)
+        reason = "connection closed by the server"
+        try:
+            while data := await reader.read(_READ_CHUNK):
+                self.received_at = self._loop.time()
+                decoder.feed(data)
+                for obj in decoder:
+                    self._dispatch(obj)
+        except (OSError, DecodeError) as exc:
+            reason = str(exc) or type(exc).__name__
+        finally:
+            self.close(reason)
+
+    def _dispatch(self, obj: Any) -> None:
+        if type(obj) is not dict:
+            return
+        rid = obj.get("id")
+        if type(rid) is int:
+            entry = self._pending.get(rid)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(obj)
+        elif obj.get("type") == "error":
+            # Every request we send has an id, so the server could not parse our stream (e.g.
+            # a frame over its limit) and the connection is unusable. For too_large the biggest
+            # pending frame is surely one of the culprits; any other code concerns the
+            # connection, hence every pending request. The others are retried elsewhere.
+            if obj.get("code") == ErrorCode.TOO_LARGE.value and self._pending:
+                rid = max(self._pending, key=lambda r: self._pending[r][1])
+                targets = [self._pending[rid][0]]
+            else:
+                targets = [future for future, _ in self._pending.values()]
+            for future in targets:
+                if not future.done():
+                    future.set_result(obj)
+            self.close(f"the server refused the stream ({obj.get('code')})")
+
+
+
+def valid_address(address: str) -> bool:
+    """Whether ``address`` is a usable ``host:port``."""
+    try:
+        parse_address(address)
+    except ValueError:
+        return False
+    return True
