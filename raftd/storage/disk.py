@@ -26,10 +26,11 @@ below S included (Log Matching, Raft §5.3: it then agrees with the snapshot); i
 becomes the base whose term answers ``term(first_index() - 1)``. Otherwise the log restarts
 right after S: entries only up to S are covered by the snapshot, and a log whose entry at S
 differs is an old log that a snapshot install replaced before its restart record was durable
-(the snapshot file is the commit point of an install). A log starting after S + 1, or a
-restart record past S, leaves a gap the snapshot cannot fill: ``CorruptLog`` names the WAL file
-and byte offset. So a crash at any step of ``record_snapshot`` or ``apply_snapshot`` comes
-back in the old state or the new one.
+(the snapshot file is the commit point of an install). In that case recovery writes the
+restart record itself, or entries appended later would replay after the discarded log. A log
+starting after S + 1, or a restart record past S, leaves a gap the snapshot cannot fill:
+``CorruptLog`` names the WAL file and byte offset. So a crash at any step of
+``record_snapshot`` or ``apply_snapshot`` comes back in the old state or the new one.
 
 NB: after a restart the log may reach further back than it did before (whole WAL segments are
 dropped, not entries), never less far: compaction keeps the record of the entry at the
@@ -82,9 +83,14 @@ class DiskStorage:
             self._snap_file = snapshots.load_latest(fs, data_dir)
             self._wal, entries = WAL.open(fs, data_dir, segment_bytes=segment_bytes)
             try:
-                base, entries = _recover_log(
+                base, entries, discarded = _recover_log(
                     self._snap_file, self._wal.replayed_restart, entries, self._wal.replayed_origin
                 )
+                if discarded:
+                    # Finish what the interrupted install left undone (the same outcome,
+                    # should this crash too).
+                    self._wal.append_restart(base.index, base.term)
+                    self._wal.sync()
             except BaseException:
                 self._wal.close()
                 raise
@@ -260,8 +266,9 @@ def _recover_log(
     restart: Restart | None,
     entries: list[Entry],
     origin: str | None,
-) -> tuple[Entry, list[Entry]]:
-    """Combine the snapshot and the replayed WAL into the log's base and entries.
+) -> tuple[Entry, list[Entry], bool]:
+    """Combine the snapshot and the replayed WAL into the log's base and entries, and whether
+    the WAL's log was discarded (it does not lead up to the snapshot).
 
     The base is an entry whose term answers ``term(first_index() - 1)``; see the module doc.
     """
@@ -278,7 +285,7 @@ def _recover_log(
             )
         base = Entry(term=restart.term, index=restart.index)
     elif not entries:
-        return snap_base, []
+        return snap_base, [], False
     elif entries[0].index > snap.index + 1:
         raise CorruptLog(
             f"{origin}: the log starts at index {entries[0].index} but {covered}: "
@@ -291,13 +298,13 @@ def _recover_log(
         base, entries = entries[0], entries[1:]
     last = base.index + len(entries)
     if last < snap.index:
-        return snap_base, []  # all covered by the snapshot
+        return snap_base, [], True  # all covered by the snapshot
     if base.index == snap.index:
         term_at_snap = base.term
     else:
         term_at_snap = entries[snap.index - base.index - 1].term
     if term_at_snap == snap.term:
-        return base, entries
+        return base, entries, False
     if restart is not None and restart.index == snap.index:
         # Written right after this very snapshot: disagreeing is damage, not a lost race.
         raise CorruptLog(
@@ -308,7 +315,7 @@ def _recover_log(
         "%s: the log disagrees with the snapshot at index %d term %d (an interrupted snapshot "
         "install); it restarts after the snapshot", origin, snap.index, snap.term,
     )
-    return snap_base, []
+    return snap_base, [], True
 
 
 def _open_data_dir(fs: FileSystem, data_dir: str) -> FileLock:
