@@ -87,8 +87,9 @@ class DiskStorage:
                     self._snap_file, self._wal.replayed_restart, entries, self._wal.replayed_origin
                 )
                 if discarded:
-                    # Finish what the interrupted install left undone (the same outcome,
-                    # should this crash too).
+                    # Say so in the WAL (as an interrupted install would have), or entries
+                    # appended from now on would replay after the discarded log. Idempotent,
+                    # should this crash too.
                     self._wal.append_restart(base.index, base.term)
                     self._wal.sync()
             except BaseException:
