@@ -1,0 +1,153 @@
+"""Client library behaviour against scripted nodes: revisions, listing, membership, transfer.
+
+Real raftd processes are in tests/integration; here each answer is chosen by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from raftctl import (
+    AsyncClient,
+    BadRequest,
+    Client,
+    ConditionFailed,
+    Item,
+    NoLeader,
+    RequestTimeout,
+    ServerError,
+)
+from tests.unit.client.fakenode import Answer, FakeNode
+
+Response = dict[str, Any]
+
+
+def ok(**fields: Any) -> Response:
+    return {"type": "result", "success": True, **fields}
+
+
+def error(code: str, message: str = "", retryable: bool = False, **fields: Any) -> Response:
+    return {"type": "error", "code": code, "message": message, "retryable": retryable, **fields}
+
+
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    with FakeNode(lambda request: None) as fake:
+        yield fake
+
+
+def script(fake: FakeNode, answer: Answer) -> Client:
+    fake.answer = answer
+    return Client([fake.address], timeout=2.0)
+
+
+def test_get_item_is_value_and_revision_of_one_read(node: FakeNode) -> None:
+    def answer(request: Response) -> Response:
+        if request["key"] == "k":
+            return ok(found=True, value=[1, 2], revision=7)
+        return ok(found=False, value=None, revision=0)
+
+    with script(node, answer) as client:
+        assert client.get_item("k") == Item("k", [1, 2], 7)
+        assert client.get_item("missing") is None
+        assert client.get_revision("k") == 7
+        assert client.get("missing", "default") == "default"
+    assert node.requests[0]["consistency"] == "linearizable"
+
+
+def test_condition_failed_carries_the_current_revision(node: FakeNode) -> None:
+    def answer(request: Response) -> Response:
+        assert request["data"]["if_revision"] == 3
+        return error("condition_failed", "key 'k' has revision 9", revision=9)
+
+    with script(node, answer) as client, pytest.raises(ConditionFailed) as info:
+        client.cas("k", 3, "v")
+    assert info.value.revision == 9 and "has revision 9" in str(info.value)
+    assert node.types() == ["append"]  # a failed condition is an answer, not retried
+
+
+def test_items_page_through_a_prefix(node: FakeNode) -> None:
+    keys = [f"p/{i:02}" for i in range(5)]
+
+    def answer(request: Response) -> Response:
+        after = request.get("after")
+        rest = [k for k in keys if after is None or k > after]
+        page = rest[: request["limit"]]
+        return ok(items=[[k, k.upper(), 1] for k in page], more=len(rest) > len(page))
+
+    with script(node, answer) as client:
+        assert [item.key for item in client.items("p/", page_size=2)] == keys
+    assert [r.get("after") for r in node.requests] == [None, "p/01", "p/03"]
+
+    async def main() -> list[Item]:
+        async with AsyncClient([node.address], timeout=2.0) as client:
+            return [item async for item in client.items("p/", page_size=3)]
+
+    assert [item.value for item in asyncio.run(main())] == [k.upper() for k in keys]
+
+
+def test_membership_change_waits_out_a_change_in_progress(node: FakeNode) -> None:
+    answers = iter(
+        [error("conf_change_in_progress", "one change at a time", retryable=True), ok()]
+    )
+    with script(node, lambda request: next(answers)) as client:
+        client.add_node("127.0.0.1:7004", learner=True)
+    assert [r["action"] for r in node.requests] == ["add", "add"]
+    assert node.requests[0] == {
+        "type": "config", "action": "add", "address": "127.0.0.1:7004", "learner": True,
+        "id": node.requests[0]["id"],
+    }
+
+
+def test_membership_refusal_raises(node: FakeNode) -> None:
+    refusal = error("bad_request", "127.0.0.1:7002 is not a learner")
+    with script(node, lambda request: refusal) as client, pytest.raises(BadRequest):
+        client.promote("127.0.0.1:7002")
+    assert len(node.requests) == 1
+
+
+def test_transfer_follows_a_redirect_but_never_retries_an_answer() -> None:
+    with FakeNode(lambda r: None) as leader, FakeNode(lambda r: None) as follower:
+        follower.answer = lambda request: {"type": "redirect", "leader": leader.address}
+        leader.answer = lambda request: error("timeout", "the transfer timed out", retryable=True)
+        with Client([follower.address], timeout=2.0) as client:
+            with pytest.raises(ServerError) as info:
+                client.transfer_leader()
+        assert info.value.code == "timeout"
+        assert (follower.types(), leader.types()) == (["transfer_leader"], ["transfer_leader"])
+
+        leader.answer = lambda request: ok(leader=follower.address)
+        with Client([follower.address], timeout=2.0) as client:
+            assert client.transfer_leader(follower.address) == follower.address
+            assert client.leader == follower.address
+        assert leader.requests[-1]["address"] == follower.address
+
+
+def test_transfer_to_the_current_leader_succeeds(node: FakeNode) -> None:
+    def answer(request: Response) -> Response:
+        if request["type"] == "transfer_leader":
+            return error("bad_request", f"{node.address} is not another voter")
+        return ok(status="leader", volatile={"leaderId": node.address, "address": node.address})
+
+    with script(node, answer) as client:
+        assert client.transfer_leader(node.address) == node.address
+        with pytest.raises(BadRequest):
+            client.transfer_leader("127.0.0.1:1")
+
+
+def test_health_of_one_node_is_one_attempt(node: FakeNode) -> None:
+    answers = iter([ok(leader="127.0.0.1:7001", commit_index=12), error("no_leader", "none")])
+    with script(node, lambda request: next(answers)) as client:
+        assert client.health(node.address) == {"leader": "127.0.0.1:7001", "commit_index": 12}
+        with pytest.raises(NoLeader):
+            client.health(node.address)
+    assert node.types() == ["health", "health"]
+
+
+def test_an_unanswered_request_times_out(node: FakeNode) -> None:
+    with Client([node.address], timeout=0.3) as client, pytest.raises(RequestTimeout):
+        client.get("k")
