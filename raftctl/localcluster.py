@@ -8,8 +8,9 @@
 
 Node ``i`` (0-based) uses ``base_dir/node{i+1}.toml``, keeps its data in ``base_dir/data/n{i+1}``
 and writes its stdout and stderr to ``base_dir/node{i+1}.log`` (appended across restarts). The
-configs come from the same code as ``raftd init``. Only processes this object started are ever
-signalled, by PID.
+configs come from the same code as ``raftd init``. ``add_spare()`` configures one more node
+outside the initial members (it starts blank, for ``raftctl add-node``). Only processes this
+object started are ever signalled, by PID.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ from typing import IO, Any
 import raftd
 from raftctl.errors import RaftctlError
 from raftctl.survey import collect_status
-from raftd.config import write_cluster_configs
+from raftd.config import (
+    LOOPBACK_DATAGRAM_BYTES,
+    render_node_config,
+    write_cluster_configs,
+)
 
 HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.05
@@ -74,8 +79,11 @@ class LocalCluster:
     ) -> None:
         self.base_dir = Path(base_dir)
         self.endpoints = [f"{HOST}:{port}" for port in free_ports(n)]
-        raft = {} if fsync else {"fsync": False}
+        raft: dict[str, Any] = {} if fsync else {"fsync": False}
         raft.update(extra_raft_config or {})
+        self.members = list(self.endpoints)
+        """The initial voters."""
+        self._raft = {"max_datagram_bytes": LOOPBACK_DATAGRAM_BYTES, **raft}
         self.config_paths = write_cluster_configs(self.base_dir, self.endpoints, raft=raft)
         self.log_paths = [self.base_dir / f"node{k}.log" for k in range(1, n + 1)]
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * n
@@ -94,6 +102,25 @@ class LocalCluster:
 
     def __len__(self) -> int:
         return len(self.endpoints)
+
+    def add_spare(self) -> int:
+        """Configure one more node, not among the initial members; returns its index.
+
+        Started (``start(i)``) with its empty data dir it waits, blank, to be added to the
+        cluster (``raftctl add-node``).
+        """
+        address = self.endpoints[0]
+        while address in self.endpoints:  # a stopped node's port may be handed out again
+            address = f"{HOST}:{free_ports(1)[0]}"
+        k = len(self) + 1
+        path = self.base_dir / f"node{k}.toml"
+        path.write_text(render_node_config(address, f"data/n{k}", self.members, self._raft))
+        self.endpoints.append(address)
+        self.config_paths.append(path)
+        self.log_paths.append(self.base_dir / f"node{k}.log")
+        self._procs.append(None)
+        self._logs.append(None)
+        return k - 1
 
     # -- processes ------------------------------------------------------------------------------
 

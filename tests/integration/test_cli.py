@@ -1,0 +1,305 @@
+"""raftctl against real nodes: every verb and output format, exit codes and messages, and
+``status --watch`` driven in a pseudo-terminal while leadership moves.
+
+Most invocations run the real command in a subprocess, as a user would; a few go through
+click's CliRunner (in process, same code) where many small checks would otherwise cost a
+Python start-up each.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+from click.testing import CliRunner
+
+from raftctl import Client
+from raftctl.cli import cli
+from raftctl.localcluster import LocalCluster, free_ports
+from tests.integration.helpers import (
+    DEADLINE,
+    diagnostic,
+    freeze,
+    thaw,
+    wait_for_leader,
+    wait_until,
+)
+
+DESIGN_STATUS_FIELDS = {
+    "address", "role", "term", "leader", "commit_index", "applied_index", "last_log_index",
+    "reachable",
+}
+
+
+def raftctl(
+    endpoints: Sequence[str], *args: str, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``raftctl ARGS`` as a user would: a fresh process, endpoints from the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
+    env["RAFTCTL_ENDPOINTS"] = ",".join(endpoints)
+    done = subprocess.run(
+        [sys.executable, "-m", "raftctl", *args],
+        input=input.decode() if input is not None else None,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=DEADLINE,
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+def invoke(endpoints: Sequence[str], *args: str) -> tuple[int, str, str]:
+    """The same command in process (CliRunner): (exit status, stdout, stderr)."""
+    result = CliRunner().invoke(cli, ["-e", ",".join(endpoints), *args], prog_name="raftctl")
+    assert "Traceback" not in result.output + result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_key_value_verbs_in_every_format(cluster: LocalCluster) -> None:
+    eps = cluster.endpoints
+    assert raftctl(eps, "set", "cli/greeting", "hello world").stdout == "OK\n"
+    done = raftctl(eps, "set", "cli/multi", "-", input="line 1\nline 2\n".encode())
+    assert done.returncode == 0, done.stderr
+    assert raftctl(eps, "set", "--json", "cli/n", '{"a": [1, 2.5, null]}').returncode == 0
+
+    assert raftctl(eps, "get", "cli/greeting").stdout == "hello world\n"
+    got = json.loads(raftctl(eps, "-o", "json", "get", "cli/n").stdout)
+    assert got["key"] == "cli/n" and got["value"] == {"a": [1, 2.5, None]}
+    assert got["revision"] > 0
+    assert invoke(eps, "get", "cli/greeting", "--consistency", "stale")[:2] == (0, "hello world\n")
+    assert invoke(eps, "-o", "table", "get", "cli/multi")[1] == "line 1\nline 2\n"
+
+    assert raftctl(eps, "list", "cli/").stdout == "cli/greeting\ncli/multi\ncli/n\n"
+    listed = json.loads(invoke(eps, "-o", "json", "list", "cli/")[1])
+    assert [r["key"] for r in listed] == ["cli/greeting", "cli/multi", "cli/n"]
+    assert all(set(r) == {"key", "revision"} for r in listed)
+    table = invoke(eps, "-o", "table", "list", "cli/")[1].splitlines()
+    assert table[0].split() == ["KEY", "REVISION"] and len(table) == 4
+    prefixed = raftctl(eps, "get", "--prefix", "cli/").stdout.splitlines()
+    assert prefixed == [
+        "cli/greeting\thello world",
+        'cli/multi\t"line 1\\nline 2"',
+        'cli/n\t{"a": [1, 2.5, null]}',
+    ]
+    assert json.loads(invoke(eps, "-o", "json", "get", "--prefix", "cli/g")[1]) == [
+        {"key": "cli/greeting", "value": "hello world", "revision": listed[0]["revision"]}
+    ]
+    assert "hello world" in invoke(eps, "-o", "table", "get", "--prefix", "cli/")[1]
+
+    assert raftctl(eps, "delete", "cli/multi").returncode == 0
+    missing = raftctl(eps, "get", "cli/multi")
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == "Error: key not found: cli/multi\n"
+    gone = invoke(eps, "delete", "cli/multi")
+    assert gone == (1, "", "Error: key not found: cli/multi\n")
+
+
+def test_list_pages_through_many_keys(cluster: LocalCluster) -> None:
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        for i in range(1200):  # more than one page (1000 keys)
+            client.set(f"many/{i:04}", i)
+    status, out, _ = invoke(cluster.endpoints, "list", "many/")
+    assert status == 0 and out.splitlines() == [f"many/{i:04}" for i in range(1200)]
+
+
+def test_compare_and_set_conditions(cluster: LocalCluster) -> None:
+    eps = cluster.endpoints
+    raftctl(eps, "set", "cas/k", "v1")
+    revision = json.loads(raftctl(eps, "-o", "json", "get", "cas/k").stdout)["revision"]
+    stale = raftctl(eps, "set", "cas/k", "v2", "--if-revision", str(revision - 1))
+    assert (stale.returncode, stale.stdout) == (1, "")
+    assert stale.stderr == f"Error: condition failed: key 'cas/k' has revision {revision}\n"
+    done = raftctl(eps, "-o", "json", "set", "cas/k", "v2", "--if-revision", str(revision))
+    assert done.returncode == 0 and json.loads(done.stdout)["revision"] > revision
+    exists = invoke(eps, "set", "cas/k", "v3", "--if-absent")
+    assert exists == (1, "", "Error: condition failed: key 'cas/k' exists\n")
+    assert invoke(eps, "set", "cas/new", "v", "--if-absent")[0] == 0
+    assert invoke(eps, "set", "cas/newer", "v", "--if-revision", "0")[0] == 0
+    assert invoke(eps, "delete", "cas/k", "--if-revision", str(revision))[0] == 1
+    assert raftctl(eps, "get", "cas/k").stdout == "v2\n"  # neither write nor delete happened
+
+
+def test_status_and_diagnostic(cluster: LocalCluster) -> None:
+    eps = cluster.endpoints
+    leader = cluster.endpoints[wait_for_leader(cluster)]
+    rows = json.loads(raftctl([eps[0]], "-o", "json", "status").stdout)
+    assert sorted(r["address"] for r in rows) == sorted(eps)  # one endpoint is enough
+    for row in rows:
+        assert DESIGN_STATUS_FIELDS <= set(row) and row["reachable"] is True
+        assert row["leader"] == leader
+        assert row["role"] == ("leader" if row["address"] == leader else "follower")
+    table = raftctl(eps, "-o", "table", "status").stdout
+    assert table.splitlines()[0].split()[:4] == ["ADDRESS", "ROLE", "TERM", "LEADER"]
+    plain = invoke(eps, "status")[1].splitlines()
+    assert len(plain) == 3 and all(line.split("\t")[9] == "yes" for line in plain)
+
+    diag = json.loads(raftctl(eps, "-o", "json", "diagnostic", leader).stdout)
+    assert diag["status"] == "leader" and set(diag["stats"]) >= {"reads", "writes", "append"}
+    assert set(diag["persist"]) == {"votedFor", "currentTerm"}
+    assert f"diagnostic of {leader}" in invoke(eps, "-o", "table", "diagnostic", leader)[1]
+    assert "log.commitIndex\t" in invoke(eps, "diagnostic")[1]
+
+
+def test_health(cluster: LocalCluster) -> None:
+    eps = cluster.endpoints
+    leader = cluster.endpoints[wait_for_leader(cluster)]
+    assert "HEALTHY" in invoke(eps, "-o", "table", "health")[1]
+    healthy = raftctl(eps, "-o", "json", "health")
+    assert healthy.returncode == 0, healthy.stderr
+    checks = json.loads(healthy.stdout)
+    assert sorted(c["address"] for c in checks) == sorted(eps)
+    assert all(c["healthy"] and c["leader"] == leader and c["took_ms"] >= 0 for c in checks)
+
+
+def test_without_quorum_reads_writes_and_health_fail_with_exit_1(cluster: LocalCluster) -> None:
+    """Two of three nodes frozen: the last one answers, but no leader can exist."""
+    leader = wait_for_leader(cluster)
+    alone = (leader + 1) % 3
+    others = [i for i in range(3) if i != alone]
+    try:
+        for i in others:
+            freeze(cluster, i)
+        eps = [cluster.endpoints[alone]]
+
+        def leaderless() -> bool:
+            answer = diagnostic(eps[0])
+            return answer is not None and answer["volatile"]["leaderId"] is None
+
+        wait_until(leaderless, "the lone node to know no leader")
+        status, out, err = invoke(eps, "--timeout", "1", "set", "k", "v")
+        assert (status, out) == (1, "") and "no_leader" in err and err.count("\n") == 1
+        status, out, err = invoke(eps, "--timeout", "1", "health")
+        assert status == 1 and "unhealthy" in err
+    finally:
+        for i in others:
+            thaw(cluster, i)
+
+
+def test_unreachable_cluster_exits_3_naming_the_endpoints() -> None:
+    endpoints = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    for args in (["get", "k"], ["status"], ["add-node", "127.0.0.1:9"]):
+        done = raftctl(endpoints, "--timeout", "0.5", *args)
+        assert (done.returncode, done.stdout) == (3, "")
+        assert done.stderr.startswith("Error: no node reachable")
+        assert done.stderr.count("\n") == 1 and all(e in done.stderr for e in endpoints)
+
+
+def test_bad_arguments_exit_2(cluster: LocalCluster) -> None:
+    done = raftctl(cluster.endpoints, "set", "k", "v", "--if-revision", "1", "--if-absent")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "exclude each other" in done.stderr
+    assert raftctl(cluster.endpoints, "get", "--prefix").returncode == 2
+
+
+# -- status --watch in a pseudo-terminal -----------------------------------------------------------
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+class Terminal:
+    """A process on the slave side of a pty this test reads, as a terminal would display it."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str]) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a terminal of 140x50, then raftctl
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 140, 0, 0))
+            os.execve(argv[0], list(argv), env)
+        self.pid, self.fd = pid, fd
+        self.raw = b""
+        self.status: int | None = None
+
+    @property
+    def text(self) -> str:
+        return _ESCAPES.sub("", self.raw.decode(errors="replace"))
+
+    def pump(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                self.raw += os.read(self.fd, 65536)
+            except OSError:  # EIO: the child closed its side
+                pass
+
+    def wait_for(self, pattern: str, what: str) -> str:
+        """Read until ``pattern`` (a regex) appears after the current end; returns the match."""
+        start = len(self.text)
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text[start:])
+            if found:
+                return found.group(0)
+            self.pump(0.1)
+        raise AssertionError(f"no {what} on screen; it shows:\n{self.text[-3000:]}")
+
+    def ctrl_c(self) -> int:
+        """Type Ctrl-C; returns the exit status once the process ends."""
+        os.write(self.fd, b"\x03")
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+                self.pump(0.1)
+                return os.waitstatus_to_exitcode(status)
+            self.pump(0.1)
+        raise AssertionError("raftctl did not exit after Ctrl-C")
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)  # our own child, started above
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+@pytest.fixture
+def watch(cluster: LocalCluster) -> Iterator[Terminal]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFTCTL_", "NO_COLOR"))}
+    env.update(RAFTCTL_ENDPOINTS=",".join(cluster.endpoints), TERM="xterm-256color",
+               COLUMNS="140", LINES="50")
+    terminal = Terminal([sys.executable, "-m", "raftctl", "status", "--watch", "0.3"], env)
+    try:
+        yield terminal
+    finally:
+        terminal.close()
+
+
+def test_status_watch_redraws_and_highlights_changes(
+    cluster: LocalCluster, watch: Terminal
+) -> None:
+    leader = cluster.endpoints[wait_for_leader(cluster)]
+    watch.wait_for(rf"{re.escape(leader)} +leader", "first frame with the leader")
+    assert "Every 0.3s: raftctl status" in watch.text
+
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        new = client.transfer_leader()
+    assert new != leader
+    watch.wait_for(rf"new leader {re.escape(new)} \(was {re.escape(leader)}\)", "leader change")
+    watch.wait_for(r"term \d+ -> \d+", "term bump")
+    watch.wait_for(rf"{re.escape(new)} +leader", "a frame with the new leader")
+
+    follower = next(i for i, e in enumerate(cluster.endpoints) if e != new)
+    freeze(cluster, follower)
+    try:
+        watch.wait_for(
+            rf"{re.escape(cluster.endpoints[follower])} unreachable: timed out",
+            "the frozen member reported unreachable",
+        )
+    finally:
+        thaw(cluster, follower)
+    watch.wait_for(rf"{re.escape(cluster.endpoints[follower])} reachable again", "its return")
+
+    assert watch.ctrl_c() == 0
+    assert "Traceback" not in watch.text and "Aborted" not in watch.text
