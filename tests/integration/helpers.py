@@ -1,6 +1,7 @@
 """Helpers of the integration tests: raw protocol requests, diagnostics, polling, bulk I/O.
 
-Everything waits for a condition with a deadline (``wait_until``); nothing sleeps a fixed time.
+Every wait is for a condition, with a deadline (``wait_until``). The one fixed window is
+``holds_throughout``, which watches that something does NOT happen.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import msgpack
@@ -78,7 +80,9 @@ def read_frames(sock: socket.socket, count: int | None = None) -> list[Any]:
     return frames
 
 
-def one_shot(endpoint: str, payload: bytes | Mapping[str, Any], timeout: float = 5.0) -> list[Any]:
+def one_shot(
+    endpoint: str, payload: bytes | Mapping[str, Any], timeout: float = DEADLINE
+) -> list[Any]:
     """Send one raw request (a map, or raw bytes) and return every frame until the server closes.
 
     Raises OSError (``TimeoutError`` included) when the node does not answer and close in time.
@@ -185,25 +189,22 @@ def kill_all_at_once(cluster: LocalCluster) -> None:
 # -- bulk key-value I/O ----------------------------------------------------------------------------
 
 
-async def _bounded(concurrency: int, jobs: Iterable[Callable[[], Any]]) -> list[Any]:
+async def _bounded(concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run the jobs with at most ``concurrency`` of them in flight; results in job order."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def run(job: Callable[[], Any]) -> Any:
+    async def run(job: Callable[[], Awaitable[T]]) -> T:
         async with gate:
             return await job()
 
     return await asyncio.gather(*(run(job) for job in jobs))
 
 
-def write_all(
-    endpoints: list[str], items: Mapping[str, Any], concurrency: int = 64
-) -> None:
+def write_all(endpoints: list[str], items: Mapping[str, Any], concurrency: int = 64) -> None:
     """Write every item through one AsyncClient with ``concurrency`` requests in flight."""
     async def main() -> None:
         async with AsyncClient(endpoints, timeout=DEADLINE) as client:
-            await _bounded(concurrency, [
-                (lambda k=k, v=v: client.set(k, v)) for k, v in items.items()
-            ])
+            await _bounded(concurrency, [partial(client.set, k, v) for k, v in items.items()])
 
     asyncio.run(main())
 
@@ -218,7 +219,7 @@ def read_all(
     async def main() -> list[Any]:
         async with AsyncClient(endpoints, timeout=DEADLINE) as client:
             return await _bounded(concurrency, [
-                (lambda k=k: client.get(k, consistency=consistency)) for k in keys
+                partial(client.get, k, consistency=consistency) for k in keys
             ])
 
     return dict(zip(keys, asyncio.run(main()), strict=True))

@@ -1,4 +1,9 @@
-"""Acknowledged writes survive a crash of every node at once (fsync on)."""
+"""Acknowledged writes survive a crash of every node at once (fsync on).
+
+SIGKILL leaves the page cache intact, so these tests cannot see a missing fsync; they catch
+writes acknowledged before they were stored by a majority, and recovery that loses or
+misreads what is on disk.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import (
     DEADLINE,
     POLL,
+    diagnostic,
+    freeze,
     kill_all_at_once,
     missing_or_wrong,
     read_all,
@@ -19,11 +26,29 @@ from tests.integration.helpers import (
 WRITERS = 48
 KILL_AFTER_ACKS = 1000
 CRASHES = 3
+UNCOMMITTED_ENTRIES = 3
 
 
-async def write_until_killed(cluster: LocalCluster, crash: int) -> dict[str, str]:
-    """Run WRITERS concurrent writers of unique keys; SIGKILL every node once KILL_AFTER_ACKS
-    writes were acknowledged (with the others still in flight); return the acknowledged ones."""
+async def leader_has_uncommitted_entries(endpoint: str) -> None:
+    """Wait until the leader holds UNCOMMITTED_ENTRIES entries past its commit index."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while True:
+        diag = await asyncio.to_thread(diagnostic, endpoint)
+        log = diag["log"] if diag is not None else None
+        if log is not None and log["lastLogIndex"] >= log["commitIndex"] + UNCOMMITTED_ENTRIES:
+            return
+        assert loop.time() < deadline, f"the leader appended no uncommitted entries: {diag}"
+        await asyncio.sleep(POLL)
+
+
+async def write_until_killed(
+    cluster: LocalCluster, crash: int, leader: int, *, freeze_followers: bool
+) -> dict[str, str]:
+    """Run WRITERS concurrent writers of unique keys; once KILL_AFTER_ACKS writes were
+    acknowledged, SIGKILL every node with the other writes in flight, and return the
+    acknowledged ones. ``freeze_followers``: first SIGSTOP both followers and wait until the
+    leader holds entries no follower can have stored (none of them may be acknowledged)."""
     acked: dict[str, str] = {}
     loop = asyncio.get_running_loop()
 
@@ -42,6 +67,11 @@ async def write_until_killed(cluster: LocalCluster, crash: int) -> dict[str, str
                 if task.done():
                     task.result()  # a writer failed before the crash: raise its error
             await asyncio.sleep(POLL)
+        if freeze_followers:
+            for i in range(len(cluster)):
+                if i != leader:
+                    freeze(cluster, i)
+            await leader_has_uncommitted_entries(cluster.endpoints[leader])
         kill_all_at_once(cluster)
         in_flight = sum(not task.done() for task in tasks)
         for task in tasks:
@@ -52,18 +82,44 @@ async def write_until_killed(cluster: LocalCluster, crash: int) -> dict[str, str
     return dict(acked)
 
 
-def test_acknowledged_writes_survive_crash_of_all_nodes(cluster3: LocalCluster) -> None:
-    """Regression for "acknowledged writes lost when all nodes crashed": every write the
-    cluster acknowledged before all three nodes were SIGKILLed mid-load is readable, with its
-    value, after they restart. Repeated, so that recovered logs (torn tails included) are
-    crashed again."""
-    cluster = cluster3
-    acked: dict[str, str] = {}
-    for crash in range(CRASHES):
-        acked |= asyncio.run(write_until_killed(cluster, crash))
-        cluster.start_all()
-        wait_for_leader(cluster)
+def restart_followers_first(cluster: LocalCluster, leader: int) -> None:
+    """Restart the followers and let them elect a leader before the old leader returns, so
+    entries that only the old leader stored are overwritten."""
+    followers = [i for i in range(len(cluster)) if i != leader]
+    for i in followers:
+        cluster.start(i)
+    wait_for_leader(cluster, followers)
+    cluster.start(leader)
+    wait_for_leader(cluster)
+
+
+def assert_readable(cluster: LocalCluster, acked: dict[str, str]) -> None:
     after = read_all(cluster.endpoints, acked)
     lost = missing_or_wrong(acked, after)
     assert lost == {}, f"{len(lost)} of {len(acked)} acknowledged writes lost, e.g. " \
                        f"{dict(itertools.islice(lost.items(), 5))}"
+
+
+def test_acknowledged_writes_survive_crash_of_all_nodes(cluster3: LocalCluster) -> None:
+    """Regression for "acknowledged writes lost when all nodes crashed": every write the
+    cluster acknowledged before all three nodes were SIGKILLed mid-load is readable, with its
+    value, after they restart (followers first). Repeated, so that recovered logs (torn tails
+    included) are crashed again."""
+    cluster = cluster3
+    acked: dict[str, str] = {}
+    for crash in range(CRASHES):
+        leader = wait_for_leader(cluster)
+        acked |= asyncio.run(write_until_killed(cluster, crash, leader, freeze_followers=False))
+        restart_followers_first(cluster, leader)
+    assert_readable(cluster, acked)
+
+
+def test_writes_only_the_leader_stored_were_not_acknowledged(cluster3: LocalCluster) -> None:
+    """With both followers frozen, the leader appends writes it must not acknowledge; all
+    nodes are SIGKILLed and the followers elect a leader without the old one: every write
+    that was acknowledged is still readable."""
+    cluster = cluster3
+    leader = wait_for_leader(cluster)
+    acked = asyncio.run(write_until_killed(cluster, 0, leader, freeze_followers=True))
+    restart_followers_first(cluster, leader)
+    assert_readable(cluster, acked)

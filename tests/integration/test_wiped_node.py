@@ -38,7 +38,8 @@ def wipe(cluster: LocalCluster, node: int) -> None:
 
 
 def answering(cluster: LocalCluster, node: int) -> Response | None:
-    return diagnostic(cluster.endpoints[node])
+    """The node's diagnostic; a loaded machine gets seconds to answer before it counts as gone."""
+    return diagnostic(cluster.endpoints[node], timeout=5.0)
 
 
 def wait_campaigning(cluster: LocalCluster, node: int) -> None:
