@@ -12,9 +12,15 @@ import threading
 import weakref
 from collections.abc import Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from raftctl.client import DEFAULT_MAX_FRAME_BYTES, DEFAULT_TIMEOUT, AsyncClient, Item, Page
+from raftctl.client import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+    Item,
+    Page,
+)
 from raftctl.connection import Response
 from raftctl.errors import RaftctlError
 
@@ -59,7 +65,7 @@ class Client:
     def leader(self) -> str | None:
         return self._client.leader
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

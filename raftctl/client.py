@@ -33,7 +33,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from raftctl.connection import (
     ConnectFailed,
@@ -171,7 +171,7 @@ class AsyncClient:
         """The session id the next write will carry."""
         return self._session.client_id
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from raftctl.blocking import Client
 from raftctl.client import DEFAULT_TIMEOUT, Item
@@ -244,7 +244,7 @@ class DistributedDict(MutableMapping[str, Any]):
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> DistributedDict:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

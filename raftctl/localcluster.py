@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import raftd
 from raftctl.errors import RaftctlError
@@ -89,7 +89,7 @@ class LocalCluster:
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * n
         self._logs: list[IO[bytes] | None] = [None] * n
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

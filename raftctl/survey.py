@@ -145,7 +145,7 @@ async def first_diagnostic(endpoints: Sequence[str], timeout: float) -> tuple[st
 async def health_rows(endpoints: Sequence[str], timeout: float) -> list[HealthRow]:
     """Every member's health check, timed. ClusterUnavailable when no endpoint answers."""
     async with AsyncClient(endpoints, timeout) as client:
-        ordered, answered, errors = await diagnose_members(client, endpoints)
+        ordered, _, errors = await diagnose_members(client, endpoints)
         loop = asyncio.get_running_loop()
 
         async def check(address: str) -> tuple[Diagnostic, float]:

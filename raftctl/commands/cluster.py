@@ -75,6 +75,11 @@ async def _surveys(app: App, interval: float) -> AsyncIterator[Survey]:
 
 async def _watch_live(app: App, interval: float) -> None:
     watch = StatusWatch(f"Every {interval:g}s: raftctl status")
+    if not app.console.is_terminal:
+        # Into a file or pipe (-o table), frames follow each other: redrawing needs a terminal.
+        async for rows, error in _surveys(app, interval):
+            app.console.print(watch.frame(rows, error, datetime.now()))
+        return
     with Live(console=app.console, auto_refresh=False) as live:
         async for rows, error in _surveys(app, interval):
             live.update(watch.frame(rows, error, datetime.now()), refresh=True)

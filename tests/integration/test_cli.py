@@ -51,6 +51,7 @@ def raftctl(
     env["RAFTCTL_ENDPOINTS"] = ",".join(endpoints)
     done = subprocess.run(
         [sys.executable, "-m", "raftctl", *args],
+        check=False,
         input=input.decode() if input is not None else None,
         capture_output=True,
         text=True,
@@ -71,7 +72,7 @@ def invoke(endpoints: Sequence[str], *args: str) -> tuple[int, str, str]:
 def test_key_value_verbs_in_every_format(cluster: LocalCluster) -> None:
     eps = cluster.endpoints
     assert raftctl(eps, "set", "cli/greeting", "hello world").stdout == "OK\n"
-    done = raftctl(eps, "set", "cli/multi", "-", input="line 1\nline 2\n".encode())
+    done = raftctl(eps, "set", "cli/multi", "-", input=b"line 1\nline 2\n")
     assert done.returncode == 0, done.stderr
     assert raftctl(eps, "set", "--json", "cli/n", '{"a": [1, 2.5, null]}').returncode == 0
 

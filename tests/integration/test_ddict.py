@@ -193,12 +193,12 @@ def test_concurrent_modify_from_processes_loses_no_update(cluster: LocalCluster)
 def test_the_readme_example_runs(cluster: LocalCluster) -> None:
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Python API"):]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match, "README.md lacks the Python API example"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
     env["RAFTCTL_ENDPOINTS"] = ",".join(cluster.endpoints)
     done = subprocess.run(
-        [sys.executable, "-c", match.group(1)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", match.group(1)], env=env, capture_output=True, text=True, check=False,
         timeout=DEADLINE,
     )
     assert done.returncode == 0, done.stderr

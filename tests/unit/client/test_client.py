@@ -114,9 +114,8 @@ def test_transfer_follows_a_redirect_but_never_retries_an_answer() -> None:
     with FakeNode(lambda r: None) as leader, FakeNode(lambda r: None) as follower:
         follower.answer = lambda request: {"type": "redirect", "leader": leader.address}
         leader.answer = lambda request: error("timeout", "the transfer timed out", retryable=True)
-        with Client([follower.address], timeout=2.0) as client:
-            with pytest.raises(ServerError) as info:
-                client.transfer_leader()
+        with Client([follower.address], timeout=2.0) as client, pytest.raises(ServerError) as info:
+            client.transfer_leader()
         assert info.value.code == "timeout"
         assert (follower.types(), leader.types()) == (["transfer_leader"], ["transfer_leader"])
 
