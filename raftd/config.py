@@ -98,6 +98,12 @@ class ClusterSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSection:
+    address: str | None = None
+    """``host:port`` serving Prometheus text at ``/metrics``; None: no metrics endpoint."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RaftSection:
     tick_ms: int = 10
     election_timeout_ms: tuple[int, int] = (150, 300)
@@ -108,6 +114,7 @@ class RaftSection:
     snapshot_every: int = 10000
     snapshot_min_log_bytes: int = 67108864
     promote_lag_entries: int = 1000
+    snapshot_trailing_entries: int = 5000
 
     @property
     def election_ticks(self) -> tuple[int, int]:
@@ -125,6 +132,7 @@ class NodeConfig:
     node: NodeSection
     cluster: ClusterSection
     raft: RaftSection = field(default_factory=RaftSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: Path | None = None
     """The file this was loaded from, for messages; None when built in code."""
 
@@ -307,30 +315,36 @@ KEYS: tuple[KeySpec, ...] = (
         "raft",
         "snapshot_every",
         _positive,
-        "Entries between snapshots (accepted; snapshots are not implemented yet).",
+        "Entries since the last snapshot before the next one is taken.",
         str(_R.snapshot_every),
     ),
     KeySpec(
         "raft",
         "snapshot_min_log_bytes",
         _non_negative,
-        "Log size a snapshot also waits for (accepted; not used yet).",
+        "Log bytes since the last snapshot a snapshot also waits for (and at least the size "
+        "of the last snapshot).",
         str(_R.snapshot_min_log_bytes),
     ),
     KeySpec(
         "raft",
         "promote_lag_entries",
         _non_negative,
-        "A learner this close to the "
-        "leader's log is promoted to voter (accepted; membership changes are not "
-        "implemented yet).",
+        "A learner this close to the leader's log is promoted to voter automatically.",
         str(_R.promote_lag_entries),
+    ),
+    KeySpec(
+        "raft",
+        "snapshot_trailing_entries",
+        _non_negative,
+        "Entries kept before a snapshot, so slightly-behind followers get entries.",
+        str(_R.snapshot_trailing_entries),
     ),
     KeySpec("security", "client_token_file", None, "Token clients must present."),
     KeySpec("security", "tls_cert", None, "TLS certificate."),
     KeySpec("security", "tls_key", None, "TLS private key."),
     KeySpec("security", "tls_ca", None, "TLS certificate authority."),
-    KeySpec("metrics", "address", None, "host:port serving Prometheus /metrics."),
+    KeySpec("metrics", "address", _address, "host:port serving Prometheus /metrics."),
     KeySpec("federated", "enabled", None, "Run the federated-learning application."),
     KeySpec("federated", "rotate_after_s", None, "Federated learning: seconds per round leader."),
     KeySpec("federated", "min_updates", None, "Federated learning: updates per round."),
@@ -406,6 +420,7 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
         ),
         cluster=ClusterSection(members=values["cluster"]["members"]),
         raft=raft,
+        metrics=MetricsSection(**values.get("metrics", {})),
         source=source,
     )
 

@@ -33,9 +33,17 @@ from raftd.core import (
     StateRole,
     TransferInProgress,
 )
-from raftd.core.state import Entry, HardState
+from raftd.core.state import Entry, HardState, Snapshot
 from raftd.statemachine import DictStateMachine, encode_batch
-from raftd.wire.client import ErrorCode, GetRequest, ListRequest, error, redirect, result
+from raftd.wire.client import (
+    ErrorCode,
+    GetRequest,
+    HealthRequest,
+    ListRequest,
+    error,
+    redirect,
+    result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,8 @@ class Outbox(Protocol):
 class WriteStorage(Protocol):
     """The write side of the log storage (DiskStorage in production)."""
 
+    def apply_snapshot(self, snapshot: Snapshot) -> None: ...
+
     def append(self, entries: Sequence[Entry]) -> None: ...
 
     def set_hard_state(self, hs: HardState) -> None: ...
@@ -62,13 +72,15 @@ class WriteStorage(Protocol):
     def sync(self) -> None: ...
 
 
-ReadQuery = GetRequest | ListRequest
+ReadQuery = GetRequest | ListRequest | HealthRequest
 
 
 @dataclass(slots=True)
 class Proposal:
     term: int
     tokens: list[Token]
+    health: bool = False
+    """An empty batch proposed to answer health checks: its commit is the answer."""
 
 
 class Replica:
@@ -93,6 +105,7 @@ class Replica:
         self.queued_writes: list[tuple[Token, bytes]] = []
         self.queued_reads: list[tuple[Token, ReadQuery]] = []
         self.queued_conf_changes: list[tuple[Token, ConfChange]] = []
+        self.queued_health: list[Token] = []
         self.transfer: tuple[Token, str] | None = None
         """The client waiting for the leadership transfer in flight, and its target."""
         self.proposals: dict[int, Proposal] = {}
@@ -105,6 +118,8 @@ class Replica:
         self.role = node.raft.role
         self.applied_writes = 0
         self.served_reads = 0
+        self.proposed_entries = 0
+        self.applied_entries = 0
 
     # -- inputs ----------------------------------------------------------------------------
     def tick(self, outbox: Outbox) -> None:
@@ -130,6 +145,14 @@ class Replica:
             return
         self._track(token)
         self.queued_reads.append((token, query))
+
+    def submit_health(self, token: Token, outbox: Outbox) -> None:
+        """The leader answers once a no-op commits; a follower after a ReadIndex round."""
+        if self.node.raft.role is StateRole.LEADER:
+            self._track(token)
+            self.queued_health.append(token)
+        else:
+            self.submit_read(token, HealthRequest(), outbox)
 
     def submit_conf_change(self, token: Token, cc: ConfChange) -> None:
         """Queue a membership change; answered once it is applied."""
@@ -169,11 +192,27 @@ class Replica:
     # -- one turn --------------------------------------------------------------------------
     def process(self, outbox: Outbox, now_ms: int) -> None:
         self._propose_writes(outbox, now_ms)
+        self._propose_health_check(outbox, now_ms)
         self._propose_conf_changes(outbox)
         self._start_reads(outbox)
         while self.node.has_ready():
             self._handle_ready(self.node.ready(), outbox)
         self._check_transfer(outbox)
+
+    def _propose_health_check(self, outbox: Outbox, now_ms: int) -> None:
+        if not self.queued_health:
+            return
+        tokens, self.queued_health = self.queued_health, []
+        try:
+            index = self.node.propose(encode_batch(now_ms, []))
+        except ProposalDropped as e:
+            for token in tokens:
+                self._respond(outbox, token, error(ErrorCode.NOT_LEADER, str(e)))
+            return
+        self.proposed_entries += 1
+        self.proposals[index] = Proposal(
+            term=self.node.raft.current_term, tokens=tokens, health=True
+        )
 
     def _propose_conf_changes(self, outbox: Outbox) -> None:
         changes, self.queued_conf_changes = self.queued_conf_changes, []
@@ -236,6 +275,7 @@ class Replica:
             for token in tokens:
                 self._respond(outbox, token, error(ErrorCode.TRANSFERRING, str(e)))
             return
+        self.proposed_entries += 1
         self.proposals[index] = Proposal(term=self.node.raft.current_term, tokens=tokens)
 
     def _start_reads(self, outbox: Outbox) -> None:
@@ -257,6 +297,11 @@ class Replica:
             self._on_soft_state(rd, outbox)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
+        if rd.snapshot is not None:
+            self.storage.apply_snapshot(rd.snapshot)
+            self.sm.restore(rd.snapshot.data)
+            log.info("installed snapshot at index %d (term %d) from the leader",
+                     rd.snapshot.meta.index, rd.snapshot.meta.term)
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.messages:
@@ -293,6 +338,7 @@ class Replica:
         self.role = role
 
     def _apply(self, entry: Entry, outbox: Outbox) -> None:
+        self.applied_entries += 1
         if self.on_apply is not None:
             self.on_apply(entry)
         proposal = self.proposals.pop(entry.index, None)
@@ -308,6 +354,10 @@ class Replica:
         if proposal.term != entry.term:
             for token in proposal.tokens:
                 self._respond(outbox, token, error(ErrorCode.NOT_LEADER, "entry was replaced"))
+            return
+        if proposal.health:
+            for token in proposal.tokens:
+                self._respond(outbox, token, self._health())
             return
         for token, res in zip(proposal.tokens, results, strict=True):
             self._respond(outbox, token, _write_response(res))
@@ -347,6 +397,8 @@ class Replica:
         self.reads_waiting_apply = still_waiting
 
     def _serve(self, query: ReadQuery) -> dict[str, Any]:
+        if isinstance(query, HealthRequest):
+            return self._health()
         if isinstance(query, ListRequest):
             limit = query.limit or DEFAULT_LIST_LIMIT
             items, more = self.sm.list(query.prefix, query.after, limit)
@@ -355,6 +407,10 @@ class Replica:
             return result(value=self.sm.whole())
         found, value, revision = self.sm.get(query.key)
         return result(found=found, value=value, revision=revision)
+
+    def _health(self) -> dict[str, Any]:
+        raft = self.node.raft
+        return result(leader=raft.leader_id or None, commit_index=raft.log.commit_index)
 
     def _respond(self, outbox: Outbox, token: Token, response: dict[str, Any]) -> None:
         if self.pending.pop(token, None) is not None:

@@ -19,7 +19,6 @@ import random
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,20 +34,23 @@ from raftd.core import (
     RawNode,
     StateRole,
 )
-from raftd.core.messages import MsgApp
-from raftd.core.state import ENTRY_OVERHEAD_BYTES
+from raftd.core.messages import MsgApp, MsgSnap
+from raftd.core.state import Entry, HardState, Snapshot
+from raftd.metrics import Metrics, RateStats, Sample
 from raftd.replica import BATCH_HEADER_BYTES, Replica, Token
+from raftd.snapshotter import SnapshotPolicy, Snapshotter
 from raftd.statemachine import DELETE, SET, DictStateMachine, encode_command
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 from raftd.transport.clients import ClientConnection, bind_tcp
-from raftd.transport.peers import Address, PeerProtocol, bind_udp
+from raftd.transport.peers import Address, PeerLink
 from raftd.wire.client import (
     AppendRequest,
     ConfigRequest,
     DiagnosticRequest,
     ErrorCode,
     GetRequest,
+    HealthRequest,
     ListRequest,
     Request,
     TransferLeaderRequest,
@@ -63,7 +65,6 @@ log = logging.getLogger("raftd")
 REQUEST_TIMEOUT_MS = 3000
 """Below the client library's default deadline, so a client hears "timeout" and can retry."""
 MAX_RESPONSE_BYTES = 64 << 20
-STATS_SECONDS = 10
 
 
 def peer_header_bytes(members: Sequence[str]) -> int:
@@ -72,23 +73,29 @@ def peer_header_bytes(members: Sequence[str]) -> int:
     return 128 + 2 * longest
 
 
-class RateStats:
-    """Per-second counts over the last STATS_SECONDS seconds, as the seed's diagnostic shows."""
+class MeteredStorage:
+    """The Replica's write side of DiskStorage, timing each fsync for the metrics."""
 
-    def __init__(self) -> None:
-        self.series: dict[str, deque[list[int]]] = {
-            name: deque(maxlen=STATS_SECONDS) for name in ("reads", "writes", "append")
-        }
-        self._last: dict[str, int] = {}
+    def __init__(self, storage: DiskStorage, metrics: Metrics | None) -> None:
+        self.storage = storage
+        self.metrics = metrics
 
-    def sample(self, now_s: int, totals: dict[str, int]) -> None:
-        for name, total in totals.items():
-            previous = self._last.get(name, total)
-            self.series[name].append([now_s, total - previous])
-            self._last[name] = total
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        self.storage.apply_snapshot(snapshot)
 
-    def as_dict(self) -> dict[str, list[list[int]]]:
-        return {name: list(points) for name, points in self.series.items()}
+    def append(self, entries: Sequence[Entry]) -> None:
+        self.storage.append(tuple(entries))
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self.storage.set_hard_state(hs)
+
+    def sync(self) -> None:
+        if self.metrics is None:
+            self.storage.sync()
+            return
+        started = time.perf_counter()
+        self.storage.sync()
+        self.metrics.fsync_seconds.observe(time.perf_counter() - started)
 
 
 class Server:
@@ -97,43 +104,57 @@ class Server:
         self.id = config.node.address
         raft = config.raft
         members = tuple(config.cluster.members)
+        fs = OsFileSystem()
         self.storage = DiskStorage(
-            OsFileSystem(),
-            str(config.node.data_dir),
-            conf_state=ConfState(voters=members),
-            fsync=raft.fsync,
+            fs, str(config.node.data_dir), conf_state=ConfState(voters=members), fsync=raft.fsync
         )
-        max_msg_bytes = raft.max_datagram_bytes - peer_header_bytes(members + (self.id,))
+        # Batches are cut to fit one datagram; a single larger entry travels fragmented.
+        batch_bytes = raft.max_datagram_bytes - peer_header_bytes(members + (self.id,))
         core_config = Config(
             id=self.id,
             election_ticks=raft.election_ticks,
             heartbeat_ticks=raft.heartbeat_ticks,
             rng=random.Random(os.urandom(16)),
-            max_msg_bytes=max_msg_bytes,
+            max_msg_bytes=batch_bytes,
             promote_lag_entries=raft.promote_lag_entries,
         )
         self.node = RawNode(core_config, self.storage)
-        self.max_entry_bytes = min(raft.max_entry_bytes, max_msg_bytes - ENTRY_OVERHEAD_BYTES)
+        state_machine = DictStateMachine()
+        snapshot = self.storage.snapshot()
+        if snapshot.meta.index:
+            state_machine.restore(snapshot.data)
+        self.metrics = Metrics(self._metrics_sample) if config.metrics.address else None
         self.replica = Replica(
             self.node,
-            self.storage,
-            DictStateMachine(),
-            max_entry_bytes=self.max_entry_bytes,
+            MeteredStorage(self.storage, self.metrics),
+            state_machine,
+            max_entry_bytes=batch_bytes,
             request_timeout_ticks=REQUEST_TIMEOUT_MS // raft.tick_ms,
         )
-        self.max_command_bytes = self.max_entry_bytes - BATCH_HEADER_BYTES
+        self.snapshotter = Snapshotter(
+            self.replica, self.storage, fs, str(config.node.data_dir),
+            SnapshotPolicy(raft.snapshot_every, raft.snapshot_min_log_bytes,
+                           raft.snapshot_trailing_entries),
+            on_fatal=self._fatal, on_done=self._on_snapshot_done,
+        )
+        self.max_command_bytes = raft.max_entry_bytes - BATCH_HEADER_BYTES
         self.tick_s = raft.tick_ms / 1000
         self.addresses: dict[str, Address] = {}
-        self.udp: asyncio.DatagramTransport | None = None
+        self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
+                              self._on_transfer_outcome)
+        self.snapshot_transfers: dict[str, int] = {}
+        """peer -> transfer id of the MsgSnap on its way there (a newer one supersedes it)."""
         self.tcp: asyncio.base_events.Server | None = None
         self.connections: set[ClientConnection] = set()
-        self.requests: dict[Token, tuple[ClientConnection, int | None]] = {}
+        self.requests: dict[Token, tuple[ClientConnection, int | None, str, float]] = {}
         self.next_token = 0
         self.scheduled = False
         self.stopping: asyncio.Event | None = None
         self.stats = RateStats()
-        self.append_messages = 0
-        self.dropped_datagrams = 0
+        self.append_sent = 0
+        self.append_received = 0
+        self.dropped: dict[str, int] = {"undecodable": 0, "misaddressed": 0, "not_a_member": 0}
+        self.answered: dict[tuple[str, str], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -142,24 +163,25 @@ class Server:
         host, port = parse_address(self.config.node.listen)
         for member in set(self.config.cluster.members) | {self.id}:
             self._address_of(member)
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: PeerProtocol(self._on_datagram), sock=bind_udp(host, port)
-        )
-        self.udp = protocol.transport
+        await self.peers.open(host, port)
         max_frame = self.config.raft.max_entry_bytes + (64 << 10)
         self.tcp = await loop.create_server(
             lambda: ClientConnection(self._on_request, self.connections.discard, max_frame,
                                      MAX_RESPONSE_BYTES),
             sock=bind_tcp(host, port),
         )
+        if self.metrics is not None and self.config.metrics.address:
+            metrics_host, metrics_port = parse_address(self.config.metrics.address)
+            self.metrics.serve(metrics_host, metrics_port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         hs, _ = self.storage.initial_state()
         log.info(
-            "raftd %s serving on %s (udp peers, tcp clients); data %s; members %s; fsync %s%s",
+            "raftd %s serving on %s (udp peers, tcp clients); data %s; members %s; fsync %s%s%s",
             self.id, self.config.node.listen, self.config.node.data_dir,
-            ",".join(self.config.cluster.members), "on" if self.config.raft.fsync else "OFF",
+            ",".join(self.node.raft.members), "on" if self.config.raft.fsync else "OFF",
             "; blank data dir" if hs is None else "",
+            f"; metrics on {self.config.metrics.address}" if self.metrics is not None else "",
         )
         next_tick = loop.time() + self.tick_s
         loop.call_at(next_tick, self._on_tick, next_tick)
@@ -179,7 +201,7 @@ class Server:
     async def _hand_over_leadership(self) -> None:
         """A leader that stops hands over first, so a rolling restart waits for no election."""
         raft = self.node.raft
-        if raft.role is not StateRole.LEADER or len(raft.voters) < 2:
+        if raft.role is not StateRole.LEADER or len(raft.voters) < 2 or self.id not in raft.voters:
             return
         target = max((v for v in raft.voters if v != self.id),
                      key=lambda v: (raft.progress[v].match_index, v))
@@ -203,8 +225,7 @@ class Server:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
-        if self.udp is not None:
-            self.udp.close()
+        self.peers.close()
         self.storage.sync()
         self.storage.close()
 
@@ -229,26 +250,41 @@ class Server:
         self.stats.sample(int(time.time()), {
             "reads": self.replica.served_reads,
             "writes": self.replica.applied_writes,
-            "append": self.append_messages,
+            "append": self.append_sent + self.append_received,
         })
+        self.peers.expire()
         asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
 
-    def _on_datagram(self, data: bytes, addr: Address) -> None:
+    def _on_peer_message(self, data: bytes, addr: Address) -> None:
         try:
             msg = decode_peer(data)
         except DecodeError as e:
-            self.dropped_datagrams += 1
+            self.dropped["undecodable"] += 1
             log.debug("dropped undecodable datagram from %s: %s", addr, e)
             return
-        if msg.dst != self.id or not self._is_peer(msg.src):
-            self.dropped_datagrams += 1
+        if msg.dst != self.id:
+            self.dropped["misaddressed"] += 1
+            return
+        if not self._is_peer(msg.src):
+            self.dropped["not_a_member"] += 1
             return
         if isinstance(msg, MsgApp):
-            self.append_messages += 1
+            self.append_received += 1
         try:
             self.replica.step(msg)
         except Exception as e:  # noqa: BLE001
             self._fatal(f"stepping {type(msg).__name__} from {msg.src} failed", e)
+        self._schedule()
+
+    def _on_transfer_outcome(self, peer: str, transfer: int, ok: bool) -> None:
+        if self.snapshot_transfers.get(peer) != transfer:
+            return  # a large MsgApp: its loss is Raft's ordinary retry business
+        del self.snapshot_transfers[peer]
+        log.info("snapshot to %s %s", peer, "delivered" if ok else "failed")
+        try:
+            self.node.report_snapshot(peer, ok=ok)
+        except Exception as e:  # noqa: BLE001
+            self._fatal(f"reporting the snapshot to {peer} failed", e)
         self._schedule()
 
     def _on_request(self, conn: ClientConnection, req: Request) -> None:
@@ -258,7 +294,9 @@ class Server:
             return
         token = self.next_token
         self.next_token += 1
-        self.requests[token] = (conn, req.id)
+        kind = _KINDS[type(req)]
+        self.requests[token] = (conn, req.id, kind, time.perf_counter())
+        outbox = _Outbox(self)
         if isinstance(req, AppendRequest):
             packed = encode_command(
                 SET if req.action == "change" else DELETE,
@@ -271,20 +309,21 @@ class Server:
                 if_absent=req.if_absent,
             )
             if len(packed) > self.max_command_bytes:
-                self.requests.pop(token)
-                conn.respond(
-                    error(ErrorCode.TOO_LARGE,
-                          f"write of {len(packed)} bytes exceeds {self.max_command_bytes}"),
-                    req.id,
-                )
+                self.respond(token, error(
+                    ErrorCode.TOO_LARGE,
+                    f"write of {len(packed)} bytes exceeds max_entry_bytes"
+                    f" ({self.max_command_bytes} for the command)",
+                ))
                 return
             self.replica.submit_write(token, packed)
         elif isinstance(req, GetRequest | ListRequest):
-            self.replica.submit_read(token, req, _Outbox(self))
+            self.replica.submit_read(token, req, outbox)
+        elif isinstance(req, HealthRequest):
+            self.replica.submit_health(token, outbox)
         elif isinstance(req, ConfigRequest):
             self.replica.submit_conf_change(token, _conf_change(req))
         elif isinstance(req, TransferLeaderRequest):
-            self.replica.submit_transfer(token, req.address, _Outbox(self))
+            self.replica.submit_transfer(token, req.address, outbox)
         self._schedule()
 
     # -- the turn --------------------------------------------------------------------------
@@ -297,19 +336,19 @@ class Server:
         self.scheduled = False
         try:
             self.replica.process(_Outbox(self), time.time_ns() // 1_000_000)
+            if self.snapshotter.due():
+                self.snapshotter.start()
         except Exception as e:  # noqa: BLE001 - fsync errors included: never retried
             self._fatal("handling the log failed", e)
 
     def send(self, messages: Sequence[Message]) -> None:
-        assert self.udp is not None
-        limit = self.config.raft.max_datagram_bytes
         for m in messages:
-            data = encode_peer(m)
-            if len(data) > limit:
-                log.error("refusing to send a %d-byte %s (limit %d)", len(data),
-                          type(m).__name__, limit)
-                continue
-            self.udp.sendto(data, self._address_of(m.dst))
+            if isinstance(m, MsgApp):
+                self.append_sent += 1
+            snapshot = isinstance(m, MsgSnap)
+            transfer = self.peers.send(m.dst, encode_peer(m), supersede=snapshot)
+            if snapshot and transfer is not None:
+                self.snapshot_transfers[m.dst] = transfer
 
     def _is_peer(self, node: str) -> bool:
         """Current members, and the configured ones (a blank node knows only those)."""
@@ -322,16 +361,47 @@ class Server:
         return address
 
     def respond(self, token: Token, response: dict[str, Any]) -> None:
-        conn, request_id = self.requests.pop(token, (None, None))
-        if conn is not None:
-            conn.respond(response, request_id)
+        conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
+        if conn is None:
+            return
+        outcome = response.get("code", "ok") if response["type"] == "error" else (
+            "redirect" if response["type"] == "redirect" else "ok")
+        self.answered[(kind, outcome)] = self.answered.get((kind, outcome), 0) + 1
+        if self.metrics is not None:
+            self.metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
+        conn.respond(response, request_id)
 
-    # -- diagnostic ------------------------------------------------------------------------
+    # -- observability ---------------------------------------------------------------------
+    def _on_snapshot_done(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.snapshot_seconds.observe(seconds)
+
+    def _role(self) -> str:
+        raft = self.node.raft
+        return "learner" if self.id in raft.learners else raft.role.value
+
+    def _metrics_sample(self) -> Sample:
+        raft = self.node.raft
+        return Sample(
+            role=self._role(),
+            term=raft.current_term,
+            commit_index=raft.log.commit_index,
+            applied_index=raft.log.applied_index,
+            last_log_index=raft.log.last_index(),
+            proposals=self.replica.proposed_entries,
+            committed_entries=self.replica.applied_entries,
+            append_sent=self.append_sent,
+            append_received=self.append_received,
+            dropped={**self.dropped, "bad_fragment": self.peers.dropped_bad_fragments},
+            requests=dict(self.answered),
+            snapshots=self.snapshotter.count,
+        )
+
     def diagnostic(self) -> dict[str, Any]:
         st = self.node.status()
-        role = "learner" if self.id in st.learners else st.role.value
+        snap = self.storage.snapshot_meta()
         return result(
-            status=role,
+            status=self._role(),
             persist={"votedFor": st.voted_for or None, "currentTerm": st.term},
             volatile={
                 "leaderId": st.leader_id or None,
@@ -347,6 +417,8 @@ class Server:
                 "lastLogTerm": st.last_term,
                 "firstIndex": st.first_index,
             },
+            snapshot={"index": snap.index, "term": snap.term,
+                      "bytes": self.storage.snapshot_size()},
             stats=self.stats.as_dict(),
             catchingUp=st.catching_up,
             probing=st.probing,
@@ -354,8 +426,20 @@ class Server:
             matchIndex=st.match_index if st.role is StateRole.LEADER else {},
             keys=len(self.replica.sm.data),
             revision=self.replica.sm.revision,
-            droppedDatagrams=self.dropped_datagrams,
+            stateHash=self.replica.sm.digest(),
+            droppedDatagrams={**self.dropped, "bad_fragment": self.peers.dropped_bad_fragments},
+            fragmentRetransmissions=self.peers.fragments_out.retransmissions,
         )
+
+
+_KINDS: dict[type, str] = {
+    AppendRequest: "write",
+    GetRequest: "read",
+    ListRequest: "list",
+    HealthRequest: "health",
+    ConfigRequest: "config",
+    TransferLeaderRequest: "transfer_leader",
+}
 
 
 def _conf_change(req: ConfigRequest) -> ConfChange:
@@ -401,4 +485,3 @@ def run(config: NodeConfig) -> int:
         log.error("cannot serve on %s: %s", config.node.listen, e.strerror or e)
         return 1
     return 0
-

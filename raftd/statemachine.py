@@ -118,6 +118,9 @@ class DictStateMachine:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         """Least recently active first, so expiry pops from the front."""
         self.clock_ms = 0
+        self.state_hash = 0
+        """Sum mod 2**64 of every item's 64-bit hash: kept up to date on each write, so
+        operators can compare members (etcd's hashkv) without hashing a large state."""
         self.session_ttl_ms = session_ttl_ms
         self.max_sessions = max_sessions
 
@@ -165,12 +168,16 @@ class DictStateMachine:
             return _condition_failed(key, f"has revision {current_revision}", current_revision)
         if op == SET:
             self.revision += 1
+            if current is not None:
+                self.state_hash -= _item_hash(key, *current)
+            self.state_hash = (self.state_hash + _item_hash(key, value, self.revision)) & _MASK64
             self.data[key] = (value, self.revision)
             return {"revision": self.revision}
         if op == DELETE:
             if current is None:
                 return {"found": False}
             self.revision += 1
+            self.state_hash = (self.state_hash - _item_hash(key, *current)) & _MASK64
             del self.data[key]
             return {"found": True, "revision": self.revision}
         return {"error": "bad_request", "message": f"unknown operation {op!r}"}
@@ -208,6 +215,7 @@ class DictStateMachine:
             for key, value, revision in next(unpacker):
                 data[key] = (value, revision)
         self.data = data
+        self.state_hash = sum(_item_hash(k, v, r) for k, (v, r) in data.items()) & _MASK64
         self.revision = header["revision"]
         self.clock_ms = header["clock_ms"]
         self.sessions = OrderedDict(
@@ -232,11 +240,15 @@ class DictStateMachine:
 
     def digest(self) -> str:
         """A hash of the user-visible state, equal on members that applied the same entries."""
-        h = hashlib.sha256()
-        for key in sorted(self.data):
-            value, revision = self.data[key]
-            h.update(msgpack.packb((key, value, revision), use_bin_type=True))
-        return h.hexdigest()
+        return f"{self.state_hash:016x}"
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _item_hash(key: str, value: Any, revision: int) -> int:
+    packed = msgpack.packb((key, value, revision), use_bin_type=True)
+    return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little")
 
 
 def _session_expired(client_id: str, seq: int) -> Result:

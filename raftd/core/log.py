@@ -26,9 +26,11 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self.pending_snapshot: Snapshot | None = None
         self.unstable_offset: Index = storage.last_index() + 1
-        first = storage.first_index()
-        self.commit_index: Index = first - 1
-        self.applied_index: Index = first - 1
+        # A snapshot may sit above the first retained entry (a trailing window of entries is
+        # kept for slow followers); the state machine starts from the snapshot.
+        base = max(storage.first_index() - 1, storage.snapshot().meta.index)
+        self.commit_index: Index = base
+        self.applied_index: Index = base
 
     # -- queries ---------------------------------------------------------------------------
     def first_index(self) -> Index:

@@ -148,6 +148,10 @@ class DiskStorage:
             self._snap_cache = Snapshot(self._snap_file.meta, data)
         return self._snap_cache
 
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The latest snapshot's metadata, without reading its data."""
+        return self._snap_file.meta if self._snap_file is not None else SnapshotMeta()
+
     # -- size figures (the snapshot policy's) ------------------------------------------------
     def snapshot_size(self) -> int:
         """Bytes of the latest snapshot file; 0 when there is none."""

@@ -178,6 +178,7 @@ def _encode_header(meta: SnapshotMeta) -> bytes:
             "term": meta.term,
             "voters": list(meta.conf_state.voters),
             "learners": list(meta.conf_state.learners),
+            "auto_promote": list(meta.conf_state.auto_promote),
         }
     )
     return header
@@ -188,11 +189,21 @@ def _decode_header(header: bytes, path: str) -> SnapshotMeta:
         fields = msgpack.unpackb(header)
         index, term = fields["index"], fields["term"]
         voters, learners = fields["voters"], fields["learners"]
+        auto_promote = fields.get("auto_promote", [])
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
         raise CorruptSnapshot(f"{path}: undecodable snapshot header: {e!r}") from e
-    if not (type(index) is int and type(term) is int and _strings(voters) and _strings(learners)):
+    if not (
+        type(index) is int
+        and type(term) is int
+        and _strings(voters)
+        and _strings(learners)
+        and _strings(auto_promote)
+    ):
         raise CorruptSnapshot(f"{path}: snapshot header has fields of the wrong type: {fields!r}")
-    return SnapshotMeta(index, term, ConfState(voters=tuple(voters), learners=tuple(learners)))
+    conf = ConfState(
+        voters=tuple(voters), learners=tuple(learners), auto_promote=tuple(auto_promote)
+    )
+    return SnapshotMeta(index, term, conf)
 
 
 def _strings(value: object) -> bool:

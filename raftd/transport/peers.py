@@ -1,17 +1,34 @@
-"""UDP endpoint for peer messages: a thin asyncio DatagramProtocol, no Raft logic."""
+"""UDP for peer messages: datagrams in and out, fragmenting whatever exceeds one datagram.
+
+``PeerLink`` is the thin asyncio side of ``raftd.wire.fragments``: a message that fits
+``max_datagram_bytes`` goes out as one datagram; a larger one (a snapshot, a batch carrying a
+1 MiB value) is handed to the ``FragmentSender``, whose fragments a timer pumps out *between*
+runtime turns, so outcomes (``on_snapshot_outcome``) arrive as ordinary inputs. Received
+fragments are reassembled and then delivered like any other datagram. No Raft logic here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import cast
+
+from raftd.wire.errors import DecodeError
+from raftd.wire.fragments import FragmentReceiver, FragmentSender, is_ack, is_fragment
 
 log = logging.getLogger(__name__)
 
 SOCKET_BUFFER_BYTES = 8 << 20
 """Asked of the kernel for SO_RCVBUF/SO_SNDBUF: bursts of AppendEntries must not overflow."""
+FRAGMENT_MAX_BYTES_PER_PEER = 1 << 30
+"""Largest message (a snapshot) a peer may send us in fragments; larger ones are refused."""
+FRAGMENT_TIMEOUT_S = 30.0
+"""A partial message idle this long is dropped; above the sender's ~15 s give-up."""
+FRAGMENT_WINDOW_BYTES = 4 << 20
+"""Fragments in flight per peer, in bytes: enough for loopback speed, not a flood."""
 
 Address = tuple[str, int]
 
@@ -31,6 +48,127 @@ class PeerProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP "port unreachable" from a peer that is down: Raft's retries cover it.
         log.debug("udp error: %s", exc)
+
+
+class PeerLink:
+    """Sends encoded peer messages to node ids; delivers received ones to ``on_message``."""
+
+    def __init__(
+        self,
+        max_datagram_bytes: int,
+        resolve: Callable[[str], Address],
+        on_message: Callable[[bytes, Address], None],
+        on_transfer_outcome: Callable[[str, int, bool], None],
+    ) -> None:
+        self.limit = max_datagram_bytes
+        self.resolve = resolve
+        self.on_message = on_message
+        self.on_transfer_outcome = on_transfer_outcome
+        self.udp: asyncio.DatagramTransport | None = None
+        self.fragments_out: FragmentSender[str] = FragmentSender(
+            max_datagram_bytes,
+            window=max(16, min(512, FRAGMENT_WINDOW_BYTES // max_datagram_bytes)),
+            first_transfer_id=int.from_bytes(os.urandom(8), "big"),
+        )
+        self.fragments_in: FragmentReceiver[Address] = FragmentReceiver(
+            FRAGMENT_MAX_BYTES_PER_PEER, max_transfers_per_peer=4, timeout=FRAGMENT_TIMEOUT_S
+        )
+        self.peer_of_address: dict[Address, str] = {}
+        self.timer: asyncio.Handle | None = None
+        self.timer_at = 0.0
+        self.dropped_bad_fragments = 0
+
+    async def open(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: PeerProtocol(self._on_datagram), sock=bind_udp(host, port)
+        )
+        self.udp = protocol.transport
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.udp is not None:
+            self.udp.close()
+
+    def address_of(self, node: str) -> Address:
+        address = self.resolve(node)
+        self.peer_of_address[address] = node  # fragment acks name their sender by address
+        return address
+
+    # -- out -------------------------------------------------------------------------------
+    def send(self, dst: str, data: bytes, *, supersede: bool = False) -> int | None:
+        """Send one encoded message; returns a transfer id when it had to be fragmented.
+
+        ``supersede``: a newer large message to ``dst`` replaces an older one still in flight
+        (used for snapshots, which make their predecessors useless).
+        """
+        assert self.udp is not None
+        address = self.address_of(dst)
+        if len(data) <= self.limit:
+            self.udp.sendto(data, address)
+            return None
+        transfer = self.fragments_out.send(dst, data, supersede=supersede)
+        self._arm_timer()  # polled on the next loop iteration, outside the runtime's turn
+        return transfer
+
+    def _pump(self) -> None:
+        assert self.udp is not None
+        loop = asyncio.get_running_loop()
+        for peer, datagram in self.fragments_out.poll(loop.time()):
+            self.udp.sendto(datagram, self.address_of(peer))
+        for ok, outcomes in ((True, self.fragments_out.completed()),
+                             (False, self.fragments_out.failed())):
+            for peer, transfer in outcomes:
+                self.on_transfer_outcome(peer, transfer, ok)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.fragments_out.next_deadline()
+        # Early firing is harmless (poll finds nothing due): re-arm only for an earlier deadline.
+        if deadline is None or (self.timer is not None and deadline >= self.timer_at):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self.timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._pump()
+
+    # -- in --------------------------------------------------------------------------------
+    def expire(self) -> None:
+        self.fragments_in.expire(asyncio.get_running_loop().time())
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        if is_fragment(data):
+            reassembled = self._on_fragment(data, addr)
+            if reassembled is None:
+                return
+            data = reassembled
+        self.on_message(data, addr)
+
+    def _on_fragment(self, data: bytes, addr: Address) -> bytes | None:
+        assert self.udp is not None
+        now = asyncio.get_running_loop().time()
+        try:
+            if is_ack(data):
+                peer = self.peer_of_address.get(addr)
+                if peer is None:
+                    self.dropped_bad_fragments += 1
+                    return None
+                self.fragments_out.on_ack(peer, data, now)
+                self._pump()
+                return None
+            acks, payload = self.fragments_in.on_data(addr, data, now)
+        except DecodeError as e:
+            self.dropped_bad_fragments += 1
+            log.debug("dropped bad fragment from %s: %s", addr, e)
+            return None
+        for ack in acks:
+            self.udp.sendto(ack, addr)
+        return payload
 
 
 def bind_udp(host: str, port: int) -> socket.socket:

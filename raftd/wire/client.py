@@ -144,8 +144,16 @@ class TransferLeaderRequest:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthRequest:
+    """The leader commits a no-op; a follower proves, by a ReadIndex round, that it reaches one."""
+
+    id: int | None = None
+
+
 Request = (
-    GetRequest
+    HealthRequest
+    | GetRequest
     | ListRequest
     | AppendRequest
     | DiagnosticRequest
@@ -338,6 +346,11 @@ def _parse_config(obj: dict[Any, Any], rid: int | None) -> ConfigRequest:
     return ConfigRequest(action=action, address=address, learner=learner, id=rid)
 
 
+def _parse_health(obj: dict[Any, Any], rid: int | None) -> HealthRequest:
+    _only(obj, _ENVELOPE, rid)
+    return HealthRequest(id=rid)
+
+
 def _parse_transfer_leader(obj: dict[Any, Any], rid: int | None) -> TransferLeaderRequest:
     _only(obj, _ENVELOPE | {"address"}, rid)
     address = obj.get("address")
@@ -358,6 +371,7 @@ _PARSERS: dict[str, Callable[[dict[Any, Any], int | None], Request]] = {
     "diagnostic": _parse_diagnostic,
     "config": _parse_config,
     "transfer_leader": _parse_transfer_leader,
+    "health": _parse_health,
 }
 
 

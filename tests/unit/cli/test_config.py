@@ -172,8 +172,8 @@ BAD = {
     ),
     "tls": (GOOD + '[security]\ntls_cert = "c"\n', "[security] tls_cert is not supported yet"),
     "metrics": (
-        GOOD + '[metrics]\naddress = "127.0.0.1:9101"\n',
-        "[metrics] address is not supported yet",
+        GOOD + '[metrics]\naddress = "localhost"\n',
+        "[metrics] address",
     ),
     "federated": (
         GOOD + "[federated]\nenabled = true\n",
