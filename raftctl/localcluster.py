@@ -76,15 +76,22 @@ class LocalCluster:
         *,
         fsync: bool = True,
         extra_raft_config: Mapping[str, Any] | None = None,
+        metrics: bool = False,
     ) -> None:
+        """``metrics``: each node also serves Prometheus metrics (``metrics_endpoints[i]``)."""
         self.base_dir = Path(base_dir)
-        self.endpoints = [f"{HOST}:{port}" for port in free_ports(n)]
+        ports = free_ports(2 * n if metrics else n)  # all drawn at once: never the same twice
+        self.endpoints = [f"{HOST}:{port}" for port in ports[:n]]
+        self.metrics_endpoints = [f"{HOST}:{port}" for port in ports[n:]]
         raft: dict[str, Any] = {} if fsync else {"fsync": False}
         raft.update(extra_raft_config or {})
         self.members = list(self.endpoints)
         """The initial voters."""
         self._raft = {"max_datagram_bytes": LOOPBACK_DATAGRAM_BYTES, **raft}
         self.config_paths = write_cluster_configs(self.base_dir, self.endpoints, raft=raft)
+        for path, address in zip(self.config_paths, self.metrics_endpoints, strict=False):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f'\n[metrics]\naddress = "{address}"\n')
         self.log_paths = [self.base_dir / f"node{k}.log" for k in range(1, n + 1)]
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * n
         self._logs: list[IO[bytes] | None] = [None] * n

@@ -152,9 +152,11 @@ class TablePrinter(PlainPrinter):
         self.console.print(status_table(rows))
 
     def health(self, rows: Sequence[HealthRow]) -> None:
-        table = _table(HEALTH_HEADER, wrap=("ERROR",))
+        # ERROR only when some member is unhealthy, as in `status`.
+        width = len(HEALTH_HEADER) - all(row.healthy for row in rows)
+        table = _table(HEALTH_HEADER[:width], wrap=("ERROR",))
         for row, cells in zip(rows, health_cells(rows), strict=True):
-            table.add_row(*cells, style=None if row.healthy else "red")
+            table.add_row(*cells[:width], style=None if row.healthy else "red")
         self.console.print(table)
 
     def diagnostic(self, address: str, diagnostic: Mapping[str, Any]) -> None:

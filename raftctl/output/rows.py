@@ -216,7 +216,7 @@ def duration_text(ms: float | None) -> str:
     if ms is None:
         return "-"
     if ms < 1000:
-        return f"{ms:.0f}ms" if ms >= 10 or ms == int(ms) else f"{ms:.1f}ms"
+        return f"{ms:.0f}ms" if ms >= 10 else f"{ms:.1f}ms"
     seconds = ms / 1000
     if seconds < 60:
         return f"{seconds:.1f}s"

@@ -100,7 +100,8 @@ def test_key_value_verbs_in_every_format(cluster: LocalCluster) -> None:
     ]
     assert "hello world" in invoke(eps, "-o", "table", "get", "--prefix", "cli/")[1]
 
-    assert raftctl(eps, "delete", "cli/multi").returncode == 0
+    deleted = json.loads(invoke(eps, "-o", "json", "delete", "cli/multi")[1])
+    assert deleted == {"action": "delete", "key": "cli/multi", "revision": None}
     missing = raftctl(eps, "get", "cli/multi")
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == "Error: key not found: cli/multi\n"
@@ -157,7 +158,10 @@ def test_status_and_diagnostic(cluster: LocalCluster) -> None:
 def test_health(cluster: LocalCluster) -> None:
     eps = cluster.endpoints
     leader = cluster.endpoints[wait_for_leader(cluster)]
-    assert "HEALTHY" in invoke(eps, "-o", "table", "health")[1]
+    table = invoke(eps, "-o", "table", "health")[1].splitlines()
+    assert table[0].split() == ["ADDRESS", "HEALTHY", "TOOK", "LEADER", "COMMIT"]
+    plain = invoke(eps, "health")[1].splitlines()
+    assert sorted(line.split("\t")[0] for line in plain) == sorted(eps)
     healthy = raftctl(eps, "-o", "json", "health")
     assert healthy.returncode == 0, healthy.stderr
     checks = json.loads(healthy.stdout)
