@@ -33,13 +33,14 @@ from raftd.core import (
     StateRole,
     TransferInProgress,
 )
-from raftd.core.state import Entry, HardState, Snapshot
-from raftd.statemachine import DictStateMachine, encode_batch
+from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
+from raftd.statemachine import Capture, DictStateMachine, encode_batch
 from raftd.wire.client import (
     ErrorCode,
     GetRequest,
     HealthRequest,
     ListRequest,
+    SnapshotRequest,
     error,
     redirect,
     result,
@@ -59,6 +60,9 @@ class Outbox(Protocol):
 
     def respond(self, token: Token, response: dict[str, Any]) -> None: ...
 
+    def respond_capture(self, token: Token, meta: SnapshotMeta, capture: Capture) -> None:
+        """Answer a snapshot request; serializing the capture is the runtime's job."""
+
 
 class WriteStorage(Protocol):
     """The write side of the log storage (DiskStorage in production)."""
@@ -72,7 +76,7 @@ class WriteStorage(Protocol):
     def sync(self) -> None: ...
 
 
-ReadQuery = GetRequest | ListRequest | HealthRequest
+ReadQuery = GetRequest | ListRequest | HealthRequest | SnapshotRequest
 
 
 @dataclass(slots=True)
@@ -391,8 +395,13 @@ class Replica:
                 still_waiting.append((index, batch))
                 continue
             for token, query in batch:
-                if token in self.pending:
-                    self.served_reads += 1
+                if token not in self.pending:
+                    continue
+                self.served_reads += 1
+                if isinstance(query, SnapshotRequest):
+                    del self.pending[token]
+                    outbox.respond_capture(token, self._meta_at_applied(), self.sm.capture())
+                else:
                     self._respond(outbox, token, self._serve(query))
         self.reads_waiting_apply = still_waiting
 
@@ -407,6 +416,11 @@ class Replica:
             return result(value=self.sm.whole())
         found, value, revision = self.sm.get(query.key)
         return result(found=found, value=value, revision=revision)
+
+    def _meta_at_applied(self) -> SnapshotMeta:
+        raft = self.node.raft
+        applied = raft.log.applied_index
+        return SnapshotMeta(index=applied, term=raft.log.term(applied), conf_state=raft.conf_state())
 
     def _health(self) -> dict[str, Any]:
         raft = self.node.raft

@@ -35,11 +35,11 @@ from raftd.core import (
     StateRole,
 )
 from raftd.core.messages import MsgApp, MsgSnap
-from raftd.core.state import Entry, HardState, Snapshot
+from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
 from raftd.metrics import Metrics, RateStats, Sample
 from raftd.replica import BATCH_HEADER_BYTES, Replica, Token
 from raftd.snapshotter import SnapshotPolicy, Snapshotter
-from raftd.statemachine import DELETE, SET, DictStateMachine, encode_command
+from raftd.statemachine import DELETE, SET, Capture, DictStateMachine, encode_command
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 from raftd.transport.clients import ClientConnection, bind_tcp
@@ -53,6 +53,7 @@ from raftd.wire.client import (
     HealthRequest,
     ListRequest,
     Request,
+    SnapshotRequest,
     TransferLeaderRequest,
     error,
     result,
@@ -65,6 +66,7 @@ log = logging.getLogger("raftd")
 REQUEST_TIMEOUT_MS = 3000
 """Below the client library's default deadline, so a client hears "timeout" and can retry."""
 MAX_RESPONSE_BYTES = 64 << 20
+MAX_SNAPSHOT_RESPONSE_BYTES = 2 << 30
 
 
 def peer_header_bytes(members: Sequence[str]) -> int:
@@ -316,7 +318,7 @@ class Server:
                 ))
                 return
             self.replica.submit_write(token, packed)
-        elif isinstance(req, GetRequest | ListRequest):
+        elif isinstance(req, GetRequest | ListRequest | SnapshotRequest):
             self.replica.submit_read(token, req, outbox)
         elif isinstance(req, HealthRequest):
             self.replica.submit_health(token, outbox)
@@ -370,6 +372,22 @@ class Server:
         if self.metrics is not None:
             self.metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
         conn.respond(response, request_id)
+
+    def respond_capture(self, token: Token, meta: SnapshotMeta, capture: Capture) -> None:
+        """Serialize a state capture in a worker thread, then answer with it."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, lambda: b"".join(capture.chunks()))
+
+        def done(f: asyncio.Future[bytes]) -> None:
+            conf = meta.conf_state
+            response = result(index=meta.index, term=meta.term, voters=list(conf.voters),
+                              learners=list(conf.learners), data=f.result())
+            conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
+            if conn is not None:
+                self.answered[(kind, "ok")] = self.answered.get((kind, "ok"), 0) + 1
+                conn.respond(response, request_id, limit=MAX_SNAPSHOT_RESPONSE_BYTES)
+
+        future.add_done_callback(done)
 
     # -- observability ---------------------------------------------------------------------
     def _on_snapshot_done(self, seconds: float) -> None:
@@ -439,6 +457,7 @@ _KINDS: dict[type, str] = {
     HealthRequest: "health",
     ConfigRequest: "config",
     TransferLeaderRequest: "transfer_leader",
+    SnapshotRequest: "snapshot",
 }
 
 
@@ -463,6 +482,9 @@ class _Outbox:
 
     def respond(self, token: Token, response: dict[str, Any]) -> None:
         self.server.respond(token, response)
+
+    def respond_capture(self, token: Token, meta: SnapshotMeta, capture: Capture) -> None:
+        self.server.respond_capture(token, meta, capture)
 
 
 def _resolve(address: str) -> Address:

@@ -63,13 +63,16 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.on_request(self, request)
 
-    def respond(self, response: dict[str, Any], request_id: int | None) -> None:
+    def respond(
+        self, response: dict[str, Any], request_id: int | None, *, limit: int | None = None
+    ) -> None:
+        """Write one response; ``limit`` overrides the size bound (snapshots are big)."""
         if self.closing or self.transport is None:
             return
         if request_id is not None:
             response["id"] = request_id
         frame = encode_frame(response)
-        if len(frame) > self.max_response_bytes:
+        if len(frame) > (limit or self.max_response_bytes):
             frame = encode_frame(
                 error(ErrorCode.TOO_LARGE, "response exceeds max_frame_bytes; use list", id=request_id)
                 if request_id is not None

@@ -151,8 +151,16 @@ class HealthRequest:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotRequest:
+    """A consistent copy of the whole state, taken by the leader after a ReadIndex round."""
+
+    id: int | None = None
+
+
 Request = (
-    HealthRequest
+    SnapshotRequest
+    | HealthRequest
     | GetRequest
     | ListRequest
     | AppendRequest
@@ -346,6 +354,11 @@ def _parse_config(obj: dict[Any, Any], rid: int | None) -> ConfigRequest:
     return ConfigRequest(action=action, address=address, learner=learner, id=rid)
 
 
+def _parse_snapshot(obj: dict[Any, Any], rid: int | None) -> SnapshotRequest:
+    _only(obj, _ENVELOPE, rid)
+    return SnapshotRequest(id=rid)
+
+
 def _parse_health(obj: dict[Any, Any], rid: int | None) -> HealthRequest:
     _only(obj, _ENVELOPE, rid)
     return HealthRequest(id=rid)
@@ -372,6 +385,7 @@ _PARSERS: dict[str, Callable[[dict[Any, Any], int | None], Request]] = {
     "config": _parse_config,
     "transfer_leader": _parse_transfer_leader,
     "health": _parse_health,
+    "snapshot": _parse_snapshot,
 }
 
 
