@@ -1,0 +1,83 @@
+"""Prometheus metrics scraped from real nodes (``[metrics] address``), after some traffic."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from raftctl import Client
+from raftctl.localcluster import LocalCluster
+from tests.integration.helpers import DEADLINE, diagnostic, wait_for_leader, wait_until
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(address: str) -> Samples:
+    """Every sample of ``http://address/metrics``: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=DEADLINE) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture
+def metered(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(3, tmp_path, fsync=True, metrics=True)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def test_scrape_leader_and_follower(metered: LocalCluster) -> None:
+    leader = wait_for_leader(metered)
+    follower = (leader + 1) % 3
+    with Client(metered.endpoints, timeout=DEADLINE) as client:
+        for i in range(20):
+            client.set(f"m{i}", i)
+        assert client.get("m3") == 3
+        assert client.get("missing") is None
+
+    lead_diag = diagnostic(metered.endpoints[leader])
+    assert lead_diag is not None
+    commit = lead_diag["log"]["commitIndex"]
+    lead = wait_until(
+        lambda: (s := scrape(metered.metrics_endpoints[leader]))
+        and value(s, "raft_commit_index") >= commit and s,
+        "the leader's metrics to show its commit index",
+    )
+    assert value(lead, "raft_role", role="leader") == 1
+    assert value(lead, "raft_role", role="follower") == 0
+    assert value(lead, "raft_term") == lead_diag["persist"]["currentTerm"]
+    assert value(lead, "raft_applied_index") >= commit
+    assert value(lead, "raft_last_log_index") >= commit
+    assert value(lead, "raft_proposals_total") >= 1
+    assert value(lead, "raft_committed_entries_total") >= 1
+    assert value(lead, "raft_append_entries_sent_total") > 0
+    assert value(lead, "raft_client_requests_total", type="write", result="ok") >= 20
+    assert value(lead, "raft_client_requests_total", type="read", result="ok") >= 2
+    assert value(lead, "raft_fsync_seconds_count") > 0
+    assert value(lead, "raft_request_seconds_count", type="write") >= 20
+    assert ("raft_snapshots_total", ()) in lead
+
+    other = wait_until(
+        lambda: (s := scrape(metered.metrics_endpoints[follower]))
+        and value(s, "raft_commit_index") >= commit and s,
+        "a follower's metrics to catch up",
+    )
+    assert value(other, "raft_role", role="follower") == 1
+    assert value(other, "raft_append_entries_received_total") > 0
+    assert value(other, "raft_fsync_seconds_count") > 0
