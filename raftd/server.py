@@ -19,11 +19,12 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import uvloop
 
+from raftd.apps import hosted_apps
 from raftd.config import NodeConfig, parse_address
 from raftd.core import (
     Config,
@@ -39,13 +40,14 @@ from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
 from raftd.metrics import Metrics, RateStats, Sample
 from raftd.replica import BATCH_HEADER_BYTES, Replica, Token
 from raftd.snapshotter import SnapshotPolicy, Snapshotter
-from raftd.statemachine import DELETE, SET, Capture, DictStateMachine, encode_command
+from raftd.statemachine import APP, DELETE, SET, Capture, DictStateMachine, encode_command
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 from raftd.transport.clients import ClientConnection, bind_tcp
 from raftd.transport.peers import Address, PeerLink
 from raftd.wire.client import (
     AppendRequest,
+    AppRequest,
     ConfigRequest,
     DiagnosticRequest,
     ErrorCode,
@@ -73,6 +75,24 @@ def peer_header_bytes(members: Sequence[str]) -> int:
     """Worst-case bytes of a MsgApp besides its entries (two node ids and the numbers)."""
     longest = max((len(m.encode()) for m in members), default=0)
     return 128 + 2 * longest
+
+
+Reply = Callable[[dict[str, Any]], None]
+
+
+class ServerApp(Protocol):
+    """An application hosted inside raftd (federated learning), beside the key-value store.
+
+    Its replicated state is a ``statemachine.AppStateMachine`` registered on the state
+    machine; this side is the node-local part: it answers its ``AppRequest`` types and learns
+    of role changes. It proposes commands with ``Server.propose_app``.
+    """
+
+    def handle(self, request: AppRequest, reply: Reply) -> None: ...
+
+    def on_role_change(self, role: StateRole, term: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MeteredStorage:
@@ -122,9 +142,6 @@ class Server:
         )
         self.node = RawNode(core_config, self.storage)
         state_machine = DictStateMachine()
-        snapshot = self.storage.snapshot()
-        if snapshot.meta.index:
-            state_machine.restore(snapshot.data)
         self.metrics = Metrics(self._metrics_sample) if config.metrics.address else None
         self.replica = Replica(
             self.node,
@@ -157,6 +174,13 @@ class Server:
         self.append_received = 0
         self.dropped: dict[str, int] = {"undecodable": 0, "misaddressed": 0, "not_a_member": 0}
         self.answered: dict[tuple[str, str], int] = {}
+        self.callbacks: dict[Token, Reply] = {}
+        """Tokens of commands proposed by hosted applications, with their reply."""
+        self.role = self.node.raft.role
+        self.apps: dict[str, ServerApp] = hosted_apps(self)
+        snapshot = self.storage.snapshot()
+        if snapshot.meta.index:  # after hosted_apps registered their replicated state
+            state_machine.restore(snapshot.data)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -227,6 +251,8 @@ class Server:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        for app in self.apps.values():
+            app.close()
         self.peers.close()
         self.storage.sync()
         self.storage.close()
@@ -294,6 +320,14 @@ class Server:
         if isinstance(req, DiagnosticRequest):
             conn.respond(self.diagnostic(), req.id)
             return
+        if isinstance(req, AppRequest):
+            app = self.apps.get(req.app)
+            if app is None:
+                conn.respond(error(ErrorCode.BAD_REQUEST,
+                                   f"application {req.app!r} is not enabled on this node"), req.id)
+                return
+            app.handle(req, lambda response: conn.respond(response, req.id))
+            return
         token = self.next_token
         self.next_token += 1
         kind = _KINDS[type(req)]
@@ -342,6 +376,20 @@ class Server:
                 self.snapshotter.start()
         except Exception as e:  # noqa: BLE001 - fsync errors included: never retried
             self._fatal("handling the log failed", e)
+        raft = self.node.raft
+        if raft.role is not self.role:
+            self.role = raft.role
+            for app in self.apps.values():
+                app.on_role_change(raft.role, raft.current_term)
+
+    def propose_app(self, app: str, payload: Any, reply: Reply) -> None:
+        """Replicate an application command; ``reply`` gets its result once applied (or an
+        error such as a redirect when this node is not the leader)."""
+        token = self.next_token
+        self.next_token += 1
+        self.callbacks[token] = reply
+        self.replica.submit_write(token, encode_command(APP, app, payload))
+        self._schedule()
 
     def send(self, messages: Sequence[Message]) -> None:
         for m in messages:
@@ -363,6 +411,10 @@ class Server:
         return address
 
     def respond(self, token: Token, response: dict[str, Any]) -> None:
+        callback = self.callbacks.pop(token, None)
+        if callback is not None:
+            callback(response)
+            return
         conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
         if conn is None:
             return

@@ -24,7 +24,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -35,6 +35,8 @@ SNAPSHOT_CHUNK_KEYS = 10_000
 loop's thread from stalling while a worker thread writes a large snapshot."""
 SET = 1
 DELETE = 2
+APP = 3
+"""An application command: ``key`` names the application, ``value`` is its payload."""
 
 Command = tuple[Any, ...]
 """(op, key, value, client_id, seq, first_unacked_seq, if_revision, if_absent)."""
@@ -84,6 +86,20 @@ class Session:
     results: dict[int, Result] = field(default_factory=dict)
 
 
+class AppStateMachine(Protocol):
+    """Replicated state of an application living beside the user's keys (e.g. federated
+    learning). Deterministic like the rest: same commands, same state, on every node."""
+
+    def apply(self, payload: Any, clock_ms: int) -> Result:
+        """Apply one command; ``clock_ms`` is leader time. Never raise on bad payloads:
+        return ``{"error": "bad_request", "message": ...}``."""
+
+    def capture(self) -> Any:
+        """A msgpack-able copy of the state, cheap enough to take on the event loop."""
+
+    def restore(self, state: Any) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Capture:
     """A point-in-time copy of the state machine, cheap to take on the event loop.
@@ -95,6 +111,7 @@ class Capture:
     revision: int
     clock_ms: int
     sessions: list[tuple[str, int, int, dict[int, Result]]]
+    apps: dict[str, Any] = field(default_factory=dict)
 
     def chunks(self) -> Iterator[bytes]:
         """The snapshot's bytes in pieces: a header, then the keys in batches."""
@@ -102,7 +119,7 @@ class Capture:
         count = (len(keys) + SNAPSHOT_CHUNK_KEYS - 1) // SNAPSHOT_CHUNK_KEYS
         yield msgpack.packb(
             {"v": SNAPSHOT_FORMAT, "revision": self.revision, "clock_ms": self.clock_ms,
-             "sessions": self.sessions, "chunks": count},
+             "sessions": self.sessions, "apps": self.apps, "chunks": count},
             use_bin_type=True,
         )
         for start in range(0, len(keys), SNAPSHOT_CHUNK_KEYS):
@@ -123,6 +140,10 @@ class DictStateMachine:
         operators can compare members (etcd's hashkv) without hashing a large state."""
         self.session_ttl_ms = session_ttl_ms
         self.max_sessions = max_sessions
+        self.apps: dict[str, AppStateMachine] = {}
+
+    def register_app(self, name: str, app: AppStateMachine) -> None:
+        self.apps[name] = app
 
     # -- writes ----------------------------------------------------------------------------
     def apply_batch(self, data: bytes) -> list[Result]:
@@ -166,6 +187,11 @@ class DictStateMachine:
             return _condition_failed(key, "exists", current_revision)
         if if_revision is not None and if_revision != current_revision:
             return _condition_failed(key, f"has revision {current_revision}", current_revision)
+        if op == APP:
+            app = self.apps.get(key)
+            if app is None:
+                return {"error": "bad_request", "message": f"no application {key!r} here"}
+            return app.apply(value, self.clock_ms)
         if op == SET:
             self.revision += 1
             if current is not None:
@@ -200,7 +226,8 @@ class DictStateMachine:
             (cid, sess.last_active_ms, sess.first_unacked_seq, dict(sess.results))
             for cid, sess in self.sessions.items()
         ]
-        return Capture(dict(self.data), self.revision, self.clock_ms, sessions)
+        apps = {name: app.capture() for name, app in self.apps.items()}
+        return Capture(dict(self.data), self.revision, self.clock_ms, sessions, apps)
 
     def restore(self, snapshot: bytes) -> None:
         """Replace the whole state by a snapshot produced by ``Capture.chunks``."""
@@ -222,6 +249,9 @@ class DictStateMachine:
             (cid, Session(last, first, {int(s): r for s, r in results.items()}))
             for cid, last, first, results in header["sessions"]
         )
+        for name, state in header.get("apps", {}).items():
+            if name in self.apps:
+                self.apps[name].restore(state)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: str) -> tuple[bool, Any, int]:

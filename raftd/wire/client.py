@@ -158,8 +158,26 @@ class SnapshotRequest:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppRequest:
+    """A request for an application hosted by raftd (``fl_*``: federated learning).
+
+    ``kind`` is the request type; ``body`` the other fields, validated by the application.
+    """
+
+    app: str
+    kind: str
+    body: dict[str, Any]
+    id: int | None = None
+
+
+APP_PREFIXES: dict[str, str] = {"fl_": "fl"}
+"""Request-type prefix -> application name."""
+
+
 Request = (
-    SnapshotRequest
+    AppRequest
+    | SnapshotRequest
     | HealthRequest
     | GetRequest
     | ListRequest
@@ -177,6 +195,11 @@ def parse_request(obj: object) -> Request:
     rid = _parse_id(obj)
     kind = obj.get("type")
     parser = _PARSERS.get(kind) if type(kind) is str else None
+    if parser is None and type(kind) is str:
+        for prefix, app in APP_PREFIXES.items():
+            if kind.startswith(prefix) and len(kind) <= 64:
+                body = {k: v for k, v in obj.items() if k not in _ENVELOPE}
+                return AppRequest(app=app, kind=kind, body=body, id=rid)
     if parser is None:
         raise BadRequest(f"field 'type': unknown request type {_short(kind)}", id=rid)
     return parser(obj, rid)
