@@ -18,10 +18,13 @@ from tests.integration.helpers import (
     read_frames,
     split_address,
     wait_for_leader,
+    wait_until,
 )
 
 BIGGER_THAN_A_DATAGRAM = 70_000
 """Loopback clusters raise max_datagram_bytes to 65000 (raftd.config.LOOPBACK_DATAGRAM_BYTES)."""
+TOO_LARGE = 1_048_576 + 1024
+"""Above the default max_entry_bytes (1 MiB), below the frame limit (max_entry_bytes + 64 KiB)."""
 
 
 def cluster_revision(endpoint: str) -> int:
@@ -101,20 +104,36 @@ def test_get_missing_and_delete_found_flag(cluster: LocalCluster) -> None:
         assert client.get("doomed", "gone") == "gone"
 
 
-def test_write_larger_than_a_datagram_is_too_large(cluster: LocalCluster) -> None:
-    """A write that cannot fit one peer datagram is refused with too_large (by the Client and
-    over a raw socket), is not applied, and the node keeps serving."""
+def test_value_larger_than_a_datagram_is_replicated(cluster: LocalCluster) -> None:
+    """A value several datagrams long is accepted and reaches every follower intact."""
+    value = bytes(range(256)) * (3 * BIGGER_THAN_A_DATAGRAM // 256)
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        client.set("large", value)
+        assert client.get("large") == value
+    for endpoint in cluster.endpoints:
+        with Client([endpoint], timeout=DEADLINE) as local:
+            wait_until(lambda: local.get("large", consistency="stale") == value,
+                       f"{endpoint} to apply the large value")
+
+
+def test_write_larger_than_max_entry_bytes_is_too_large(cluster: LocalCluster) -> None:
+    """A write above max_entry_bytes is refused with too_large (to the Client, and over a raw
+    socket whose connection then survives), is not applied, and the node keeps serving."""
     leader = cluster.endpoints[wait_for_leader(cluster)]
-    value = "x" * BIGGER_THAN_A_DATAGRAM
+    value = "x" * TOO_LARGE
     with Client(cluster.endpoints, timeout=DEADLINE) as client:
         with pytest.raises(TooLarge) as raised:
             client.set("big", value)
         assert raised.value.code == "too_large"
-    [response] = one_shot(leader, {"type": "append",
-                                   "data": {"action": "change", "key": "big", "value": value}})
-    assert response["type"] == "error" and response["code"] == "too_large"
+    with connect(leader) as sock:
+        send(sock, {"type": "append", "id": 1,
+                    "data": {"action": "change", "key": "big", "value": value}})
+        [response] = read_frames(sock, 1)
+        assert (response["type"], response["code"], response["id"]) == ("error", "too_large", 1)
+        send(sock, {"type": "get", "key": "big", "id": 2})
+        [after] = read_frames(sock, 1)
+        assert (after["id"], after["found"]) == (2, False)
     with Client(cluster.endpoints, timeout=DEADLINE) as client:
-        assert client.get("big") is None
         client.set("small", "fits")
         assert client.get("small") == "fits"
 
@@ -131,7 +150,7 @@ def test_client_keeps_writing_after_a_refused_first_write(cluster: LocalCluster)
     follower = cluster.endpoints[(leader + 1) % len(cluster)]
     with Client([follower, cluster.endpoints[leader]], timeout=DEADLINE) as client:
         with pytest.raises(TooLarge):
-            client.set("big", "x" * BIGGER_THAN_A_DATAGRAM)
+            client.set("big", "x" * TOO_LARGE)
         client.set("after-refusal", 1)
         assert client.get("after-refusal") == 1
 
