@@ -16,6 +16,7 @@ from raftctl.app import App
 from raftctl.commands.cluster import diagnostic, health, status
 from raftctl.commands.kv import delete, get, list_, set_
 from raftctl.commands.membership import add_node, promote, remove_node, transfer_leader
+from raftctl.commands.snapshot import snapshot
 from raftctl.connection import parse_endpoints
 from raftctl.errors import (
     ClusterUnavailable,
@@ -128,6 +129,7 @@ COMMANDS = (
     promote,
     remove_node,
     transfer_leader,
+    snapshot,
 )
 for command in COMMANDS:
     cli.add_command(command)

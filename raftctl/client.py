@@ -28,6 +28,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import uuid
@@ -55,6 +56,7 @@ from raftctl.errors import (
     ServerError,
     SessionExpired,
 )
+from raftd.backup import Backup, from_snapshot_response
 from raftd.wire.client import ErrorCode, parse_address
 from raftd.wire.stream import encode_frame
 
@@ -362,6 +364,23 @@ class AsyncClient:
         leader = _field(response, "leader", str)
         self.leader = leader if valid_address(leader) else None
         return leader
+
+    async def snapshot(self) -> Backup:
+        """A consistent copy of the whole state (``raftd.backup.Backup``), for backups.
+
+        Taken after a ReadIndex round, so it holds every write acknowledged before the call;
+        asked of the leader when it is known or can be learned. The answer is as large as the
+        state: create the client with a ``max_frame_bytes`` that fits it, and a timeout long
+        enough to transfer it.
+        """
+        if self.leader is None:
+            with contextlib.suppress(RaftctlError):
+                await self.status()  # learns the leader; any node will do if it fails
+        response = await self._request({"type": "snapshot"})
+        try:
+            return from_snapshot_response(response)
+        except ValueError as exc:
+            raise ServerError("bad_response", str(exc)) from None
 
     async def request(self, payload: dict[str, Any]) -> Response:
         """Send a raw request map (a type without a method of its own).

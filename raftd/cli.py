@@ -1,4 +1,5 @@
-"""The ``raftd`` command: run a node (`start`) or write configs for a new cluster (`init`).
+"""The ``raftd`` command: run a node (`start`), write configs for a new cluster (`init`), or
+create a data dir for a new cluster from a backup (`restore`).
 
 User errors (bad config, bad flags, files in the way) end with one line on stderr and exit
 code 2 (usage/config) or 1 (anything else); never a traceback.
@@ -59,21 +60,41 @@ def cli() -> None:
     show_default=True,
     help="Log lines on stderr as human-readable text or as JSON objects.",
 )
-def start(config_path: Path, log_format: str) -> None:
+@click.option(
+    "--force-new-cluster",
+    is_flag=True,
+    help="UNSAFE, only when a majority of the cluster is lost for good: first turn this "
+    "node's data dir into a one-member cluster holding every entry of its log, committed or "
+    "not, then serve. See below.",
+)
+def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     """Run one node until SIGTERM or SIGINT.
 
     The config is validated first; any problem is reported as one line naming the key, and
     the node does not start (exit status 2).
+
+    --force-new-cluster is for disaster recovery when the other members are gone and will
+    not come back. This node becomes the only voter and keeps its data, but since it cannot
+    know which of its log entries were committed, it applies them all: writes that never
+    succeeded may reappear, and writes it never received are lost. It logs what it did. Use
+    it once, on one survivor; never restart the old members with their old data dirs: wipe
+    them and add them back with `raftctl add-node`.
     """
     try:
         config = load_config(config_path)
     except ConfigError as err:
         raise _fail(str(err), EXIT_USAGE) from None
     setup_logging(log_format)
-    try:
-        # Imported here so `raftd init` and `--help` work without loading the server stack.
-        from raftd import server
+    # Imported here so `raftd init` and `--help` work without loading the server stack.
+    from raftd import recovery, server
 
+    if force_new_cluster:
+        try:
+            recovery.force_new_cluster(config)
+        except Exception as e:  # noqa: BLE001 - storage problems, reported in one line
+            log.error("--force-new-cluster failed; the node does not start: %s", e)
+            raise click.exceptions.Exit(EXIT_FAILED) from None
+    try:
         code = server.run(config)
     except KeyboardInterrupt:
         code = 130
@@ -140,6 +161,52 @@ def init(nodes: int, directory: Path, base_port: int, host: str) -> None:
         click.echo(f"  raftd start --config {shlex.quote(str(path))}")
     click.echo("Then check the cluster:")
     click.echo(f"  raftctl -e {','.join(addresses)} status")
+
+
+@cli.command()
+@click.argument("backup_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The new node's data dir ([node] data_dir of its config); must be empty or absent.",
+)
+@click.option(
+    "--members",
+    metavar="HOST:PORT,...",
+    help="Voters of the new cluster (comma separated). Default: the voters the backup records.",
+)
+def restore(backup_file: Path, data_dir: Path, members: str | None) -> None:
+    """Create the data dir of a node of a NEW cluster from FILE, a `raftctl snapshot save` backup.
+
+    Restore every node of the new cluster from the same FILE with the same --members, then
+    start each one normally (`raftd start`). Their configs' [cluster] members are not used
+    once a node has data: the configuration comes from the backup and --members. The backup
+    is checked first (format, version, checksum); a data dir that holds anything is refused.
+    Exit status 0 on success, 1 if the backup or the data dir is unusable, 2 on a usage error.
+    """
+    # Imported here: the state machine and storage stack is needed by this command alone.
+    from raftd.backup import BackupError
+    from raftd.recovery import RecoveryError, restore_backup
+
+    voters = None
+    if members is not None:
+        voters = tuple(m.strip() for m in members.split(",") if m.strip())
+        if not voters:
+            raise click.BadParameter("expected at least one host:port", param_hint="--members")
+        for address in voters:
+            try:
+                parse_address(address)
+            except ValueError as err:
+                raise click.BadParameter(f"{address!r}: {err}", param_hint="--members") from None
+    try:
+        done = restore_backup(str(backup_file), str(data_dir), voters)
+    except (BackupError, RecoveryError) as err:
+        raise _fail(str(err), EXIT_FAILED) from None
+    click.echo(
+        f"Restored {done.keys} keys at index {done.index} (term {done.term}) into {data_dir}; "
+        f"state hash {done.state_hash}; voters {','.join(done.voters)}."
+    )
 
 
 def main() -> None:

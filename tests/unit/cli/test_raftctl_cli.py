@@ -487,4 +487,4 @@ def test_shell_completion_lists_commands() -> None:
         prog_name="raftctl",
         env={"_RAFTCTL_COMPLETE": "bash_complete", "COMP_WORDS": "raftctl s", "COMP_CWORD": "1"},
     )
-    assert result.stdout.split() == ["plain,set", "plain,status"]
+    assert result.stdout.split() == ["plain,set", "plain,status", "plain,snapshot"]
