@@ -174,6 +174,8 @@ class Server:
         self.append_received = 0
         self.dropped: dict[str, int] = {"undecodable": 0, "misaddressed": 0, "not_a_member": 0}
         self.answered: dict[tuple[str, str], int] = {}
+        self.last_heard: dict[str, float] = {}
+        """Monotonic time of the last datagram from each peer (status' CONTACT column)."""
         self.callbacks: dict[Token, Reply] = {}
         """Tokens of commands proposed by hosted applications, with their reply."""
         self.role = self.node.raft.role
@@ -298,6 +300,7 @@ class Server:
             return
         if isinstance(msg, MsgApp):
             self.append_received += 1
+        self.last_heard[msg.src] = time.monotonic()
         try:
             self.replica.step(msg)
         except Exception as e:  # noqa: BLE001
@@ -467,6 +470,14 @@ class Server:
             snapshots=self.snapshotter.count,
         )
 
+    def _last_contact_ms(self) -> dict[str, int | None]:
+        now = time.monotonic()
+        heard = self.last_heard
+        return {
+            m: (round((now - heard[m]) * 1000) if m in heard else None)
+            for m in self.node.raft.members if m != self.id
+        }
+
     def diagnostic(self) -> dict[str, Any]:
         st = self.node.status()
         snap = self.storage.snapshot_meta()
@@ -494,6 +505,7 @@ class Server:
             probing=st.probing,
             fsync=self.config.raft.fsync,
             matchIndex=st.match_index if st.role is StateRole.LEADER else {},
+            lastContactMs=self._last_contact_ms() if st.role is StateRole.LEADER else {},
             keys=len(self.replica.sm.data),
             revision=self.replica.sm.revision,
             stateHash=self.replica.sm.digest(),
