@@ -1,0 +1,251 @@
+"""Load generator processes: closed-loop clients, each an asyncio task with its own connection.
+
+Why processes: one Python process saturates one core at some tens of thousands of requests
+per second; ``--workers W`` spreads the logical clients over W processes (multiprocessing,
+spawned so that no thread or event loop of the parent leaks into them), each running uvloop.
+
+A worker's life, driven by its parent over a pipe:
+
+1. connect every client and send one request each (a write opens the client's session, whose
+   seq 1 must travel alone), not measured; answer ``ready``;
+2. on ``go`` (the parent sends it to all workers at once and samples the cluster's CPU), run:
+   each client keeps ``pipeline`` requests outstanding and sends the next as soon as one is
+   answered (closed loop), until its share of ``entries`` is done or ``duration`` is over;
+3. send the ``WorkerResult`` (histograms, per-client counts, its own CPU seconds) and exit.
+
+Progress goes through shared memory (one counter per worker, written ten times a second), so
+watching a run costs the hot path nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvloop
+
+from raftctl.bench.histogram import Histogram
+from raftctl.bench.procstat import cpu_seconds
+from raftctl.bench.protocol import BenchClient, Response
+from raftctl.bench.results import ClientResult, WorkerResult
+from raftd.statemachine import SET, encode_command
+
+PROGRESS_INTERVAL = 0.1
+READ_KEY_PREFIX = "bench/read/"
+OPEN_KEY = "bench/open"
+"""Where each client's unmeasured first write (which opens its session) goes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerSpec:
+    """Everything a worker needs to know; picklable, so it crosses the spawn boundary."""
+
+    index: int
+    op: str
+    """``write`` or ``read``."""
+    consistency: str
+    addresses: tuple[str, ...]
+    """Where each of this worker's clients sends its requests first (one per client)."""
+    endpoints: tuple[str, ...]
+    pipeline: int
+    size: int
+    keys: int
+    """Distinct keys: reads draw from all of them (preloaded), writes split them by client."""
+    total_clients: int
+    """Clients across all workers (and joiners), among which writes split the keys."""
+    timeout: float
+    interval: float
+    """Width in seconds of the time series' buckets."""
+
+    @property
+    def clients(self) -> int:
+        return len(self.addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    """The start signal: run for ``duration`` seconds, or each client ``quotas[i]`` requests.
+
+    ``first_client``: global index of the worker's first client, so that keys never collide
+    across workers (or joiners, whose order is only known at the start).
+    """
+
+    duration: float | None
+    quotas: tuple[int, ...] | None
+    first_client: int
+
+
+def worker_main(spec: WorkerSpec, conn: Connection, progress: Any) -> None:
+    """Process entry point; ``progress`` is a shared array with one counter per worker."""
+    try:
+        uvloop.run(_Worker(spec, conn, progress).run())
+    except BaseException as exc:  # noqa: BLE001 - the parent must hear why, not wait forever
+        conn.send(("failed", f"worker {spec.index}: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        conn.close()
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, conn: Connection, progress: Any) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.progress = progress
+        self.clients = [BenchClient(a, spec.endpoints, spec.timeout) for a in spec.addresses]
+        self.value = os.urandom(spec.size)
+        self.done = 0
+        self.latency = Histogram()
+        self.series: list[Histogram] = []
+        self.start = 0.0
+        self.read_keys = [f"{READ_KEY_PREFIX}{i}" for i in range(spec.keys)]
+        self.write_keys: list[list[str]] = []  # known at the start signal
+
+    def _write_keys(self, first_client: int) -> list[list[str]]:
+        per_client = max(1, self.spec.keys // self.spec.total_clients)
+        return [[f"bench/{first_client + c}/{k}" for k in range(per_client)]
+                for c in range(self.spec.clients)]
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._one(i, c) for i, c in enumerate(self.clients)))
+        self.conn.send(("ready", None))
+        go: Go = await self._receive()
+        self.write_keys = self._write_keys(go.first_client)
+        loop = asyncio.get_running_loop()
+        ticker = loop.create_task(self._tick())
+        cpu_before = cpu_seconds(os.getpid())
+        self.start = time.perf_counter()
+        started_wall = time.time()
+        stop_at = self.start + go.duration if go.duration is not None else None
+        per_client = await asyncio.gather(*(
+            self._client(i, c, stop_at, None if go.quotas is None else go.quotas[i])
+            for i, c in enumerate(self.clients)
+        ))
+        cpu_after = cpu_seconds(os.getpid())
+        ticker.cancel()
+        self.progress[self.spec.index] = self.done
+        for client in self.clients:
+            client.close()
+        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        command_bytes = len(encode_command(SET, self.write_keys[0][0], self.value,
+                                           client_id="0" * 32, seq=1 << 20,
+                                           first_unacked_seq=1 << 20))
+        self.conn.send(("result", WorkerResult(
+            clients=list(per_client),
+            latency=self.latency,
+            series=self.series,
+            interval=self.spec.interval,
+            cpu_seconds=cpu,
+            started=started_wall,
+            command_bytes=command_bytes if self.spec.op == "write" else 0,
+        ).to_wire()))
+
+    async def _receive(self) -> Any:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self.conn.fileno()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        kind, payload = self.conn.recv()
+        if kind != "go":
+            raise RuntimeError(f"expected go, got {kind!r}")
+        return payload
+
+    async def _tick(self) -> None:
+        """Publish progress and run the clients' watchdog until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            self.progress[self.spec.index] = self.done
+            now = loop.time()
+            for client in self.clients:
+                client.check(now)
+
+    async def _one(self, i: int, client: BenchClient) -> Response:
+        """One unmeasured request: connects the client and, for writes, opens its session."""
+        if self.spec.op == "write":
+            return await client.write(OPEN_KEY, self.value)
+        return await client.read(self.read_keys[0], self.spec.consistency, follow=False)
+
+    async def _client(
+        self, i: int, client: BenchClient, stop_at: float | None, quota: int | None
+    ) -> ClientResult:
+        state = _Quota(quota)
+        lanes = [self._lane(i, client, stop_at, state) for _ in range(self.spec.pipeline)]
+        counts = await asyncio.gather(*lanes)
+        duration = (state.last - self.start) if state.last else 0.0
+        tally = client.tally
+        return ClientResult(requests=sum(counts), duration=duration, errors=tally.errors,
+                            retries=tally.retries, redirects=tally.redirects)
+
+    async def _lane(
+        self, i: int, client: BenchClient, stop_at: float | None, state: _Quota
+    ) -> int:
+        """One outstanding request of a client, reissued as soon as it is answered."""
+        clock = time.perf_counter
+        write = self.spec.op == "write"
+        keys = self.write_keys[i] if write else self.read_keys
+        nkeys = len(keys)
+        value = self.value
+        consistency = self.spec.consistency
+        interval = self.spec.interval
+        latency = self.latency
+        series = self.series
+        n = 0
+        k = (i * 7919) % nkeys
+        while state.take() and (stop_at is None or clock() < stop_at):
+            k = k + 1 if k + 1 < nkeys else 0
+            sent = clock()
+            if write:
+                response = await client.write(keys[k], value)
+            else:
+                response = await client.read(keys[k], consistency, follow=False)
+            now = clock()
+            state.last = now
+            if response.get("type") != "result":
+                continue  # counted in the client's tally as an error
+            took = now - sent
+            latency.record(took)
+            slot = int((now - self.start) / interval)
+            while len(series) <= slot:
+                series.append(Histogram())
+            series[slot].record(took)
+            n += 1
+            self.done += 1
+        return n
+
+
+class _Quota:
+    """Requests a client may still start (None: unlimited), and when it last got an answer."""
+
+    __slots__ = ("left", "last")
+
+    def __init__(self, left: int | None) -> None:
+        self.left = left
+        self.last = 0.0
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` spread over ``parts`` as evenly as possible, larger shares first."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def assign(clients: int, targets: Sequence[str]) -> list[str]:
+    """Client i's first address: targets taken round robin."""
+    return [targets[i % len(targets)] for i in range(clients)]
