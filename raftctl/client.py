@@ -55,6 +55,7 @@ from raftctl.errors import (
     RequestTimeout,
     ServerError,
     SessionExpired,
+    TooLarge,
 )
 from raftd.backup import Backup, from_snapshot_response
 from raftd.wire.client import ErrorCode, parse_address
@@ -444,6 +445,12 @@ class AsyncClient:
                         self._session = _Session()
                     if attempts.sent - sent_before == 1:
                         continue  # refused without being applied: resend in the new session
+                    raise
+                except (TooLarge, BadRequest):
+                    # Refused at the server's edge, so seq 1 opened no session there: the
+                    # next write must open one rather than continue with seq 2.
+                    if seq == 1 and self._session is session:
+                        self._session = _Session()
                     raise
             finally:
                 session.end(seq)

@@ -138,11 +138,6 @@ def test_write_larger_than_max_entry_bytes_is_too_large(cluster: LocalCluster) -
         assert client.get("small") == "fits"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "raftctl/client.py AsyncClient._write: seq 1 refused before the state machine (too_large) "
-    "leaves the session unopened on the server; the next write (seq 2) gets session_expired "
-    "after a redirect, counts as 2 attempts and raises SessionExpired instead of reopening"
-))
 def test_client_keeps_writing_after_a_refused_first_write(cluster: LocalCluster) -> None:
     """A client whose first write was refused (too_large, so no session was opened on the
     server) can still write, even when its next write is first sent to a follower."""
