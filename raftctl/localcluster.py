@@ -16,6 +16,7 @@ object started are ever signalled, by PID.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -77,8 +78,10 @@ class LocalCluster:
         fsync: bool = True,
         extra_raft_config: Mapping[str, Any] | None = None,
         metrics: bool = False,
+        federated: Mapping[str, Any] | None = None,
     ) -> None:
-        """``metrics``: each node also serves Prometheus metrics (``metrics_endpoints[i]``)."""
+        """``metrics``: each node also serves Prometheus metrics (``metrics_endpoints[i]``).
+        ``federated``: keys of every node's ``[federated]`` section (e.g. ``enabled=True``)."""
         self.base_dir = Path(base_dir)
         ports = free_ports(2 * n if metrics else n)  # all drawn at once: never the same twice
         self.endpoints = [f"{HOST}:{port}" for port in ports[:n]]
@@ -92,6 +95,12 @@ class LocalCluster:
         for path, address in zip(self.config_paths, self.metrics_endpoints, strict=False):
             with open(path, "a", encoding="utf-8") as f:
                 f.write(f'\n[metrics]\naddress = "{address}"\n')
+        # JSON renders these scalars (bool, int, float) exactly as TOML spells them.
+        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (federated or {}).items())
+        self._extra = f"\n[federated]\n{lines}" if federated else ""
+        for path in self.config_paths:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(self._extra)
         self.log_paths = [self.base_dir / f"node{k}.log" for k in range(1, n + 1)]
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * n
         self._logs: list[IO[bytes] | None] = [None] * n
@@ -121,7 +130,8 @@ class LocalCluster:
             address = f"{HOST}:{free_ports(1)[0]}"
         k = len(self) + 1
         path = self.base_dir / f"node{k}.toml"
-        path.write_text(render_node_config(address, f"data/n{k}", self.members, self._raft))
+        path.write_text(render_node_config(address, f"data/n{k}", self.members, self._raft)
+                        + self._extra)
         self.endpoints.append(address)
         self.config_paths.append(path)
         self.log_paths.append(self.base_dir / f"node{k}.log")

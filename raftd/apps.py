@@ -12,7 +12,28 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from raftd.server import Server, ServerApp
 
+FEDERATED_EXTRA = "pip install 'rafty[federated]'"
+
+
+class AppUnavailable(Exception):
+    """An enabled application cannot run here; ``str(err)`` is the one line to report."""
+
 
 def hosted_apps(server: Server) -> dict[str, ServerApp]:
     """The applications the node config enables, by application name."""
-    return {}
+    apps: dict[str, ServerApp] = {}
+    if server.config.federated.enabled:
+        # Imported only when enabled: the base install has no numpy or cryptography.
+        try:
+            from raftd.federated.coordinator import FederatedApp
+        except ImportError as exc:
+            raise AppUnavailable(
+                f"[federated] enabled = true needs the federated extra ({FEDERATED_EXTRA}): "
+                f"{exc}"
+            ) from None
+        from raftd.federated.state import APP_NAME, FederatedState
+
+        state = FederatedState()
+        server.replica.sm.register_app(APP_NAME, state)
+        apps[APP_NAME] = FederatedApp(server, server.config.federated, state)
+    return apps

@@ -128,11 +128,25 @@ class RaftSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FederatedSection:
+    """The federated-learning application (``raftd.federated``); off unless ``enabled``."""
+
+    enabled: bool = False
+    rotate_after_s: float = 30.0
+    """The aggregator (the leader) hands leadership to the next voter after this long."""
+    min_updates: int = 3
+    """A round is averaged as soon as this many participants sent an update..."""
+    round_timeout_s: float = 20.0
+    """...or once this long has passed since the round began, with at least one update."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     node: NodeSection
     cluster: ClusterSection
     raft: RaftSection = field(default_factory=RaftSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    federated: FederatedSection = field(default_factory=FederatedSection)
     source: Path | None = None
     """The file this was loaded from, for messages; None when built in code."""
 
@@ -218,6 +232,13 @@ def _datagram(value: Any) -> int:
     return _bounded(value, 512, 65507)
 
 
+def _seconds(value: Any) -> float:
+    # TOML has distinct integers and floats; both are natural for a duration.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise _Bad(f"must be a positive number of seconds, got {_show(value)}")
+    return float(value)
+
+
 def _bounded(value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _Bad(f"must be an integer from {low} to {high}, got {_show(value)}")
@@ -242,6 +263,7 @@ class KeySpec:
 
 
 _R = RaftSection()
+_F = FederatedSection()
 
 KEYS: tuple[KeySpec, ...] = (
     KeySpec(
@@ -345,10 +367,35 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("security", "tls_key", None, "TLS private key."),
     KeySpec("security", "tls_ca", None, "TLS certificate authority."),
     KeySpec("metrics", "address", _address, "host:port serving Prometheus /metrics."),
-    KeySpec("federated", "enabled", None, "Run the federated-learning application."),
-    KeySpec("federated", "rotate_after_s", None, "Federated learning: seconds per round leader."),
-    KeySpec("federated", "min_updates", None, "Federated learning: updates per round."),
-    KeySpec("federated", "round_timeout_s", None, "Federated learning: round deadline."),
+    KeySpec(
+        "federated",
+        "enabled",
+        _bool,
+        "Host federated learning: the leader aggregates encrypted model updates (needs the "
+        "rafty[federated] extra).",
+        "false",
+    ),
+    KeySpec(
+        "federated",
+        "rotate_after_s",
+        _seconds,
+        "Seconds a leader aggregates before handing leadership to the next voter.",
+        f"{_F.rotate_after_s:g}",
+    ),
+    KeySpec(
+        "federated",
+        "min_updates",
+        _positive,
+        "Participant updates that close a round at once.",
+        str(_F.min_updates),
+    ),
+    KeySpec(
+        "federated",
+        "round_timeout_s",
+        _seconds,
+        "Seconds after which a round closes with the updates it has (at least one).",
+        f"{_F.round_timeout_s:g}",
+    ),
 )
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in KEYS))
 _SCHEMA = {section: {s.key: s for s in KEYS if s.section == section} for section in SECTIONS}
@@ -421,6 +468,7 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
         cluster=ClusterSection(members=values["cluster"]["members"]),
         raft=raft,
         metrics=MetricsSection(**values.get("metrics", {})),
+        federated=FederatedSection(**values.get("federated", {})),
         source=source,
     )
 

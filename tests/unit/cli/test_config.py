@@ -175,9 +175,13 @@ BAD = {
         GOOD + '[metrics]\naddress = "localhost"\n',
         "[metrics] address",
     ),
-    "federated": (
-        GOOD + "[federated]\nenabled = true\n",
-        "[federated] enabled is not supported yet",
+    "federated updates": (
+        GOOD + "[federated]\nenabled = true\nmin_updates = 0\n",
+        "[federated] min_updates must be a positive integer, got 0",
+    ),
+    "federated seconds": (
+        GOOD + '[federated]\nrotate_after_s = "30s"\n',
+        '[federated] rotate_after_s must be a positive number of seconds, got "30s"',
     ),
     "invalid toml": (GOOD + "[raft\n", "invalid TOML"),
 }
