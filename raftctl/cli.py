@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from raftctl.app import App
+from raftctl.commands.bench import bench
 from raftctl.commands.cluster import diagnostic, health, status
 from raftctl.commands.kv import delete, get, list_, set_
 from raftctl.commands.membership import add_node, promote, remove_node, transfer_leader
@@ -27,6 +28,7 @@ from raftctl.errors import (
     ServerError,
 )
 from raftctl.exitcodes import ExitCode
+from raftctl.fl.cli import fl
 from raftctl.output.printers import FORMATS
 from raftd import __version__
 
@@ -130,9 +132,11 @@ COMMANDS = (
     remove_node,
     transfer_leader,
     snapshot,
+    bench,
 )
 for command in COMMANDS:
     cli.add_command(command)
+cli.add_command(fl)
 
 
 def main() -> None:
