@@ -33,6 +33,8 @@ from raftctl.errors import RaftctlError
 from raftctl.survey import collect_status
 from raftd.config import (
     LOOPBACK_DATAGRAM_BYTES,
+    SECRET_FILE_NAME,
+    new_secret,
     render_node_config,
     write_cluster_configs,
 )
@@ -79,9 +81,11 @@ class LocalCluster:
         extra_raft_config: Mapping[str, Any] | None = None,
         metrics: bool = False,
         federated: Mapping[str, Any] | None = None,
+        secret: bool = False,
     ) -> None:
         """``metrics``: each node also serves Prometheus metrics (``metrics_endpoints[i]``).
-        ``federated``: keys of every node's ``[federated]`` section (e.g. ``enabled=True``)."""
+        ``federated``: keys of every node's ``[federated]`` section (e.g. ``enabled=True``).
+        ``secret``: peers authenticate every datagram with a fresh key (``secret_path``)."""
         self.base_dir = Path(base_dir)
         ports = free_ports(2 * n if metrics else n)  # all drawn at once: never the same twice
         self.endpoints = [f"{HOST}:{port}" for port in ports[:n]]
@@ -91,7 +95,9 @@ class LocalCluster:
         self.members = list(self.endpoints)
         """The initial voters."""
         self._raft = {"max_datagram_bytes": LOOPBACK_DATAGRAM_BYTES, **raft}
-        self.config_paths = write_cluster_configs(self.base_dir, self.endpoints, raft=raft)
+        self.secret_path = self.base_dir / SECRET_FILE_NAME if secret else None
+        self.config_paths = write_cluster_configs(self.base_dir, self.endpoints, raft=raft,
+                                                  secret=new_secret() if secret else None)
         for path, address in zip(self.config_paths, self.metrics_endpoints, strict=False):
             with open(path, "a", encoding="utf-8") as f:
                 f.write(f'\n[metrics]\naddress = "{address}"\n')
@@ -130,8 +136,9 @@ class LocalCluster:
             address = f"{HOST}:{free_ports(1)[0]}"
         k = len(self) + 1
         path = self.base_dir / f"node{k}.toml"
-        path.write_text(render_node_config(address, f"data/n{k}", self.members, self._raft)
-                        + self._extra)
+        secret_file = SECRET_FILE_NAME if self.secret_path is not None else None
+        path.write_text(render_node_config(address, f"data/n{k}", self.members, self._raft,
+                                           secret_file=secret_file) + self._extra)
         self.endpoints.append(address)
         self.config_paths.append(path)
         self.log_paths.append(self.base_dir / f"node{k}.log")

@@ -18,6 +18,7 @@ from raftd.config import (
     ConfigError,
     format_address,
     load_config,
+    new_secret,
     parse_address,
     write_cluster_configs,
 )
@@ -135,10 +136,13 @@ def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     help="Host every node advertises and binds.",
 )
 def init(nodes: int, directory: Path, base_port: int, host: str) -> None:
-    """Write one config per node (nodeK.toml) for a new cluster.
+    """Write one config per node (nodeK.toml) and a cluster key for a new cluster.
 
-    Existing files are never overwritten. When every address is a loopback address, large
-    datagrams are allowed (max_datagram_bytes = 65000), since loopback never fragments.
+    The key (DIR/cluster.key, mode 0600, 256 random bits) authenticates every datagram
+    between the nodes; each config names it in [cluster] secret_file. Copy it, kept private,
+    beside the configs on every machine. Existing files are never overwritten. When every
+    address is a loopback address, large datagrams are allowed (max_datagram_bytes = 65000),
+    since loopback never fragments.
     """
     if base_port + nodes - 1 > 65535:
         raise click.BadParameter(
@@ -150,12 +154,13 @@ def init(nodes: int, directory: Path, base_port: int, host: str) -> None:
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--host") from None
     try:
-        paths = write_cluster_configs(directory, addresses)
+        paths = write_cluster_configs(directory, addresses, secret=new_secret())
     except FileExistsError as err:
         raise _fail(str(err), EXIT_FAILED) from None
     except OSError as err:
         raise _fail(f"cannot write {err.filename}: {err.strerror}", EXIT_FAILED) from None
-    click.echo(f"Wrote {nodes} node config{'s' if nodes > 1 else ''} to {directory}.")
+    click.echo(f"Wrote {nodes} node config{'s' if nodes > 1 else ''} and the cluster key "
+               f"(cluster.key, keep it private) to {directory}.")
     click.echo("Start each node (e.g. in its own terminal):")
     for path in paths:
         click.echo(f"  raftd start --config {shlex.quote(str(path))}")

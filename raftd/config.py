@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,24 @@ class NodeSection:
 class ClusterSection:
     members: tuple[str, ...]
     """Initial voters, in file order. A node not listed here starts blank and waits to join."""
+    secret_file: Path | None = None
+    """Absolute path of the shared key authenticating peer datagrams; None: no authentication."""
+    secret: bytes | None = field(default=None, repr=False)
+    """The key itself (the file's content, surrounding whitespace stripped), read at load."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecuritySection:
+    """Client access: a token every request must carry, and TLS on the client port."""
+
+    client_token_file: Path | None = None
+    client_token: bytes | None = field(default=None, repr=False)
+    """The token (the file's content, surrounding whitespace stripped), read at load."""
+    tls_cert: Path | None = None
+    """PEM certificate chain the node presents to clients; with ``tls_key``, TLS is on."""
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    """PEM CA certificates: when set, clients must present a certificate signed by one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +165,7 @@ class NodeConfig:
     cluster: ClusterSection
     raft: RaftSection = field(default_factory=RaftSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
     federated: FederatedSection = field(default_factory=FederatedSection)
     source: Path | None = None
     """The file this was loaded from, for messages; None when built in code."""
@@ -295,7 +315,13 @@ KEYS: tuple[KeySpec, ...] = (
         "not listed starts blank and waits to be added.",
         required=True,
     ),
-    KeySpec("cluster", "secret_file", None, "Shared key authenticating peer datagrams."),
+    KeySpec(
+        "cluster",
+        "secret_file",
+        _path,
+        "File holding the shared cluster key (at least 32 bytes; `raftd init` writes one, mode "
+        "0600); every peer datagram is then authenticated with it. Same file on every node.",
+    ),
     KeySpec("raft", "tick_ms", _positive, "Length of one timer tick.", str(_R.tick_ms)),
     KeySpec(
         "raft",
@@ -362,10 +388,26 @@ KEYS: tuple[KeySpec, ...] = (
         "Entries kept before a snapshot, so slightly-behind followers get entries.",
         str(_R.snapshot_trailing_entries),
     ),
-    KeySpec("security", "client_token_file", None, "Token clients must present."),
-    KeySpec("security", "tls_cert", None, "TLS certificate."),
-    KeySpec("security", "tls_key", None, "TLS private key."),
-    KeySpec("security", "tls_ca", None, "TLS certificate authority."),
+    KeySpec(
+        "security",
+        "client_token_file",
+        _path,
+        "File holding the token every client request must carry (raftctl --token); others "
+        "are answered unauthorized.",
+    ),
+    KeySpec(
+        "security",
+        "tls_cert",
+        _path,
+        "PEM certificate (chain) of the client port; with tls_key, clients must speak TLS.",
+    ),
+    KeySpec("security", "tls_key", _path, "PEM private key of tls_cert."),
+    KeySpec(
+        "security",
+        "tls_ca",
+        _path,
+        "PEM CA certificates; when set, clients must present a certificate signed by one.",
+    ),
     KeySpec("metrics", "address", _address, "host:port serving Prometheus /metrics."),
     KeySpec(
         "federated",
@@ -453,6 +495,7 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
             raise fail(f"[{spec.section}] {spec.key} is required")
 
     node = values["node"]
+    base = source.resolve().parent
     raft = RaftSection(**values.get("raft", {}))
     _check_timing(raft, fail)
     data_dir = (source.resolve().parent / node["data_dir"]).resolve()
@@ -465,11 +508,77 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
             data_dir=data_dir,
             listen=node.get("listen", node["address"]),
         ),
-        cluster=ClusterSection(members=values["cluster"]["members"]),
+        cluster=_cluster(values["cluster"], base, fail),
         raft=raft,
         metrics=MetricsSection(**values.get("metrics", {})),
+        security=_security(values.get("security", {}), base, fail),
         federated=FederatedSection(**values.get("federated", {})),
         source=source,
+    )
+
+
+MIN_SECRET_BYTES = 32
+"""A shorter cluster secret is refused (`raftd init` writes 64 hex digits: 256 bits)."""
+MIN_TOKEN_BYTES = 16
+
+
+def _secret_file(
+    path: Path, key: str, minimum: int, fail: Callable[[str], ConfigError]
+) -> bytes:
+    """The content of a key or token file, refused when others may read it or it is short."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes().strip()
+    except OSError as err:
+        raise fail(f"{key} cannot be read: {err.strerror or err}: {path}") from None
+    if mode & 0o077:
+        raise fail(f"{key} must be private to its owner (mode {mode & 0o777:04o}; "
+                   f"chmod 600 it): {path}")
+    if len(data) < minimum:
+        raise fail(f"{key} must hold at least {minimum} bytes, has {len(data)}: {path}")
+    return data
+
+
+def _readable(path: Path, key: str, fail: Callable[[str], ConfigError]) -> Path:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise fail(f"{key} cannot be read: {err.strerror or err}: {path}") from None
+    return path
+
+
+def _cluster(values: dict[str, Any], base: Path, fail: Callable[[str], ConfigError]
+             ) -> ClusterSection:
+    secret_file = values.get("secret_file")
+    if secret_file is None:
+        return ClusterSection(members=values["members"])
+    path = (base / secret_file).resolve()
+    secret = _secret_file(path, "[cluster] secret_file", MIN_SECRET_BYTES, fail)
+    return ClusterSection(members=values["members"], secret_file=path, secret=secret)
+
+
+def _security(values: dict[str, Any], base: Path, fail: Callable[[str], ConfigError]
+              ) -> SecuritySection:
+    paths = {key: (base / value).resolve() for key, value in values.items()}
+    token = None
+    if "client_token_file" in paths:
+        token = _secret_file(paths["client_token_file"], "[security] client_token_file",
+                             MIN_TOKEN_BYTES, fail)
+    if ("tls_cert" in paths) != ("tls_key" in paths):
+        raise fail("[security] tls_cert and tls_key go together; set both or neither")
+    if "tls_ca" in paths and "tls_cert" not in paths:
+        raise fail("[security] tls_ca needs tls_cert and tls_key (it verifies client "
+                   "certificates on a TLS port)")
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        if key in paths:
+            _readable(paths[key], f"[security] {key}", fail)
+    return SecuritySection(
+        client_token_file=paths.get("client_token_file"),
+        client_token=token,
+        tls_cert=paths.get("tls_cert"),
+        tls_key=paths.get("tls_key"),
+        tls_ca=paths.get("tls_ca"),
     )
 
 
@@ -536,8 +645,17 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+SECRET_FILE_NAME = "cluster.key"
+"""The cluster secret `write_cluster_configs` creates beside the configs."""
+
+
 def render_node_config(
-    address: str, data_dir: str, members: Sequence[str], raft: Mapping[str, Any]
+    address: str,
+    data_dir: str,
+    members: Sequence[str],
+    raft: Mapping[str, Any],
+    *,
+    secret_file: str | None = None,
 ) -> str:
     """The text of one node's config file."""
     lines = [
@@ -549,6 +667,8 @@ def render_node_config(
         "[cluster]",
         f"members = {_toml_value(list(members))}",
     ]
+    if secret_file is not None:
+        lines.append(f"secret_file = {_toml_value(secret_file)}")
     if raft:
         lines += ["", "[raft]"] + [f"{key} = {_toml_value(value)}" for key, value in raft.items()]
     return "\n".join(lines) + "\n"
@@ -559,18 +679,21 @@ def write_cluster_configs(
     addresses: Sequence[str],
     *,
     raft: Mapping[str, Any] | None = None,
+    secret: bytes | None = None,
 ) -> list[Path]:
     """Write ``nodeK.toml`` (K = 1..n) into `directory` for a fresh cluster of `addresses`.
 
     Node K keeps its data in ``data/nK`` beside its config. When every address is loopback,
-    ``max_datagram_bytes`` is raised (unless given) since loopback never fragments. Refuses,
-    before writing anything, to overwrite an existing file: raises FileExistsError.
+    ``max_datagram_bytes`` is raised (unless given) since loopback never fragments. With
+    `secret`, it is written to ``cluster.key`` (mode 0600) and every config points at it.
+    Refuses, before writing anything, to overwrite an existing file: raises FileExistsError.
     """
     for address in addresses:
         parse_address(address)
     out = Path(directory)
     paths = [out / f"node{k}.toml" for k in range(1, len(addresses) + 1)]
-    existing = [p for p in paths if p.exists()]
+    key_path = out / SECRET_FILE_NAME
+    existing = [p for p in [*paths, *([key_path] if secret else [])] if p.exists()]
     if existing:
         raise FileExistsError(f"refusing to overwrite {', '.join(map(str, existing))}")
     raft_values: dict[str, Any] = {}
@@ -578,8 +701,19 @@ def write_cluster_configs(
         raft_values["max_datagram_bytes"] = LOOPBACK_DATAGRAM_BYTES
     raft_values.update(raft or {})
     out.mkdir(parents=True, exist_ok=True)
+    if secret is not None:
+        # Created private (O_EXCL, 0600): the key is never readable by others, not even briefly.
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret + b"\n")
     for k, (path, address) in enumerate(zip(paths, addresses, strict=True), start=1):
         # "x" mode: a file that appeared since the check above is still never clobbered.
         with open(path, "x", encoding="utf-8") as f:
-            f.write(render_node_config(address, f"data/n{k}", addresses, raft_values))
+            f.write(render_node_config(address, f"data/n{k}", addresses, raft_values,
+                                       secret_file=SECRET_FILE_NAME if secret else None))
     return paths
+
+
+def new_secret() -> bytes:
+    """A fresh cluster secret: 256 random bits as 64 hex digits (printable, easy to copy)."""
+    return secrets.token_hex(32).encode()

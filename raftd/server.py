@@ -45,6 +45,7 @@ from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 from raftd.transport.clients import ClientConnection, bind_tcp
 from raftd.transport.peers import Address, PeerLink
+from raftd.wire.auth import PeerAuth
 from raftd.wire.client import (
     AppendRequest,
     AppRequest,
@@ -130,8 +131,14 @@ class Server:
         self.storage = DiskStorage(
             fs, str(config.node.data_dir), conf_state=ConfState(voters=members), fsync=raft.fsync
         )
+        # With a cluster secret every datagram is sealed (wire.auth), which costs some bytes.
+        secret = config.cluster.secret
+        self.peer_auth = (PeerAuth(secret, self.id, epoch=int.from_bytes(os.urandom(8), "big"))
+                          if secret is not None else None)
+        datagram_bytes = raft.max_datagram_bytes - (
+            self.peer_auth.overhead if self.peer_auth is not None else 0)
         # Batches are cut to fit one datagram; a single larger entry travels fragmented.
-        batch_bytes = raft.max_datagram_bytes - peer_header_bytes(members + (self.id,))
+        batch_bytes = datagram_bytes - peer_header_bytes(members + (self.id,))
         core_config = Config(
             id=self.id,
             election_ticks=raft.election_ticks,
@@ -160,7 +167,7 @@ class Server:
         self.tick_s = raft.tick_ms / 1000
         self.addresses: dict[str, Address] = {}
         self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
-                              self._on_transfer_outcome)
+                              self._on_transfer_outcome, auth=self.peer_auth)
         self.snapshot_transfers: dict[str, int] = {}
         """peer -> transfer id of the MsgSnap on its way there (a newer one supersedes it)."""
         self.tcp: asyncio.base_events.Server | None = None
@@ -465,7 +472,7 @@ class Server:
             committed_entries=self.replica.applied_entries,
             append_sent=self.append_sent,
             append_received=self.append_received,
-            dropped={**self.dropped, "bad_fragment": self.peers.dropped_bad_fragments},
+            dropped={**self.dropped, **self.peers.dropped},
             requests=dict(self.answered),
             snapshots=self.snapshotter.count,
         )
@@ -509,7 +516,7 @@ class Server:
             keys=len(self.replica.sm.data),
             revision=self.replica.sm.revision,
             stateHash=self.replica.sm.digest(),
-            droppedDatagrams={**self.dropped, "bad_fragment": self.peers.dropped_bad_fragments},
+            droppedDatagrams={**self.dropped, **self.peers.dropped},
             fragmentRetransmissions=self.peers.fragments_out.retransmissions,
         )
 

@@ -5,6 +5,11 @@
 1 MiB value) is handed to the ``FragmentSender``, whose fragments a timer pumps out *between*
 runtime turns, so outcomes (``on_snapshot_outcome``) arrive as ordinary inputs. Received
 fragments are reassembled and then delivered like any other datagram. No Raft logic here.
+
+With a cluster secret (``auth``, a ``wire.auth.PeerAuth``) every datagram out, fragments and
+their acks included, is sealed last, and every datagram in is opened first: payloads and
+fragments are sized ``auth.overhead`` bytes below ``max_datagram_bytes`` so sealed datagrams
+still fit. Datagrams that fail are dropped and counted in ``dropped`` by reason.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from raftd.wire.auth import REASONS, AuthError, PeerAuth
 from raftd.wire.errors import DecodeError
 from raftd.wire.fragments import FragmentReceiver, FragmentSender, is_ack, is_fragment
 
@@ -50,6 +56,9 @@ class PeerProtocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
+BAD_FRAGMENT = "bad_fragment"
+
+
 class PeerLink:
     """Sends encoded peer messages to node ids; delivers received ones to ``on_message``."""
 
@@ -59,15 +68,18 @@ class PeerLink:
         resolve: Callable[[str], Address],
         on_message: Callable[[bytes, Address], None],
         on_transfer_outcome: Callable[[str, int, bool], None],
+        auth: PeerAuth | None = None,
     ) -> None:
-        self.limit = max_datagram_bytes
+        self.auth = auth
+        self.limit = max_datagram_bytes - (auth.overhead if auth is not None else 0)
+        """Largest payload sent as one datagram (before sealing)."""
         self.resolve = resolve
         self.on_message = on_message
         self.on_transfer_outcome = on_transfer_outcome
         self.udp: asyncio.DatagramTransport | None = None
         self.fragments_out: FragmentSender[str] = FragmentSender(
-            max_datagram_bytes,
-            window=max(16, min(512, FRAGMENT_WINDOW_BYTES // max_datagram_bytes)),
+            self.limit,
+            window=max(16, min(512, FRAGMENT_WINDOW_BYTES // self.limit)),
             first_transfer_id=int.from_bytes(os.urandom(8), "big"),
         )
         self.fragments_in: FragmentReceiver[Address] = FragmentReceiver(
@@ -76,7 +88,9 @@ class PeerLink:
         self.peer_of_address: dict[Address, str] = {}
         self.timer: asyncio.Handle | None = None
         self.timer_at = 0.0
-        self.dropped_bad_fragments = 0
+        self.dropped: dict[str, int] = dict.fromkeys(
+            (BAD_FRAGMENT, *(REASONS if auth is not None else ())), 0)
+        """Datagrams dropped here, by reason (merged into the server's metrics)."""
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -104,19 +118,24 @@ class PeerLink:
         (used for snapshots, which make their predecessors useless).
         """
         assert self.udp is not None
-        address = self.address_of(dst)
         if len(data) <= self.limit:
-            self.udp.sendto(data, address)
+            self._sendto(dst, data)
             return None
         transfer = self.fragments_out.send(dst, data, supersede=supersede)
         self._arm_timer()  # polled on the next loop iteration, outside the runtime's turn
         return transfer
 
+    def _sendto(self, dst: str, datagram: bytes) -> None:
+        assert self.udp is not None
+        if self.auth is not None:
+            datagram = self.auth.seal(dst, datagram)
+        self.udp.sendto(datagram, self.address_of(dst))
+
     def _pump(self) -> None:
         assert self.udp is not None
         loop = asyncio.get_running_loop()
         for peer, datagram in self.fragments_out.poll(loop.time()):
-            self.udp.sendto(datagram, self.address_of(peer))
+            self._sendto(peer, datagram)
         for ok, outcomes in ((True, self.fragments_out.completed()),
                              (False, self.fragments_out.failed())):
             for peer, transfer in outcomes:
@@ -142,33 +161,47 @@ class PeerLink:
         self.fragments_in.expire(asyncio.get_running_loop().time())
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        sender: str | None = None
+        if self.auth is not None:
+            try:
+                sender, data = self.auth.open(data)
+            except AuthError as e:
+                self.dropped[e.reason] += 1
+                log.debug("dropped datagram from %s: %s", addr, e)
+                return
         if is_fragment(data):
-            reassembled = self._on_fragment(data, addr)
+            reassembled = self._on_fragment(data, addr, sender)
             if reassembled is None:
                 return
             data = reassembled
         self.on_message(data, addr)
 
-    def _on_fragment(self, data: bytes, addr: Address) -> bytes | None:
-        assert self.udp is not None
+    def _on_fragment(self, data: bytes, addr: Address, sender: str | None) -> bytes | None:
+        """``sender``: the authenticated sender, if any; else acks are matched by address."""
         now = asyncio.get_running_loop().time()
         try:
             if is_ack(data):
-                peer = self.peer_of_address.get(addr)
+                peer = sender if sender is not None else self.peer_of_address.get(addr)
                 if peer is None:
-                    self.dropped_bad_fragments += 1
+                    self.dropped[BAD_FRAGMENT] += 1
                     return None
                 self.fragments_out.on_ack(peer, data, now)
                 self._pump()
                 return None
             acks, payload = self.fragments_in.on_data(addr, data, now)
         except DecodeError as e:
-            self.dropped_bad_fragments += 1
+            self.dropped[BAD_FRAGMENT] += 1
             log.debug("dropped bad fragment from %s: %s", addr, e)
             return None
         for ack in acks:
-            self.udp.sendto(ack, addr)
+            self._ack(ack, addr, sender)
         return payload
+
+    def _ack(self, ack: bytes, addr: Address, sender: str | None) -> None:
+        assert self.udp is not None
+        if self.auth is not None and sender is not None:  # with auth, sender is always known
+            ack = self.auth.seal(sender, ack)
+        self.udp.sendto(ack, addr)
 
 
 def bind_udp(host: str, port: int) -> socket.socket:

@@ -15,6 +15,7 @@ client still awaits, so the server may forget its cached replies below it. A cli
 from __future__ import annotations
 
 import enum
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -455,7 +456,12 @@ def _fits(text: str) -> bool:
         return False
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3  # NB: plain repr() of a value nested 1000 deep raises RecursionError
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short(value: object) -> str:
-    """repr() bounded for error messages: hostile input may carry megabytes."""
-    text = repr(value)
+    """repr() bounded for error messages: hostile input may carry megabytes, or nest deep."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -27,6 +27,7 @@ table of field kinds for the decoder.
 
 from __future__ import annotations
 
+import reprlib
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -234,7 +235,12 @@ def _check_log_matching(msg: MsgApp) -> None:
         term = entry.term
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3  # NB: plain repr() of a value nested 1000 deep raises RecursionError
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short(value: object) -> str:
-    """repr() bounded for error messages: hostile input may carry megabytes."""
-    text = repr(value)
+    """repr() bounded for error messages: hostile input may carry megabytes, or nest deep."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

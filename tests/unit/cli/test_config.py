@@ -164,13 +164,13 @@ BAD = {
     "raft not a table": ("raft = 1\n" + GOOD, "[raft] must be a section"),
     "secret_file": (
         _replace(MEMBERS, MEMBERS + '\nsecret_file = "k"'),
-        "[cluster] secret_file is not supported yet",
+        "[cluster] secret_file cannot be read: No such file or directory",
     ),
     "security": (
         GOOD + '[security]\nclient_token_file = "t"\n',
-        "[security] client_token_file is not supported yet",
+        "[security] client_token_file cannot be read: No such file or directory",
     ),
-    "tls": (GOOD + '[security]\ntls_cert = "c"\n', "[security] tls_cert is not supported yet"),
+    "tls": (GOOD + '[security]\ntls_cert = "c"\n', "[security] tls_cert and tls_key go together"),
     "metrics": (
         GOOD + '[metrics]\naddress = "localhost"\n',
         "[metrics] address",
