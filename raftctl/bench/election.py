@@ -137,17 +137,17 @@ def run_election(
     """Run ``trials`` trials on a fresh local cluster of ``servers`` nodes; the record."""
     sig = signal.SIGSTOP if sigstop else signal.SIGKILL
     results: list[Trial] = []
-    with tempfile.TemporaryDirectory(prefix="raftctl-bench-election-") as base:
-        with LocalCluster(servers, base, fsync=fsync) as cluster:
-            cluster.start_all()
-            try:
-                for k in range(trials):
-                    results.append(_trial(cluster, sig, timeout, k))
-                    if progress is not None:
-                        progress(k + 1)
-            finally:
-                for i in range(len(cluster)):
-                    cluster.kill(i, signal.SIGCONT)  # a stopped node must hear SIGTERM
+    with (tempfile.TemporaryDirectory(prefix="raftctl-bench-election-") as base,
+          LocalCluster(servers, base, fsync=fsync) as cluster):
+        cluster.start_all()
+        try:
+            for k in range(trials):
+                results.append(_trial(cluster, sig, timeout, k))
+                if progress is not None:
+                    progress(k + 1)
+        finally:
+            for i in range(len(cluster)):
+                cluster.kill(i, signal.SIGCONT)  # a stopped node must hear SIGTERM
     return summarize(results, servers=servers, signal_name=sig.name)
 
 

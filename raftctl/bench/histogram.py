@@ -53,10 +53,8 @@ class Histogram:
         self.counts[b] = self.counts.get(b, 0) + 1
         self.count += 1
         self.total += seconds
-        if seconds < self.min:
-            self.min = seconds
-        if seconds > self.max:
-            self.max = seconds
+        self.min = min(self.min, seconds)
+        self.max = max(self.max, seconds)
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s samples to this histogram."""

@@ -16,10 +16,10 @@ INSTALL_HINT = "--plot needs matplotlib: pip install 'rafty[plot]'"
 
 def _pyplot() -> Any:
     try:
-        import matplotlib  # noqa: PLC0415 - optional dependency
+        import matplotlib
 
         matplotlib.use("Agg")  # files only: never a window, works without a display
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError(INSTALL_HINT) from None
     return plt

@@ -67,7 +67,8 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._unpacker.feed(data)
         for obj in self._unpacker:
-            entry = self.pending.pop(obj.get("id"), None) if type(obj) is dict else None
+            rid = obj.get("id") if type(obj) is dict else None
+            entry = self.pending.pop(rid, None) if type(rid) is int else None
             if entry is not None and not entry[0].done():
                 entry[0].set_result(obj)
 

@@ -47,26 +47,26 @@ def load_rows(record: Record) -> list[tuple[str, str]]:
     return [
         ("benchmark", what),
         ("cluster", f"{len(record['members'])} members, fsync {_num(record['fsync'])}"),
-        ("load", f"{cfg['clients']} clients x pipeline {cfg['pipeline']}, "
-                 f"{cfg['size']}-byte values, {cfg['workers']} workers"),
-        ("requests", f"{record['requests']:,} ({record['errors']:,} errors, "
-                     f"{record['retries']:,} retries)"),
-        ("duration", f"{record['duration_s']:.2f} s (clients: avg "
-                     f"{record['client_duration_avg_s']:.3f} s, stdev "
-                     f"{record['client_duration_stdev_s']:.3f} s)"),
-        ("throughput", f"{record['throughput_rps']:,.0f} requests/s "
-                       f"(cumulative {record['cumulative_rps']:,.0f}/s)"),
+        ("load", (f"{cfg['clients']} clients x pipeline {cfg['pipeline']}, "
+                  f"{cfg['size']}-byte values, {cfg['workers']} workers")),
+        ("requests", (f"{record['requests']:,} ({record['errors']:,} errors, "
+                      f"{record['retries']:,} retries)")),
+        ("duration", (f"{record['duration_s']:.2f} s (clients: avg "
+                      f"{record['client_duration_avg_s']:.3f} s, stdev "
+                      f"{record['client_duration_stdev_s']:.3f} s)")),
+        ("throughput", (f"{record['throughput_rps']:,.0f} requests/s "
+                        f"(cumulative {record['cumulative_rps']:,.0f}/s)")),
         ("avg time/request", f"{record['avg_request_ms']:.3f} ms"),
-        ("latency", f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
-                    f"max {lat['max']:.2f} ms"),
+        ("latency", (f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
+                     f"max {lat['max']:.2f} ms")),
         ("log entries", f"{record['log_mb']:.2f} MB"),
-        ("cluster CPU", f"{_num(record['cluster_cpu_s'], ' s', 2)}, "
-                        f"{_num(record['cluster_cpu_s_per_1000'], ' s', 3)} per 1000 "
-                        f"({_us_per_request(record['cluster_cpu_s_per_1000'])})"),
-        ("load generator CPU", f"{_num(record['loadgen_cpu_s'], ' s', 2)}, "
-                               f"{_num(record['loadgen_cpu_s_per_1000'], ' s', 3)} per 1000"),
-        ("leader changes", f"{_num(record['leader_changes'])} (term changes "
-                           f"{_num(record['term_changes'])})"),
+        ("cluster CPU", (f"{_num(record['cluster_cpu_s'], ' s', 2)}, "
+                         f"{_num(record['cluster_cpu_s_per_1000'], ' s', 3)} per 1000 "
+                         f"({_us_per_request(record['cluster_cpu_s_per_1000'])})")),
+        ("load generator CPU", (f"{_num(record['loadgen_cpu_s'], ' s', 2)}, "
+                                f"{_num(record['loadgen_cpu_s_per_1000'], ' s', 3)} per 1000")),
+        ("leader changes", (f"{_num(record['leader_changes'])} (term changes "
+                            f"{_num(record['term_changes'])})")),
     ]
 
 
@@ -77,8 +77,8 @@ def election_rows(record: Record) -> list[tuple[str, str]]:
     ]
     for name, label in (("election_ms", "election"), ("failover_ms", "failover")):
         s = record[name]
-        rows.append((label, f"p50 {s['p50']:.1f}  p90 {s['p90']:.1f}  p99 {s['p99']:.1f}  "
-                            f"max {s['max']:.1f} ms"))
+        rows.append((label, (f"p50 {s['p50']:.1f}  p90 {s['p90']:.1f}  p99 {s['p99']:.1f}  "
+                             f"max {s['max']:.1f} ms")))
         shares = "  ".join(f"{100 * v:.0f}% < {k} ms" for k, v in s["share_under"].items())
         rows.append((f"{label} shares", shares))
     return rows

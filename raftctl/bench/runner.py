@@ -19,7 +19,14 @@ from typing import Any
 from raftctl.bench.procstat import cpu_seconds
 from raftctl.bench.results import Extras, WorkerResult, merge
 from raftctl.bench.target import LeaderWatch, Target
-from raftctl.bench.workers import READ_KEY_PREFIX, Go, WorkerSpec, assign, split, worker_main
+from raftctl.bench.workers import (
+    READ_KEY_PREFIX,
+    Go,
+    WorkerSpec,
+    assign,
+    split,
+    worker_main,
+)
 from raftctl.client import AsyncClient
 from raftctl.errors import RaftctlError
 
@@ -164,7 +171,7 @@ async def _readable(conn: Connection, timeout: float | None) -> None:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     fd = conn.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, _wake, ready)
     try:
         async with asyncio.timeout(timeout):
             await ready
@@ -214,3 +221,8 @@ async def _collect(
     if progress is not None:
         progress(sum(shared))
     return [WorkerResult.from_wire(t.result()) for t in tasks]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -96,19 +96,19 @@ async def existing(endpoints: tuple[str, ...], timeout: float) -> Target:
 @contextlib.contextmanager
 def local_cluster(n: int, *, fsync: bool, timeout: float) -> Iterator[Target]:
     """Start ``n`` raftd processes in a temporary directory; stop them (by PID) afterwards."""
-    with tempfile.TemporaryDirectory(prefix="raftctl-bench-") as base:
-        with LocalCluster(n, base, fsync=fsync) as cluster:
-            cluster.start_all()
-            cluster.wait_for_leader(LEADER_WAIT_S)
-            target = asyncio.run(existing(tuple(cluster.endpoints), timeout))
-            pids = {}
-            for i, address in enumerate(cluster.endpoints):
-                pid = cluster.pid(i)
-                if pid is not None:
-                    pids[address] = pid
-            target.pids = pids
-            target.cluster = cluster
-            yield target
+    with (tempfile.TemporaryDirectory(prefix="raftctl-bench-") as base,
+          LocalCluster(n, base, fsync=fsync) as cluster):
+        cluster.start_all()
+        cluster.wait_for_leader(LEADER_WAIT_S)
+        target = asyncio.run(existing(tuple(cluster.endpoints), timeout))
+        pids = {}
+        for i, address in enumerate(cluster.endpoints):
+            pid = cluster.pid(i)
+            if pid is not None:
+                pids[address] = pid
+        target.pids = pids
+        target.cluster = cluster
+        yield target
 
 
 class LeaderWatch:

@@ -84,7 +84,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, progress: Any) -> None:
     """Process entry point; ``progress`` is a shared array with one counter per worker."""
     try:
         uvloop.run(_Worker(spec, conn, progress).run())
-    except BaseException as exc:  # noqa: BLE001 - the parent must hear why, not wait forever
+    except BaseException as exc:
         conn.send(("failed", f"worker {spec.index}: {type(exc).__name__}: {exc}"))
         raise
     finally:
@@ -148,7 +148,7 @@ class _Worker:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         fd = self.conn.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        loop.add_reader(fd, _wake, ready)
         try:
             await ready
         finally:
@@ -225,7 +225,7 @@ class _Worker:
 class _Quota:
     """Requests a client may still start (None: unlimited), and when it last got an answer."""
 
-    __slots__ = ("left", "last")
+    __slots__ = ("last", "left")
 
     def __init__(self, left: int | None) -> None:
         self.left = left
@@ -249,3 +249,8 @@ def split(total: int, parts: int) -> list[int]:
 def assign(clients: int, targets: Sequence[str]) -> list[str]:
     """Client i's first address: targets taken round robin."""
     return [targets[i % len(targets)] for i in range(clients)]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -135,7 +135,7 @@ def bench() -> None:
 @_load_options
 @_plot_option
 @click.pass_obj
-def write(app: App, servers: int | None, fsync: bool, plot: Path | None, **load: Any) -> None:
+def write(app: App, /, servers: int | None, fsync: bool, plot: Path | None, **load: Any) -> None:
     """Write load: every request sets a key (values of --size bytes).
 
     Keys cycle through --keys distinct names, split among the clients.
@@ -152,7 +152,7 @@ def write(app: App, servers: int | None, fsync: bool, plot: Path | None, **load:
               help="Spread the clients over every member (default: all at the leader).")
 @_plot_option
 @click.pass_obj
-def read(app: App, servers: int | None, fsync: bool, plot: Path | None, consistency: str,
+def read(app: App, /, servers: int | None, fsync: bool, plot: Path | None, consistency: str,
          spread: bool, **load: Any) -> None:
     """Read load: every request gets one of --keys keys, written before the run starts."""
     spec = _spec("read", timeout=app.timeout, consistency=consistency, spread=spread, **load)
@@ -205,7 +205,7 @@ def election(app: App, servers: int, trials: int, sigstop: bool, fsync: bool,
 @click.option("--wait", type=click.FloatRange(min=0, min_open=True), default=300.0,
               show_default=True, metavar="S", help="Give up waiting for the joiners after S seconds.")
 @click.pass_obj
-def serve(app: App, head_: bool, servers: int | None, fsync: bool, joiners: int, report: Path,
+def serve(app: App, /, head_: bool, servers: int | None, fsync: bool, joiners: int, report: Path,
           wait: float, **load: Any) -> None:
     """Serve a distributed benchmark: the cluster (--servers) and, with --head, the run.
 

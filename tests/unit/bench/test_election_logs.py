@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from raftctl.bench.election import election_time, parse_role_changes, summarize, Trial
+from raftctl.bench.election import Trial, election_time, parse_role_changes, summarize
 
 LOG = """\
 2026-01-02 03:04:05,100 INFO    raftd: raftd 127.0.0.1:7001 serving on 127.0.0.1:7001
