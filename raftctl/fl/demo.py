@@ -66,7 +66,7 @@ class FederatedRun:
     def __init__(self, base_dir: Path, *, servers: int, participants: int, rounds: int,
                  alpha: float | None = None, model: str = "softmax", rotate_after_s: float = 3.0,
                  min_updates: int | None = None, round_timeout_s: float = 5.0,
-                 epochs: int = 10) -> None:
+                 epochs: int = 10, fsync: bool = False) -> None:
         self.base_dir = base_dir
         self.rounds = rounds
         self.split: Split = write_split(base_dir / "data", participants, alpha=alpha)
@@ -74,7 +74,7 @@ class FederatedRun:
         self.test = Shard.load(self.split.test)
         self.spec = ModelSpec(kind=model)
         self.epochs = epochs
-        self.cluster = LocalCluster(servers, base_dir / "cluster", fsync=False, federated={
+        self.cluster = LocalCluster(servers, base_dir / "cluster", fsync=fsync, federated={
             "enabled": True, "rotate_after_s": rotate_after_s,
             "min_updates": min_updates or participants, "round_timeout_s": round_timeout_s})
         self.procs: list[subprocess.Popen[bytes]] = []
