@@ -20,7 +20,7 @@ pytest.importorskip("numpy", reason="needs the rafty[federated] extra")
 pytest.importorskip("sklearn", reason="needs the rafty[federated] extra")
 pytest.importorskip("cryptography", reason="needs the rafty[federated] extra")
 
-from raftctl.fl.demo import FederatedRun  # noqa: E402
+from raftctl.fl.demo import FederatedRun
 
 ROUNDS = 20
 """Participants train this far; round 10 is judged on accuracy, the rest gives the rotation
@@ -73,7 +73,7 @@ def test_federated_training_survives_the_aggregator_and_rotates(tmp_path: Path) 
         seen = run.seen
         assert seen.rounds_seen == sorted(seen.rounds_seen), "the round number went back"
         # No committed round lost: one record per round, each from the aggregator of its term.
-        assert sorted(seen.records) == list(range(0, ROUNDS + 1)), sorted(seen.records)
+        assert sorted(seen.records) == list(range(ROUNDS + 1)), sorted(seen.records)
         assert all(seen.records[r]["updates"] >= 1 for r in range(1, ROUNDS + 1))
         assert sum(final["aggregations"].values()) == ROUNDS
         terms = [seen.records[r]["term"] for r in range(1, ROUNDS + 1)]

@@ -17,7 +17,11 @@ from raftd.federated import crypto
 from raftd.federated.coordinator import model_context, update_context
 from raftd.federated.data import Shard
 from raftd.federated.fedavg import decode_update
-from raftd.federated.model import ModelSpec, decode_params, encode_params, initial_params
+from raftd.federated.model import (
+    ModelSpec,
+    encode_params,
+    initial_params,
+)
 from tests.unit.client.fakenode import FakeNode
 
 
