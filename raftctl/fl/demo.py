@@ -148,7 +148,7 @@ class FederatedRun:
         body: dict[str, Any] = {"type": "fl_status"}
         if wait is not None:
             body.update(wait_s=WAIT_S, round=wait[0], term=wait[1])
-        st = self._until(30.0, "fl_status", lambda: self.client.request(body))
+        st: dict[str, Any] = self._until(30.0, "fl_status", lambda: self.client.request(body))
         if st.get("stale"):
             time.sleep(0.05)
             return st

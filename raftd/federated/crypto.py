@@ -75,18 +75,20 @@ def seal(recipient: RSAPublicKey, plaintext: bytes, context: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     der = recipient.public_bytes(serialization.Encoding.DER,
                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    return msgpack.packb({
+    sealed: bytes = msgpack.packb({
         "v": SEALED_FORMAT,
         "key": key_id(der),
         "ek": recipient.encrypt(aes_key, _OAEP),
         "nonce": nonce,
         "ct": AESGCM(aes_key).encrypt(nonce, plaintext, context),
     }, use_bin_type=True)
+    return sealed
 
 
 def sealed_key_id(sealed: Any) -> str:
     """The key id a sealed message names (unauthenticated: a hint to pick the right key)."""
-    return _unpack(sealed)["key"]
+    name: str = _unpack(sealed)["key"]
+    return name
 
 
 def open_sealed(key: RSAPrivateKey, sealed: Any, context: bytes) -> bytes:

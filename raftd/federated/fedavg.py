@@ -64,7 +64,8 @@ def encode_update(update: Update) -> bytes:
     }
     if update.evaluation is not None:
         body["evaluation"] = list(update.evaluation)
-    return msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
 
 
 def decode_update(plaintext: bytes, *, participant: str, round: int,

@@ -117,7 +117,7 @@ class Model:
                     param -= lr * grad
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.argmax(self._forward(X)[0], axis=1)
+        return np.asarray(np.argmax(self._forward(X)[0], axis=1))
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> float:
         """Accuracy on ``(X, y)``: the fraction of labels predicted right."""
@@ -154,7 +154,8 @@ def encode_params(params: Params) -> bytes:
             raise ValueError(f"cannot encode parameters of dtype {p.dtype}")
         data = np.ascontiguousarray(p, dtype=dtype).tobytes()
         arrays.append({"dtype": dtype.str, "shape": list(p.shape), "data": data})
-    return msgpack.packb({"v": PARAMS_FORMAT, "arrays": arrays}, use_bin_type=True)
+    packed: bytes = msgpack.packb({"v": PARAMS_FORMAT, "arrays": arrays}, use_bin_type=True)
+    return packed
 
 
 def decode_params(data: Any, *, max_bytes: int = MAX_PARAM_BYTES) -> Params:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 APP_NAME = "fl"
 """The application's name: its commands' key in the log, its requests' ``fl_`` prefix."""
@@ -46,11 +46,11 @@ def _refuse(message: str, code: str = "bad_request") -> Result:
     return {"error": code, "message": message}
 
 
-def _name(value: Any) -> bool:
+def _name(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and 1 <= len(value) <= MAX_NAME_CHARS
 
 
-def _count(value: Any) -> bool:
+def _count(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value < 2**63
 
 
@@ -80,7 +80,7 @@ class FederatedState:
             return _refuse("a federated command is a map")
         op = payload.get("op")
         handler = _HANDLERS.get(op) if isinstance(op, str) else None
-        if handler is None:
+        if handler is None or not isinstance(op, str):
             return _refuse(f"unknown federated command {op!r}")
         result = handler(self, payload, clock_ms)
         if "error" not in result:
