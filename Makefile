@@ -18,6 +18,14 @@ test: $(STAMP)
 sim: $(STAMP)
 	SIM_SEEDS=$(SEEDS) $(BIN)/pytest -q tests/sim
 
+# rafty vs etcd and PySyncObj on this machine, one after the other (installs them when
+# missing; about 15 minutes). Not part of `make test`. make bench-peers BENCH_SECONDS=5
+BENCH_SECONDS ?= 10
+ELECTION_TRIALS ?= 200
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	$(BIN)/python -m tests.perf.peers --seconds $(BENCH_SECONDS) --election-trials $(ELECTION_TRIALS)
+
 # Regenerate man/ and completions/ after changing a command or option.
 man: $(STAMP)
 	$(BIN)/python -m raftctl.manpage --write

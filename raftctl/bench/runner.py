@@ -55,6 +55,8 @@ class LoadSpec:
     entries: int | None = None
     timeout: float = 5.0
     interval: float = 1.0
+    protocol: str = "rafty"
+    """The client the workers use (`raftctl.bench.workers.client_class`)."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +114,7 @@ async def run_load(
             endpoints=(first, *(m for m in target.members if m != first)),
             total_clients=total_clients or spec.clients,
             pipeline=spec.pipeline, size=spec.size, keys=spec.keys,
-            timeout=spec.timeout, interval=spec.interval,
+            timeout=spec.timeout, interval=spec.interval, protocol=spec.protocol,
         ))
         start += count
     quotas = split(spec.entries, spec.clients) if spec.entries is not None else None

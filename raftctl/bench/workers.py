@@ -20,18 +20,19 @@ watching a run costs the hot path nothing.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
 from raftctl.bench.histogram import Histogram
 from raftctl.bench.procstat import cpu_seconds
-from raftctl.bench.protocol import BenchClient, Response
+from raftctl.bench.protocol import BenchClient, Response, Tally
 from raftctl.bench.results import ClientResult, WorkerResult
 from raftd.statemachine import SET, encode_command
 
@@ -39,6 +40,32 @@ PROGRESS_INTERVAL = 0.1
 READ_KEY_PREFIX = "bench/read/"
 OPEN_KEY = "bench/open"
 """Where each client's unmeasured first write (which opens its session) goes."""
+
+
+class LoadClient(Protocol):
+    """What a worker needs of a client; `BenchClient` speaks rafty's protocol, and the peer
+    comparison (tests/perf) plugs in clients of other systems through ``WorkerSpec.protocol``.
+    """
+
+    tally: Tally
+
+    async def write(self, key: str, value: bytes) -> Response:
+        """Set ``key``; a response of type ``result`` is a success."""
+
+    async def read(self, key: str, consistency: str, *, follow: bool) -> Response: ...
+
+    def check(self, now: float) -> None:
+        """Watchdog, ten times a second: give up on a request stuck past the timeout."""
+
+    def close(self) -> None: ...
+
+
+def client_class(protocol: str) -> Any:
+    """``rafty`` or ``package.module:Class`` (a class built like ``BenchClient``)."""
+    if protocol == "rafty":
+        return BenchClient
+    module, _, name = protocol.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +88,8 @@ class WorkerSpec:
     timeout: float
     interval: float
     """Width in seconds of the time series' buckets."""
+    protocol: str = "rafty"
+    """Which client speaks to the cluster (`client_class`)."""
 
     @property
     def clients(self) -> int:
@@ -96,7 +125,9 @@ class _Worker:
         self.spec = spec
         self.conn = conn
         self.progress = progress
-        self.clients = [BenchClient(a, spec.endpoints, spec.timeout) for a in spec.addresses]
+        cls = client_class(spec.protocol)
+        self.clients: list[LoadClient] = [cls(a, spec.endpoints, spec.timeout)
+                                          for a in spec.addresses]
         self.value = os.urandom(spec.size)
         self.done = 0
         self.latency = Histogram()
@@ -168,14 +199,14 @@ class _Worker:
             for client in self.clients:
                 client.check(now)
 
-    async def _one(self, i: int, client: BenchClient) -> Response:
+    async def _one(self, i: int, client: LoadClient) -> Response:
         """One unmeasured request: connects the client and, for writes, opens its session."""
         if self.spec.op == "write":
             return await client.write(OPEN_KEY, self.value)
         return await client.read(self.read_keys[0], self.spec.consistency, follow=False)
 
     async def _client(
-        self, i: int, client: BenchClient, stop_at: float | None, quota: int | None
+        self, i: int, client: LoadClient, stop_at: float | None, quota: int | None
     ) -> ClientResult:
         state = _Quota(quota)
         lanes = [self._lane(i, client, stop_at, state) for _ in range(self.spec.pipeline)]
@@ -186,7 +217,7 @@ class _Worker:
                             retries=tally.retries, redirects=tally.redirects)
 
     async def _lane(
-        self, i: int, client: BenchClient, stop_at: float | None, state: _Quota
+        self, i: int, client: LoadClient, stop_at: float | None, state: _Quota
     ) -> int:
         """One outstanding request of a client, reissued as soon as it is answered."""
         clock = time.perf_counter

@@ -99,7 +99,8 @@ def load_record(spec: LoadSpec, target: Target, merged: WorkerResult, extras: Ex
         "members": list(target.members),
         "leader": target.leader,
         "fsync": target.fsync,
-        "config": {k: v for k, v in spec.to_wire().items() if k not in ("op", "timeout")},
+        "config": {k: v for k, v in spec.to_wire().items()
+                   if k not in ("op", "timeout", "protocol")},
         **summarize(merged, extras),
     }
 
