@@ -28,6 +28,7 @@ from raftctl.errors import (
     ServerError,
     SessionExpired,
     TooLarge,
+    Unauthorized,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "ServerError",
     "SessionExpired",
     "TooLarge",
+    "Unauthorized",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -33,6 +33,8 @@ class App:
     endpoints: tuple[str, ...]
     timeout: float
     output: str
+    access: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of every client: ``token`` and ``tls`` (global options)."""
     console: Console = field(init=False)
     """stdout, for rich renderables (tables, the live status view)."""
     printer: Printer = field(init=False)
@@ -43,7 +45,7 @@ class App:
 
     def client(self) -> Client:
         """A blocking client of the cluster; use it as a context manager."""
-        return Client(self.endpoints, timeout=self.timeout)
+        return Client(self.endpoints, timeout=self.timeout, **self.access)
 
     def abort(self, code: ExitCode, message: str) -> NoReturn:
         """Print one line on stderr and exit with `code`."""

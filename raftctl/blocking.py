@@ -8,6 +8,7 @@ share its connections and are pipelined).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import weakref
 from collections.abc import Coroutine, Iterable, Iterator
@@ -38,8 +39,15 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        token: str | None = None,
+        tls: bool | ssl.SSLContext = False,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
-        self._client = AsyncClient(endpoints, timeout, max_frame_bytes=max_frame_bytes)
+        """``token``, ``tls``, ``cacert``, ``cert``, ``key``: as ``AsyncClient``'s."""
+        self._client = AsyncClient(endpoints, timeout, max_frame_bytes=max_frame_bytes,
+                                   token=token, tls=tls, cacert=cacert, cert=cert, key=key)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="raftctl-client", daemon=True

@@ -18,7 +18,7 @@ from raftctl.commands.cluster import diagnostic, health, status
 from raftctl.commands.kv import delete, get, list_, set_
 from raftctl.commands.membership import add_node, promote, remove_node, transfer_leader
 from raftctl.commands.snapshot import snapshot
-from raftctl.connection import parse_endpoints
+from raftctl.connection import parse_endpoints, tls_context
 from raftctl.errors import (
     ClusterUnavailable,
     ConditionFailed,
@@ -104,9 +104,59 @@ def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     metavar="SECONDS",
     help="Give up on a request after this long (exit status 3).",
 )
+@click.option(
+    "--token",
+    envvar="RAFTCTL_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Client token, for nodes with [security] client_token_file (prefer the environment "
+    "variable: command lines are visible to other users).",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    envvar="RAFTCTL_TLS",
+    show_envvar=True,
+    help="Speak TLS to the nodes, verified against the system's CAs (implied by --cacert "
+    "and --cert).",
+)
+@click.option(
+    "--cacert",
+    envvar="RAFTCTL_CACERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="PEM CA certificates that signed the nodes' certificates; turns TLS on.",
+)
+@click.option(
+    "--cert",
+    envvar="RAFTCTL_CERT",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="PEM client certificate, for nodes that verify clients ([security] tls_ca).",
+)
+@click.option(
+    "--key",
+    envvar="RAFTCTL_KEY",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="PEM private key of --cert (when not inside the --cert file).",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="raftctl")
 @click.pass_context
-def cli(ctx: click.Context, endpoints: tuple[str, ...], output: str | None, timeout: float) -> None:
+def cli(
+    ctx: click.Context,
+    endpoints: tuple[str, ...],
+    output: str | None,
+    timeout: float,
+    token: str | None,
+    tls: bool,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
+) -> None:
     """raftctl: read and write keys in a rafty cluster, watch it and change its members.
 
     Any one reachable endpoint is enough: raftctl finds the leader and follows redirects.
@@ -116,7 +166,15 @@ def cli(ctx: click.Context, endpoints: tuple[str, ...], output: str | None, time
     """
     if output is None:
         output = "table" if sys.stdout.isatty() else "plain"
-    ctx.obj = App(endpoints=endpoints, timeout=timeout, output=output)
+    if key is not None and cert is None:
+        raise click.BadParameter("needs --cert as well", param_hint="--key")
+    # The TLS files are loaded once, here: a bad one is a usage error, before any command.
+    try:
+        context = tls_context(tls, cacert=cacert, cert=cert, key=key)
+    except RaftctlError as err:
+        raise click.BadParameter(str(err), param_hint="--cacert/--cert/--key") from None
+    access = {"token": token, "tls": context} if context is not None else {"token": token}
+    ctx.obj = App(endpoints=endpoints, timeout=timeout, output=output, access=access)
 
 
 COMMANDS = (

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -42,6 +43,7 @@ from raftctl.connection import (
     ConnectionLost,
     Response,
     parse_endpoints,
+    tls_context,
     valid_address,
 )
 from raftctl.errors import (
@@ -154,10 +156,20 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        token: str | None = None,
+        tls: bool | ssl.SSLContext = False,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
+        """``token``: sent with every request, for nodes with ``[security]
+        client_token_file``. ``tls``, ``cacert``, ``cert``, ``key``: TLS to the nodes (see
+        ``raftctl.connection.tls_context``)."""
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         self.endpoints = parse_endpoints(endpoints)
+        self._token = token
+        self._tls = tls_context(tls, cacert=cacert, cert=cert, key=key)
         self.timeout = float(timeout)
         self.leader: str | None = None
         """The cached leader address (None: unknown)."""
@@ -485,6 +497,8 @@ class AsyncClient:
         Every attempt reuses the id: a late answer to an earlier attempt answers this one too.
         """
         rid = next(self._ids)
+        if self._token is not None:
+            body = {**body, "token": self._token}
         try:
             return rid, encode_frame({**body, "id": rid})
         except (TypeError, ValueError, OverflowError) as exc:
@@ -585,7 +599,9 @@ class AsyncClient:
         host, port = parse_address(endpoint)
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._tls, server_hostname=host if self._tls else None
+                )
         except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA rejects
             raise ConnectFailed(f"{endpoint}: {exc or type(exc).__name__}") from None
         conn = Connection(endpoint, reader, writer, self._max_frame_bytes)

@@ -7,15 +7,23 @@ module knows nothing of leaders, retries or sessions.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from raftctl.errors import InvalidEndpoint
+from raftctl.errors import InvalidEndpoint, RaftctlError
 from raftd.wire.client import ErrorCode, parse_address
 from raftd.wire.errors import DecodeError
 from raftd.wire.stream import StreamDecoder
 
-__all__ = ["ConnectFailed", "Connection", "ConnectionLost", "parse_endpoints", "valid_address"]
+__all__ = [
+    "ConnectFailed",
+    "Connection",
+    "ConnectionLost",
+    "parse_endpoints",
+    "tls_context",
+    "valid_address",
+]
 
 _READ_CHUNK = 256 * 1024
 
@@ -42,6 +50,36 @@ def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
     if not result:
         raise InvalidEndpoint("no endpoint given")
     return result
+
+
+def tls_context(
+    tls: bool | ssl.SSLContext = False,
+    *,
+    cacert: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+) -> ssl.SSLContext | None:
+    """The client's TLS context, or None for plain TCP.
+
+    TLS is on when ``tls`` is true (a context is used as given) or any file is named.
+    ``cacert``: PEM CA certificates that signed the nodes' certificates (default: the
+    system's); ``cert``/``key``: this client's certificate, for nodes that set
+    ``[security] tls_ca``. Node certificates are verified, host name (or IP) included.
+    Raises ``RaftctlError`` when a file cannot be loaded.
+    """
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if not tls and cacert is None and cert is None and key is None:
+        return None
+    if key is not None and cert is None:
+        raise RaftctlError("a client key needs its certificate (cert)")
+    try:
+        context = ssl.create_default_context(cafile=cacert)
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RaftctlError(f"cannot load the TLS files: {exc}") from None
+    return context
 
 
 class ConnectFailed(Exception):

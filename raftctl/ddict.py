@@ -139,9 +139,11 @@ class DistributedDict(MutableMapping[str, Any]):
         refresh_policy: RefreshPolicy | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        **access: Any,
     ) -> None:
+        """``access``: ``token``, ``tls``, ``cacert``, ``cert``, ``key``, as ``Client``'s."""
         self.refresh_policy: RefreshPolicy = refresh_policy or RefreshPolicyAlways()
-        self.client = Client(endpoints, timeout)
+        self.client = Client(endpoints, timeout, **access)
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ RaftctlError
     ├── ConditionFailed    condition_failed: a compare-and-set did not match
     ├── SessionExpired     session_expired: the write may or may not have been applied
     ├── TooLarge           too_large
+    ├── Unauthorized       unauthorized: the node wants a client token (--token)
     └── BadRequest         bad_request, or a value msgpack cannot carry
 ```
 
@@ -75,6 +76,10 @@ class TooLarge(ServerError):
     """The request or its response exceeds the server's frame limit."""
 
 
+class Unauthorized(ServerError):
+    """The node requires a client token and the request carried none, or a wrong one."""
+
+
 class BadRequest(ServerError):
     """The server refused the request as malformed, or the value cannot be encoded."""
 
@@ -84,6 +89,7 @@ ERRORS_BY_CODE: dict[str, type[ServerError]] = {
     "condition_failed": ConditionFailed,
     "session_expired": SessionExpired,
     "too_large": TooLarge,
+    "unauthorized": Unauthorized,
     "bad_request": BadRequest,
 }
 """Exception class per error code; other codes raise ``ServerError`` itself."""

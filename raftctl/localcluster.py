@@ -82,10 +82,14 @@ class LocalCluster:
         metrics: bool = False,
         federated: Mapping[str, Any] | None = None,
         secret: bool = False,
+        security: Mapping[str, str] | None = None,
+        access: Mapping[str, Any] | None = None,
     ) -> None:
         """``metrics``: each node also serves Prometheus metrics (``metrics_endpoints[i]``).
         ``federated``: keys of every node's ``[federated]`` section (e.g. ``enabled=True``).
-        ``secret``: peers authenticate every datagram with a fresh key (``secret_path``)."""
+        ``secret``: peers authenticate every datagram with a fresh key (``secret_path``).
+        ``security``: every node's ``[security]`` section (file paths); ``access``: what this
+        object's own clients need then (``token``, ``tls``... of ``AsyncClient``)."""
         self.base_dir = Path(base_dir)
         ports = free_ports(2 * n if metrics else n)  # all drawn at once: never the same twice
         self.endpoints = [f"{HOST}:{port}" for port in ports[:n]]
@@ -104,6 +108,10 @@ class LocalCluster:
         # JSON renders these scalars (bool, int, float) exactly as TOML spells them.
         lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (federated or {}).items())
         self._extra = f"\n[federated]\n{lines}" if federated else ""
+        if security:
+            self._extra += "\n[security]\n" + "".join(
+                f"{key} = {json.dumps(str(value))}\n" for key, value in security.items())
+        self.access = dict(access or {})
         for path in self.config_paths:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(self._extra)
@@ -228,7 +236,7 @@ class LocalCluster:
         if not running:
             return None
         try:
-            rows = asyncio.run(collect_status(running, timeout))
+            rows = asyncio.run(collect_status(running, timeout, **self.access))
         except RaftctlError:
             return None
         reachable = [r for r in rows if r.reachable and r.term is not None]

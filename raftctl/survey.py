@@ -126,15 +126,19 @@ async def status_rows(client: AsyncClient, endpoints: Sequence[str]) -> list[Sta
     ]
 
 
-async def collect_status(endpoints: Sequence[str], timeout: float) -> list[StatusRow]:
-    """`status_rows` with a client of its own."""
-    async with AsyncClient(endpoints, timeout) as client:
+async def collect_status(
+    endpoints: Sequence[str], timeout: float, **access: Any
+) -> list[StatusRow]:
+    """`status_rows` with a client of its own; ``access``: the client's token and TLS."""
+    async with AsyncClient(endpoints, timeout, **access) as client:
         return await status_rows(client, endpoints)
 
 
-async def first_diagnostic(endpoints: Sequence[str], timeout: float) -> tuple[str, Diagnostic]:
+async def first_diagnostic(
+    endpoints: Sequence[str], timeout: float, **access: Any
+) -> tuple[str, Diagnostic]:
     """The diagnostic of the first endpoint (in the given order) that answers."""
-    async with AsyncClient(endpoints, timeout) as client:
+    async with AsyncClient(endpoints, timeout, **access) as client:
         answers = await _gather(client.diagnostic, endpoints)
     for endpoint, answer in answers.items():
         if not isinstance(answer, RaftctlError):
@@ -142,9 +146,11 @@ async def first_diagnostic(endpoints: Sequence[str], timeout: float) -> tuple[st
     raise unavailable({e: a for e, a in answers.items() if isinstance(a, RaftctlError)})
 
 
-async def health_rows(endpoints: Sequence[str], timeout: float) -> list[HealthRow]:
+async def health_rows(
+    endpoints: Sequence[str], timeout: float, **access: Any
+) -> list[HealthRow]:
     """Every member's health check, timed. ClusterUnavailable when no endpoint answers."""
-    async with AsyncClient(endpoints, timeout) as client:
+    async with AsyncClient(endpoints, timeout, **access) as client:
         ordered, _, errors = await diagnose_members(client, endpoints)
         loop = asyncio.get_running_loop()
 

@@ -56,6 +56,8 @@ class Sample:
     dropped: dict[str, int] = field(default_factory=dict)
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     snapshots: int = 0
+    client_rejected: dict[str, int] = field(default_factory=dict)
+    client_connections: int = 0
 
 
 class NodeCollector(Collector):
@@ -96,6 +98,15 @@ class NodeCollector(Collector):
         for (kind, res), count in sorted(s.requests.items()):
             requests.add_metric([kind, res], count)
         yield requests
+        rejected = CounterMetricFamily(
+            "raft_client_rejected", "Client requests and connections refused at the edge "
+            "(token, limits)", labels=["reason"]
+        )
+        for reason, count in sorted(s.client_rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield GaugeMetricFamily("raft_client_connections", "Open client connections",
+                                value=s.client_connections)
 
 
 class Metrics:

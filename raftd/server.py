@@ -43,7 +43,7 @@ from raftd.snapshotter import SnapshotPolicy, Snapshotter
 from raftd.statemachine import APP, DELETE, SET, Capture, DictStateMachine, encode_command
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
-from raftd.transport.clients import ClientConnection, bind_tcp
+from raftd.transport.clients import ClientConnection, ClientGate, bind_tcp, tls_server_context
 from raftd.transport.peers import Address, PeerLink
 from raftd.wire.auth import PeerAuth
 from raftd.wire.client import (
@@ -171,6 +171,10 @@ class Server:
         self.snapshot_transfers: dict[str, int] = {}
         """peer -> transfer id of the MsgSnap on its way there (a newer one supersedes it)."""
         self.tcp: asyncio.base_events.Server | None = None
+        self.clients = ClientGate(max_frame_bytes=raft.max_entry_bytes + (64 << 10),
+                                  max_response_bytes=MAX_RESPONSE_BYTES,
+                                  token=config.security.client_token)
+        self.tls = tls_server_context(config.security)  # bad files: the node does not start
         self.connections: set[ClientConnection] = set()
         self.requests: dict[Token, tuple[ClientConnection, int | None, str, float]] = {}
         self.next_token = 0
@@ -199,11 +203,10 @@ class Server:
         for member in set(self.config.cluster.members) | {self.id}:
             self._address_of(member)
         await self.peers.open(host, port)
-        max_frame = self.config.raft.max_entry_bytes + (64 << 10)
         self.tcp = await loop.create_server(
-            lambda: ClientConnection(self._on_request, self.connections.discard, max_frame,
-                                     MAX_RESPONSE_BYTES),
+            lambda: ClientConnection(self._on_request, self.connections.discard, self.clients),
             sock=bind_tcp(host, port),
+            ssl=self.tls,
         )
         if self.metrics is not None and self.config.metrics.address:
             metrics_host, metrics_port = parse_address(self.config.metrics.address)
@@ -212,8 +215,13 @@ class Server:
             loop.add_signal_handler(sig, self._on_stop_signal)
         hs, _ = self.storage.initial_state()
         log.info(
-            "raftd %s serving on %s (udp peers, tcp clients); data %s; members %s; fsync %s%s%s",
-            self.id, self.config.node.listen, self.config.node.data_dir,
+            "raftd %s serving on %s (udp peers%s, tcp clients%s%s); data %s; members %s; "
+            "fsync %s%s%s",
+            self.id, self.config.node.listen,
+            " authenticated" if self.peer_auth is not None else "",
+            " over TLS" if self.tls is not None else "",
+            " with a token" if self.clients.token is not None else "",
+            self.config.node.data_dir,
             ",".join(self.node.raft.members), "on" if self.config.raft.fsync else "OFF",
             "; blank data dir" if hs is None else "",
             f"; metrics on {self.config.metrics.address}" if self.metrics is not None else "",
@@ -474,6 +482,8 @@ class Server:
             append_received=self.append_received,
             dropped={**self.dropped, **self.peers.dropped},
             requests=dict(self.answered),
+            client_rejected=dict(self.clients.rejected),
+            client_connections=len(self.clients.live),
             snapshots=self.snapshotter.count,
         )
 
@@ -517,6 +527,8 @@ class Server:
             revision=self.replica.sm.revision,
             stateHash=self.replica.sm.digest(),
             droppedDatagrams={**self.dropped, **self.peers.dropped},
+            clientRejected=dict(self.clients.rejected),
+            clientConnections=len(self.clients.live),
             fragmentRetransmissions=self.peers.fragments_out.retransmissions,
         )
 

@@ -49,7 +49,7 @@ def status(app: App, watch: float | None) -> None:
     when no node answers at all (a watch keeps trying instead).
     """
     if watch is None:
-        app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout)))
+        app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout, **app.access)))
         return
     try:
         asyncio.run(_watch_live(app, watch) if app.output == "table" else _watch_lines(app, watch))
@@ -62,7 +62,7 @@ async def _surveys(app: App, interval: float) -> AsyncIterator[Survey]:
     loop = asyncio.get_running_loop()
     # A member that does not answer within the interval shows as timed out, not a late frame.
     timeout = min(app.timeout, max(interval, MIN_WATCH_TIMEOUT))
-    async with AsyncClient(app.endpoints, timeout) as client:
+    async with AsyncClient(app.endpoints, timeout, **app.access) as client:
         while True:
             started = loop.time()
             try:
@@ -106,14 +106,14 @@ def diagnostic(app: App, address: str | None) -> None:
     -o json.
     """
     if address is None:
-        address, answer = asyncio.run(first_diagnostic(app.endpoints, app.timeout))
+        address, answer = asyncio.run(first_diagnostic(app.endpoints, app.timeout, **app.access))
     else:
-        answer = asyncio.run(_one(address, app.timeout))
+        answer = asyncio.run(_one(address, app))
     app.printer.diagnostic(address, answer)
 
 
-async def _one(address: str, timeout: float) -> dict[str, object]:
-    async with AsyncClient([address], timeout) as client:
+async def _one(address: str, app: App) -> dict[str, object]:
+    async with AsyncClient([address], app.timeout, **app.access) as client:
         return await client.diagnostic(address)
 
 
@@ -127,7 +127,7 @@ def health(app: App) -> None:
     status 0 when every member is healthy, 1 (naming the reason) when one is not, 3 when
     no node answers at all.
     """
-    rows = asyncio.run(health_rows(app.endpoints, app.timeout))
+    rows = asyncio.run(health_rows(app.endpoints, app.timeout, **app.access))
     app.printer.health(rows)
     sick = [row for row in rows if not row.healthy]
     if sick:

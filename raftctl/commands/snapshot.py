@@ -64,5 +64,6 @@ def save(app: App, file: Path) -> None:
 
 
 async def _fetch(app: App) -> backup.Backup:
-    async with AsyncClient(app.endpoints, app.timeout, max_frame_bytes=MAX_SNAPSHOT_BYTES) as c:
+    async with AsyncClient(app.endpoints, app.timeout, max_frame_bytes=MAX_SNAPSHOT_BYTES,
+                           **app.access) as c:
         return await c.snapshot()

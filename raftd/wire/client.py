@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from raftd.wire.errors import BadRequest
+from raftd.wire.errors import BadRequest, FieldTooLarge
 
 __all__ = [
     "AppendRequest",
@@ -271,7 +271,8 @@ def _parse_list(obj: dict[Any, Any], rid: int | None) -> ListRequest:
     _only(obj, _ENVELOPE | {"prefix", "after", "limit"}, rid)
     prefix = obj.get("prefix", "")
     if type(prefix) is not str or (prefix and not _fits(prefix)):
-        raise BadRequest(f"field 'prefix': expected a str of <= {MAX_KEY_BYTES} bytes", id=rid)
+        kind = FieldTooLarge if _too_long(prefix) else BadRequest
+        raise kind(f"field 'prefix': expected a str of <= {MAX_KEY_BYTES} bytes", id=rid)
     after = obj.get("after")
     if after is not None:
         _key(after, "after", rid)
@@ -440,10 +441,16 @@ def _int(value: object, field: str, rid: int | None, *, minimum: int) -> int:
 
 def _key(value: object, field: str, rid: int | None) -> str:
     if type(value) is not str or not value or not _fits(value):
-        raise BadRequest(
+        kind = FieldTooLarge if _too_long(value) else BadRequest
+        raise kind(
             f"field '{field}': expected a non-empty str of <= {MAX_KEY_BYTES} UTF-8 bytes", id=rid
         )
     return value
+
+
+def _too_long(value: object) -> bool:
+    """A str over ``MAX_KEY_BYTES``: a limit (``too_large``), not a malformed request."""
+    return type(value) is str and len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
 
 
 def _fits(text: str) -> bool:

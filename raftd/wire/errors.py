@@ -26,3 +26,7 @@ class BadRequest(DecodeError):
         super().__init__(message)
         self.message = message
         self.id = id
+
+
+class FieldTooLarge(BadRequest):
+    """A request field exceeds a size limit (a key over ``MAX_KEY_BYTES``): ``too_large``."""
