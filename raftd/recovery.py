@@ -144,7 +144,7 @@ def force_new_cluster(config: NodeConfig) -> Recovered:
         last = storage.last_index()
         if hs is None or last == 0:
             raise RecoveryError(f"data dir {data_dir} holds no data: there is nothing to recover")
-        state = DictStateMachine()
+        state = _state_machine(config)
         if snap_meta.index:
             state.restore(storage.snapshot().data)
         conf, applied = _replay(storage, state, conf, snap_meta.index, last)
@@ -178,6 +178,21 @@ def force_new_cluster(config: NodeConfig) -> Recovered:
         last, term, me, len(state.data), state.digest(),
     )
     return Recovered(last, term, (me,), len(state.data), state.digest())
+
+
+def _state_machine(config: NodeConfig) -> DictStateMachine:
+    """A state machine holding the replicated state of every application the config enables,
+    as the server's does (``raftd.apps.hosted_apps``): without it their snapshot records and
+    log commands would be dropped from the new snapshot."""
+    state = DictStateMachine()
+    if config.federated.enabled:
+        from raftd.federated.state import (  # stdlib only, no extra
+            APP_NAME,
+            FederatedState,
+        )
+
+        state.register_app(APP_NAME, FederatedState())
+    return state
 
 
 def _replay(

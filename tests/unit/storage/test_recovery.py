@@ -22,8 +22,9 @@ from raftd.core.state import (
     Snapshot,
     SnapshotMeta,
 )
+from raftd.federated.state import APP_NAME, FederatedState
 from raftd.recovery import RecoveryError, force_new_cluster, restore_backup
-from raftd.statemachine import SET, DictStateMachine, encode_batch, encode_command
+from raftd.statemachine import APP, SET, DictStateMachine, encode_batch, encode_command
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 
@@ -214,3 +215,26 @@ def test_force_new_cluster_from_a_snapshot_and_its_tail(tmp_path: Path) -> None:
 def test_force_new_cluster_refuses_a_blank_dir(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError, match="nothing to recover"):
         force_new_cluster(config_of_node(tmp_path, 2))
+
+
+def test_force_new_cluster_keeps_the_state_of_enabled_applications(tmp_path: Path) -> None:
+    paths = write_cluster_configs(tmp_path, [A, B, C])
+    with open(paths[0], "a", encoding="utf-8") as f:
+        f.write("\n[federated]\nenabled = true\n")
+    config = load_config(paths[0])
+    storage = open_storage(config.node.data_dir)
+    register = {"op": "register", "participant": "p1", "public_key": b"key"}
+    storage.append(entries(1, 1, [encode_batch(1, [encode_command(APP, APP_NAME, register)])]))
+    storage.set_hard_state(HardState(current_term=1))
+    storage.sync()
+    storage.close()
+
+    force_new_cluster(config)
+    storage = open_storage(config.node.data_dir)
+    try:
+        sm, federated = DictStateMachine(), FederatedState()
+        sm.register_app(APP_NAME, federated)
+        sm.restore(storage.snapshot().data)
+    finally:
+        storage.close()
+    assert federated.participants == {"p1": b"key"}
