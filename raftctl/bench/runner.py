@@ -181,6 +181,8 @@ async def _readable(conn: Connection, timeout: float | None) -> None:
         raise BenchError(f"a load generator did not answer within {timeout:g}s") from None
     finally:
         loop.remove_reader(fd)
+        # The loop made the pipe non-blocking; a large message must not be read in pieces.
+        os.set_blocking(fd, True)
 
 
 async def _receive(conn: Connection, timeout: float | None) -> tuple[str, Any]:

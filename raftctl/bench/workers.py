@@ -184,6 +184,8 @@ class _Worker:
             await ready
         finally:
             loop.remove_reader(fd)
+            # The loop made the pipe non-blocking; a large message must not be read in pieces.
+            os.set_blocking(fd, True)
         kind, payload = self.conn.recv()
         if kind != "go":
             raise RuntimeError(f"expected go, got {kind!r}")
