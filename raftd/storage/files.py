@@ -4,7 +4,7 @@ Theory of operation: the WAL, the hard-state file and the snapshot files need on
 primitives (append-only handles, whole-file and ranged reads, truncate, rename, remove, and the
 two kinds of fsync).
 ``OsFileSystem`` maps them onto ``os``; the simulator swaps in ``tests.sim.disk.SimFileSystem``,
-an in-memory disk that models what survives a power loss. Nothing above this module imports
+an in-memory disk that models what survives a power loss (and, given a capacity, a full disk). Nothing above this module imports
 ``os`` for I/O, so the production recovery code is exactly the code the simulator crashes.
 
 Durability rules every caller relies on (POSIX, and modelled by the simulator):
@@ -17,6 +17,13 @@ dirty pages and marked them clean, so a retry can "succeed" without the data eve
 disk (the 2018 PostgreSQL "fsyncgate"). Both implementations therefore raise ``FsyncError``,
 which is deliberately not an ``OSError``: no handler written for ordinary I/O errors catches
 it by accident, and the server logs it and exits non-zero.
+
+A full disk is not fatal. Writes land at a handle's own offset (``pwrite``), so a file can be
+preallocated (``FileHandle.allocate``, ``posix_fallocate``: the blocks are reserved and read as
+zeros) and then filled in place without ever needing new space: the WAL allocates each segment
+whole before writing to it, which turns ENOSPC into an error of segment creation rather than of
+an arbitrary append. Storage code raises ``NoSpace`` (an ``OSError``, errno ENOSPC) once it has
+undone whatever a refused write left behind, so a caller may carry on and retry later.
 """
 
 from __future__ import annotations
@@ -35,6 +42,22 @@ class FsyncError(Exception):
         self.path = path
 
 
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""Errors meaning "the disk (or the quota) is full": a later retry may succeed."""
+
+
+class NoSpace(OSError):
+    """The disk is full: the operation was refused and left nothing behind (retry later)."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on device: {what}", path)
+
+
+def is_no_space(e: BaseException) -> bool:
+    """Whether ``e`` is an OSError saying the disk or the quota is full."""
+    return isinstance(e, OSError) and e.errno in SPACE_ERRNOS
+
+
 class DataDirError(Exception):
     """The data dir cannot be used: not creatable, not writable, or locked by another daemon."""
 
@@ -44,16 +67,23 @@ class UnsupportedVersion(Exception):
 
 
 class FileHandle(Protocol):
-    """An open file that is only ever appended to."""
+    """An open file written sequentially from an offset (its end, unless opened with
+    ``FileSystem.open_at``)."""
 
     def write(self, data: bytes) -> None:
-        """Write all of ``data`` at the end of the file (short writes are retried)."""
+        """Write all of ``data`` at the handle's offset and advance it (short writes are
+        retried). After an error, ``tell`` says how far the write got."""
+
+    def allocate(self, size: int) -> None:
+        """Reserve disk space so the file spans at least ``size`` bytes; bytes past its old
+        end read as zeros. Writes inside the reserved span never need new space. Raises an
+        OSError (ENOSPC) when the disk cannot hold them; the caller removes the file."""
 
     def fsync(self) -> None:
         """Make every write so far durable; raises FsyncError."""
 
     def tell(self) -> int:
-        """The file's size, i.e. the offset of the next write."""
+        """The offset of the next write."""
 
     def close(self) -> None: ...
 
@@ -80,11 +110,20 @@ class FileSystem(Protocol):
     def read_range(self, path: str, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset`` (fewer only at the end of the file)."""
 
+    def content_size(self, path: str) -> int:
+        """Where the file's possibly non-zero bytes end: every byte from there to its size
+        reads as zero. The real disk answers the size (only reading could tell more); the
+        simulator answers where its written bytes end, so that reading a preallocated file
+        does not make it produce megabytes of zeros."""
+
     def create(self, path: str) -> FileHandle:
         """Create (or empty) the file and open it for appending."""
 
     def open_append(self, path: str) -> FileHandle:
         """Open an existing file for appending."""
+
+    def open_at(self, path: str, offset: int) -> FileHandle:
+        """Open an existing file for writing from ``offset`` on (overwriting what is there)."""
 
     def truncate(self, path: str, size: int) -> None: ...
 
@@ -102,22 +141,29 @@ class FileSystem(Protocol):
 
 # fdatasync skips flushing metadata that reading the data back does not need (mtime).
 _datasync = getattr(os, "fdatasync", os.fsync)
+_fallocate = getattr(os, "posix_fallocate", None)
 
 
 class OsFile:
-    """An O_APPEND file descriptor; tracks its size instead of asking the kernel."""
+    """A file descriptor written with ``pwrite`` at an offset it tracks itself."""
 
-    def __init__(self, path: str, fd: int) -> None:
+    def __init__(self, path: str, fd: int, offset: int) -> None:
         self._path = path
         self._fd = fd
-        self._size = os.lseek(fd, 0, os.SEEK_END)
+        self._offset = offset
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            n = os.write(self._fd, view)
+            n = os.pwrite(self._fd, view, self._offset)
             view = view[n:]
-            self._size += n
+            self._offset += n
+
+    def allocate(self, size: int) -> None:
+        if _fallocate is not None:
+            _fallocate(self._fd, 0, size)
+        elif os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)  # no posix_fallocate (macOS): sparse, nothing reserved
 
     def fsync(self) -> None:
         try:
@@ -126,7 +172,7 @@ class OsFile:
             raise FsyncError(self._path, e) from e
 
     def tell(self) -> int:
-        return self._size
+        return self._offset
 
     def close(self) -> None:
         os.close(self._fd)
@@ -168,12 +214,18 @@ class OsFileSystem:
             f.seek(offset)
             return f.read(size)  # a buffered read loops until ``size`` bytes or the end
 
+    def content_size(self, path: str) -> int:
+        return os.path.getsize(path)
+
     def create(self, path: str) -> OsFile:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        return OsFile(path, fd)
+        return OsFile(path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 0)
 
     def open_append(self, path: str) -> OsFile:
-        return OsFile(path, os.open(path, os.O_WRONLY | os.O_APPEND))
+        fd = os.open(path, os.O_WRONLY)
+        return OsFile(path, fd, os.lseek(fd, 0, os.SEEK_END))
+
+    def open_at(self, path: str, offset: int) -> OsFile:
+        return OsFile(path, os.open(path, os.O_WRONLY), offset)
 
     def truncate(self, path: str, size: int) -> None:
         os.truncate(path, size)

@@ -15,25 +15,47 @@ A *restart record* (type ``RESTART_TYPE``, never an ``EntryType``) says "the log
 (index, term)": replay discards every entry read before it, and the next entry must be
 index + 1. A follower writes one after installing a leader's snapshot (``append_restart``), so
 its old log, which may conflict with the snapshot, never comes back. ``WAL.open`` reports the
-last one it replayed as ``replayed_restart``. Format version 2 introduced it; version 1
-segments (entries only) are still read, but never appended to, so an older build refuses a
-data dir holding restart records with a clear "version 2" error instead of misreading them.
+last one it replayed as ``replayed_restart``.
 
-Rollover: when the current segment has reached ``segment_bytes``, the next batch opens a new
-segment. The old one is fsync'd first and the new one is created with its header fsync'd and
-its directory entry made durable, even when the caller never syncs (fsync = false). Hence
-only the *last* segment can lose or tear data in a crash, which is what recovery assumes.
+Format versions: 1 holds entries only; 2 added restart records; 3 (written now) preallocates
+segments, so the bytes after the last record are zeros up to the end of the file. Older
+segments are still read, with their own rules (no zero tail), but never appended to: the next
+write goes to a new segment, so an older build refuses a data dir it would misread with a
+clear "version 3" error.
 
-Recovery (``WAL.open``) replays every segment in order. A record that is incomplete or fails
-its CRC is a torn tail when it lies in the last segment and no valid record follows it: the
-file is truncated there and a warning logged. Anywhere else it is corruption of data that
-was once durable, and ``CorruptLog`` names the file and byte offset; the node must not start.
-The replayed log need not start at index 1 (``drop_before`` removes compacted segments); it is
-contiguous from its first record on, or ``CorruptLog`` names the record that leaves a gap.
+Preallocation and a full disk. Every segment is allocated whole (``segment_bytes``,
+``posix_fallocate``) before it receives a record, so appends inside it never need new disk
+space and a full disk shows up when a segment is created, not in the middle of a record. The
+next segment is made ahead of time as a *spare* (``SPARE_NAME``: allocated, header written and
+fsync'd) once the current one is half full (or right at open when there is no current segment
+to write to), and becomes the next segment by a rename when the current one cannot take a
+batch. When the spare cannot be allocated (ENOSPC), its partial file is removed and the WAL
+enters the *no-space* condition (``no_space``, logged once): appends go on inside the current
+segment, ``retry_space`` tries the allocation again (the runtime calls it on a timer), and an
+append that would need the missing segment raises ``NoSpace`` before writing anything. A batch
+larger than a whole segment gets a fresh segment grown to fit it (the same rules on failure).
+Should a write still hit ENOSPC (a file system that does not really reserve space), the bytes
+it left are zeroed again before ``NoSpace`` is raised, so no partial record remains.
+
+Rollover: the old segment is fsync'd before the next one is renamed into place and its
+directory entry made durable, even when the caller never syncs (fsync = false); the spare's
+header was fsync'd before the rename. Hence only the *last* segment can lose or tear data in a
+crash, which is what recovery assumes.
+
+Recovery (``WAL.open``) removes a leftover spare and replays every segment in order. In a
+version 3 segment, a zero length field followed by nothing but zeros is the preallocated tail:
+the end of that segment's log. A record that is incomplete or fails its CRC is a torn tail
+when it lies in the last segment and no valid record follows it: it is erased (zeroed in a
+version 3 segment, so the file stays preallocated; truncated away in older ones) and a warning
+logged. Anywhere else it is corruption of data that was once durable, and ``CorruptLog``
+names the file and byte offset; the node must not start. The replayed log need not start at
+index 1 (``drop_before`` removes compacted segments); it is contiguous from its first record
+on, or ``CorruptLog`` names the record that leaves a gap.
 
 Failure: after a failed write or fsync the file is in an unknown state, so the WAL refuses
 every later call with the same error. A failed fsync in particular must never be retried
-(see ``raftd.storage.files``); recovery on restart repairs the tail.
+(see ``raftd.storage.files``); recovery on restart repairs the tail. ``NoSpace`` is the
+exception: it is raised only once the files are back in a known state.
 """
 
 from __future__ import annotations
@@ -52,20 +74,33 @@ import msgpack
 from raftd.core.errors import CorruptLog
 from raftd.core.state import Entry, EntryType
 from raftd.core.types import Index, Term
-from raftd.storage.files import FileHandle, FileSystem, UnsupportedVersion
+from raftd.storage.files import (
+    FileHandle,
+    FileSystem,
+    NoSpace,
+    UnsupportedVersion,
+    is_no_space,
+)
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"RFTWAL"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+PREALLOCATED_SINCE = 3
+"""First format version whose segments are preallocated (a zero-filled tail ends the log)."""
 DEFAULT_SEGMENT_BYTES = 64 << 20
+SPARE_NAME = "next-segment.spare"
+"""The preallocated next segment, until a rollover renames it (never matches a segment name)."""
 RESTART_TYPE = 0xFF
 """Record type of a restart record; outside the (append-only, small) ``EntryType`` range."""
 
 _HEADER = struct.Struct("<6sH")
 _RECORD = struct.Struct("<II")
 _SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+_ZEROS = bytes(1 << 20)
+"""Compared against, a chunk at a time, to find where a zero-filled tail begins."""
+_NONZERO_RUN = re.compile(rb"[^\x00]+")
 
 
 def segment_name(seq: int, first_index: Index) -> str:
@@ -109,6 +144,10 @@ class _Segment:
     of them after a restart record), so every surviving entry of an earlier segment lies below
     this value (``drop_before`` relies on it).
     """
+    end: int
+    """Offset where the records end: the next write goes there."""
+    size: int
+    """Bytes allocated to the file; a write must end within them."""
 
 
 @dataclass(slots=True)
@@ -140,18 +179,32 @@ class WAL:
         self._segments = segments
         # A segment of an older format is never appended to: the next write rolls.
         current = bool(segments) and segments[-1].version == VERSION
-        self._handle: FileHandle | None = fs.open_append(segments[-1].path) if current else None
+        self._handle: FileHandle | None = (
+            fs.open_at(segments[-1].path, segments[-1].end) if current else None
+        )
         self.replayed_restart = replay.restart if replay is not None else None
         self.replayed_origin = replay.origin if replay is not None else None
         self._packer = msgpack.Packer()
         self._dirty = False  # written since the last fsync
         self._failure: Exception | None = None
+        self._spare = False
+        """Whether the spare (the next segment, preallocated) exists."""
+        self._no_space = False
 
     @classmethod
     def open(
         cls, fs: FileSystem, dir: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
     ) -> tuple[WAL, list[Entry]]:
-        """Recover the log in ``dir`` (which must exist): the WAL and its surviving entries."""
+        """Recover the log in ``dir`` (which must exist): the WAL and its surviving entries.
+
+        Also prepares the spare when the next write may soon need it; a full disk then sets
+        the no-space condition rather than failing the open.
+        """
+        spare = os.path.join(dir, SPARE_NAME)
+        if fs.exists(spare):
+            # Its allocation may not have finished; not made durable, should it come back.
+            logger.info("%s: removing the preallocated next segment of the last run", spare)
+            fs.remove(spare)
         names = [n for n in fs.listdir(dir) if _SEGMENT_NAME.match(n)]
         segments: list[_Segment] = []
         replay = _Replay([])
@@ -162,13 +215,21 @@ class WAL:
             segment = _replay_segment(fs, path, seq, is_last, replay)
             if segment is not None:
                 segments.append(segment)
-        return cls(fs, dir, segments, segment_bytes, replay), replay.entries
+        wal = cls(fs, dir, segments, segment_bytes, replay)
+        try:
+            wal._prepare_spare()
+        except BaseException:
+            wal.close()
+            raise
+        return wal, replay.entries
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry]) -> None:
         """Write ``entries`` with one write and no fsync.
 
         A first index <= the last index replaces the suffix from there (replay applies it).
+        Raises NoSpace, having written nothing, when the batch needs a segment the disk has
+        no room for.
         """
         if not entries:
             return
@@ -182,12 +243,18 @@ class WAL:
         """Write a restart record: the log restarts after ``(index, term)`` (no fsync).
 
         Replay discards every entry written before it; the next append must start at
-        ``index + 1``.
+        ``index + 1``. Raises NoSpace like ``append``.
         """
         self._check_usable()
         self._write(encode_restart(index, term, self._packer), index + 1)
         # Every earlier segment is now garbage: let drop_before remove them whatever its bound.
         self._segments[-1].min_index = 0
+
+    def make_room_for_restart(self, index: Index, term: Term) -> None:
+        """Make sure ``append_restart(index, term)`` will need no new disk space (rolling to the
+        next segment now if need be); raises NoSpace, having changed nothing, otherwise."""
+        self._check_usable()
+        self._make_room(len(encode_restart(index, term, self._packer)), index + 1)
 
     def sync(self) -> None:
         """fsync everything appended so far (no-op when nothing was)."""
@@ -218,17 +285,80 @@ class WAL:
             self._handle.close()
             self._handle = None
 
+    # -- disk space ----------------------------------------------------------------------------
+    @property
+    def no_space(self) -> bool:
+        """Whether the next segment could not be preallocated (the disk is full); appends then
+        only fit in what is left of the current segment (``room``)."""
+        return self._no_space
+
+    def room(self) -> int:
+        """Bytes of records the current segment can still take without new disk space."""
+        if self._handle is None:
+            return 0
+        segment = self._segments[-1]
+        return segment.size - segment.end
+
+    def retry_space(self) -> bool:
+        """In the no-space condition, try to preallocate the next segment again; whether the
+        condition is (now) clear. Costs nothing outside the condition."""
+        if not self._no_space:
+            return True
+        self._check_usable()
+        with contextlib.suppress(NoSpace):
+            self._create_spare()
+        return not self._no_space
+
     # -- internals -----------------------------------------------------------------------------
     def _write(self, buf: bytes, first_index: Index) -> None:
-        """Write ``buf`` to the current segment, first rolling to a new one when it is full."""
+        """Write ``buf`` at the end of the log, first making room for it; then prepare the
+        spare if the current segment is half full."""
+        self._make_room(len(buf), first_index)
+        handle = self._handle
+        assert handle is not None
+        segment = self._segments[-1]
         with self._failure_is_final():
-            handle = self._handle
-            if handle is None or handle.tell() >= self._segment_bytes:
-                handle = self._roll(first_index)
-            handle.write(buf)
-        self._dirty = True
+            try:
+                handle.write(buf)
+            except OSError as e:
+                if not is_no_space(e):
+                    raise
+                self._erase_partial(segment, handle.tell())
+                raise NoSpace(segment.path, "writing a WAL record") from e
+            segment.end += len(buf)
+            self._dirty = True
+            self._prepare_spare()
 
-    def _roll(self, first_index: Index) -> FileHandle:
+    def _make_room(self, size: int, first_index: Index) -> None:
+        """Make sure ``size`` bytes fit in the current segment's allocation: roll to the next
+        segment (or grow a fresh one) as needed. NoSpace leaves the log as it was."""
+        if self._handle is not None and size <= self.room():
+            return
+        with self._failure_is_final():
+            if self._handle is None or self._segments[-1].end > _HEADER.size:
+                self._roll(first_index)
+            segment = self._segments[-1]
+            if segment.end + size > segment.size:
+                # A batch larger than a whole segment: grow this fresh one to fit it.
+                assert self._handle is not None
+                try:
+                    self._handle.allocate(segment.end + size)
+                except OSError as e:
+                    if not is_no_space(e):
+                        raise
+                    self._enter_no_space()
+                    raise NoSpace(segment.path, f"growing a WAL segment to {segment.end + size}"
+                                  " bytes for one large batch") from e
+                segment.size = segment.end + size
+
+    def _roll(self, first_index: Index) -> None:
+        """Close the current segment (fsync'd) and rename the spare into place after it."""
+        if not self._spare:
+            if self._no_space:
+                raise NoSpace(os.path.join(self._dir, SPARE_NAME),
+                              "the WAL's current segment is full and the next one could not "
+                              "be preallocated")
+            self._create_spare()
         if self._handle is not None:
             self._handle.fsync()
             self._handle.close()
@@ -236,19 +366,82 @@ class WAL:
             self._dirty = False
         seq = self._segments[-1].seq + 1 if self._segments else 1
         path = os.path.join(self._dir, segment_name(seq, first_index))
-        handle = self._fs.create(path)
-        handle.write(_HEADER.pack(MAGIC, VERSION))
-        handle.fsync()
+        self._fs.rename(os.path.join(self._dir, SPARE_NAME), path)
         self._fs.fsync_dir(self._dir)
-        self._segments.append(_Segment(path, seq, VERSION, None))
-        self._handle = handle
-        return handle
+        self._spare = False
+        self._segments.append(
+            _Segment(path, seq, VERSION, None, end=_HEADER.size, size=self._segment_bytes)
+        )
+        self._handle = self._fs.open_at(path, _HEADER.size)
+
+    def _prepare_spare(self) -> None:
+        """Create the spare once the current segment is half full (or there is none); a full
+        disk only sets the no-space condition."""
+        if self._spare or self._no_space:
+            return
+        if self._handle is not None:
+            segment = self._segments[-1]
+            if segment.end - _HEADER.size < (segment.size - _HEADER.size) // 2:
+                return
+        with contextlib.suppress(NoSpace):
+            self._create_spare()
+
+    def _create_spare(self) -> None:
+        """Preallocate the next segment under ``SPARE_NAME``, its header durable. On ENOSPC,
+        remove what was made, enter the no-space condition and raise NoSpace."""
+        path = os.path.join(self._dir, SPARE_NAME)
+        try:
+            handle = self._fs.create(path)
+            try:
+                handle.allocate(self._segment_bytes)
+                handle.write(_HEADER.pack(MAGIC, VERSION))
+                handle.fsync()
+            finally:
+                handle.close()
+        except OSError as e:
+            if not is_no_space(e):
+                raise
+            with contextlib.suppress(OSError):
+                self._fs.remove(path)  # not made durable: open removes a leftover spare anyway
+            self._enter_no_space()
+            raise NoSpace(path, f"preallocating the next WAL segment ({self._segment_bytes} "
+                          "bytes)") from e
+        self._spare = True
+        if self._no_space:
+            self._no_space = False
+            logger.warning("%s: disk space is available again; the WAL takes writes", path)
+
+    def _enter_no_space(self) -> None:
+        if not self._no_space:
+            self._no_space = True
+            logger.warning(
+                "%s: no space left on device for the next WAL segment (%d bytes); %d bytes left "
+                "in the current one; retrying periodically", self._dir, self._segment_bytes,
+                self.room(),
+            )
+
+    def _erase_partial(self, segment: _Segment, reached: int) -> None:
+        """Zero what a failed write left after the records (they were zeros before it), and
+        point the handle back at the end of the records."""
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
+        if reached > segment.end:
+            eraser = self._fs.open_at(segment.path, segment.end)
+            try:
+                eraser.write(bytes(reached - segment.end))
+            finally:
+                eraser.close()
+        self._handle = self._fs.open_at(segment.path, segment.end)
 
     @contextlib.contextmanager
     def _failure_is_final(self) -> Iterator[None]:
-        """A failed write or fsync leaves the files in an unknown state: refuse all later calls."""
+        """A failed write or fsync leaves the files in an unknown state: refuse all later calls.
+        NoSpace is raised only once the files are back in a known state: it is not final."""
         try:
             yield
+        except NoSpace:
+            raise
         except Exception as e:
             self._failure = e
             raise
@@ -265,22 +458,37 @@ def _replay_segment(
 
     Returns None when the segment was a torn, record-less last segment and has been removed.
     """
-    data = fs.read(path)
-    if len(data) < _HEADER.size and is_last:
+    size = fs.size(path)
+    if size < _HEADER.size and is_last:
         # A crash while creating the segment, before its header was durable.
-        logger.warning("%s: removing segment with a torn header (%d bytes)", path, len(data))
+        logger.warning("%s: removing segment with a torn header (%d bytes)", path, size)
         fs.remove(path)
         fs.fsync_dir(os.path.dirname(path) or ".")
         return None
-    segment = _Segment(path, seq, _check_header(data, path), None)
+    data = fs.read_range(path, 0, fs.content_size(path))  # the rest reads as zeros
+    version = _check_header(data, path)
+    segment = _Segment(path, seq, version, None, end=_HEADER.size, size=size)
     end = _replay_records(data, path, is_last, replay, segment)
-    if end < len(data):
-        dropped = len(data) - end
+    segment.end = end
+    if version >= PREALLOCATED_SINCE:
+        garbage_end = _nonzero_end(data, end)
+        if garbage_end > end:
+            logger.warning("%s: erasing torn tail at byte offset %d (%d bytes)",
+                           path, end, garbage_end - end)
+            handle = fs.open_at(path, end)
+            try:
+                handle.write(bytes(garbage_end - end))
+                handle.fsync()
+            finally:
+                handle.close()
+    elif end < size:
+        dropped = size - end
         logger.warning("%s: truncating torn tail at byte offset %d (%d bytes)", path, end, dropped)
         fs.truncate(path, end)
         handle = fs.open_append(path)
         handle.fsync()
         handle.close()
+        segment.size = end
     return segment
 
 
@@ -292,7 +500,7 @@ def _check_header(data: bytes, path: str) -> int:
     if magic != MAGIC:
         raise CorruptLog(f"{path}: not a WAL segment (bad magic {magic!r} at byte offset 0)")
     if version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise UnsupportedVersion(
             f"{path}: WAL format version {version} is not supported (this build reads {readable})"
         )
@@ -304,11 +512,14 @@ def _replay_records(
 ) -> int:
     """Replay records into ``replay``; return the offset where valid data ends."""
     view = memoryview(data)
+    preallocated = segment.version >= PREALLOCATED_SINCE
     off = _HEADER.size
     while off < len(data):
         payload = _record_at(view, off)
         if payload is None:
-            if is_last and not _valid_record_after(view, off + 1):
+            if preallocated and _nonzero_end(data, off) == off:
+                return off  # the preallocated, zero-filled tail: the end of this segment's log
+            if is_last and not _valid_record_after(data, view, off + 1):
                 return off
             raise CorruptLog(f"{path}: corrupt record at byte offset {off} (bad length or CRC)")
         record = _decode(payload, path, off)
@@ -339,9 +550,35 @@ def _record_at(view: memoryview, off: int) -> memoryview | None:
     return payload if zlib.crc32(payload) == crc else None
 
 
-def _valid_record_after(view: memoryview, start: int) -> bool:
-    """Whether any byte offset >= ``start`` holds a complete record with a matching CRC."""
-    return any(_record_at(view, off) is not None for off in range(start, len(view) - _RECORD.size))
+def _nonzero_end(data: bytes, start: int) -> int:
+    """The offset just past the last non-zero byte at or after ``start`` (``start`` when every
+    byte from there on is zero). Scans from the end a chunk at a time, comparing at C speed."""
+    end = len(data)
+    while end > start:
+        lo = max(start, end - len(_ZEROS))
+        chunk = data[lo:end]
+        if chunk != _ZEROS[: end - lo]:
+            return lo + len(chunk.rstrip(b"\0"))
+        end = lo
+    return start
+
+
+def _valid_record_after(data: bytes, view: memoryview, start: int) -> bool:
+    """Whether any byte offset >= ``start`` holds a complete record with a matching CRC.
+
+    A record's length field is not zero, so only offsets up to 3 bytes before a non-zero byte
+    can hold one: runs of zeros (a preallocated tail) are skipped at C speed.
+    """
+    limit = len(view) - _RECORD.size  # a record needs its header and at least one byte
+    checked = start
+    for run in _NONZERO_RUN.finditer(data, start):
+        lo, hi = max(checked, run.start() - 3), min(run.end(), limit)
+        if any(_record_at(view, off) is not None for off in range(lo, hi)):
+            return True
+        checked = max(checked, hi)
+        if checked >= limit:
+            break
+    return False
 
 
 def _decode(payload: memoryview, path: str, off: int) -> Entry | Restart:

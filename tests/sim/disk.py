@@ -13,9 +13,21 @@ lets ``n`` more mutating operations succeed and makes the next one raise ``Simul
 (the process died there); the disk then refuses everything until ``crash()``. ``ops`` counts
 mutating operations, so a test can enumerate every crash point of a procedure.
 
+Preallocation and a full disk: a file has a logical ``size`` and holds ``reserved`` bytes of
+disk space; ``FileHandle.allocate`` (posix_fallocate) reserves space and extends the size with
+zeros, which are not stored (``data`` holds the bytes up to the last one written), so a 64 MiB
+WAL segment costs no memory. With ``capacity`` set (bytes; None: unlimited) a write or an
+allocation that needs more space than is free fails with ENOSPC as a real disk does: a write
+stores the part that fits first (a short write), an allocation changes nothing. Space is held
+by the files the namespace names (``used()``, ``free()``), so removing a file frees it.
+``sparse_allocate = True`` models a file system where allocate only extends the size without
+reserving anything (no fallocate support, or copy-on-write): writes into the zeros then need
+space and may fail part way.
+
 Simplifications: directories are durable as soon as ``makedirs`` returns; a file truncated
-since its last fsync reverts to its durable bytes. No real I/O, no clock: given the same rng
-and calls, the outcome is identical.
+since its last fsync reverts to its durable bytes; a crash keeps a file's allocation as far as
+its surviving size. No real I/O, no clock: given the same rng and calls, the outcome is
+identical.
 """
 
 from __future__ import annotations
@@ -34,19 +46,52 @@ class SimulatedCrash(Exception):
 
 
 class _Inode:
-    __slots__ = ("data", "durable")
+    """A file: ``data`` up to its last written byte, then zeros up to ``size``."""
+
+    __slots__ = ("data", "durable", "durable_size", "reserved", "size")
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.size = 0
+        self.reserved = 0
+        """Bytes of disk space the file holds (allocated or written)."""
         self.durable = b""
+        self.durable_size = 0
+
+    def content(self, offset: int = 0, size: int | None = None) -> bytes:
+        """Up to ``size`` bytes of what a read sees from ``offset`` (the zeros included)."""
+        end = self.size if size is None else min(self.size, offset + size)
+        if offset >= end:
+            return b""
+        head = bytes(self.data[offset:end])
+        return head + bytes(end - offset - len(head))
+
+    def put(self, offset: int, data: bytes | memoryview) -> None:
+        """Store ``data`` at ``offset`` (space already checked)."""
+        if offset > len(self.data):
+            self.data += bytes(offset - len(self.data))
+        self.data[offset : offset + len(data)] = data
+        end = offset + len(data)
+        self.size = max(self.size, end)
+        self.reserved = max(self.reserved, end)
 
     def power_loss(self, rng: random.Random) -> None:
         pending = len(self.data) - len(self.durable)
-        if pending > 0 and self.data.startswith(self.durable) and rng.random() < TEAR_PROBABILITY:
+        if (
+            pending > 0
+            and self.size >= self.durable_size
+            and self.data.startswith(self.durable)
+            and rng.random() < TEAR_PROBABILITY
+        ):
             self.data = self.data[: len(self.durable) + rng.randint(0, pending)]
+            self.size = max(len(self.data), self.durable_size)
         else:
             self.data = bytearray(self.durable)
-        self.durable = bytes(self.data)  # what survived is now simply the disk's content
+            self.size = self.durable_size
+        self.reserved = max(len(self.data), min(self.reserved, self.size))
+        # What survived is now simply the disk's content.
+        self.durable = bytes(self.data)
+        self.durable_size = self.size
 
 
 def _fs_error(code: int, path: str) -> OSError:
@@ -66,6 +111,19 @@ class SimFileSystem:
         self.fail_fsync = False
         self.crash_after: int | None = None
         self.ops = 0
+        self.capacity: int | None = None
+        """Bytes the disk holds; None: unlimited."""
+        self.sparse_allocate = False
+        """Whether ``allocate`` only extends files, reserving no space (see the module doc)."""
+
+    # -- space -------------------------------------------------------------------------------
+    def used(self) -> int:
+        """Bytes held by the files the namespace names."""
+        return sum({id(inode): inode.reserved for inode in self._names.values()}.values())
+
+    def free(self) -> int | None:
+        """Bytes still free, or None when the capacity is unlimited."""
+        return None if self.capacity is None else max(0, self.capacity - self.used())
 
     # -- fault control -----------------------------------------------------------------------
     def _mutate(self) -> None:
@@ -112,13 +170,16 @@ class SimFileSystem:
         return path in self._names or path in self._dirs
 
     def read(self, path: str) -> bytes:
-        return bytes(self._inode(path).data)
+        return self._inode(path).content()
 
     def size(self, path: str) -> int:
-        return len(self._inode(path).data)
+        return self._inode(path).size
 
     def read_range(self, path: str, offset: int, size: int) -> bytes:
-        return bytes(self._inode(path).data[offset : offset + size])
+        return self._inode(path).content(offset, size)
+
+    def content_size(self, path: str) -> int:
+        return len(self._inode(path).data)
 
     def create(self, path: str) -> SimFile:
         self._mutate()
@@ -129,14 +190,22 @@ class SimFileSystem:
         if inode is None:
             inode = self._names[path] = _Inode()
         inode.data = bytearray()
-        return SimFile(self, path, inode)
+        inode.size = inode.reserved = 0
+        return SimFile(self, path, inode, 0)
 
     def open_append(self, path: str) -> SimFile:
-        return SimFile(self, path, self._inode(path))
+        inode = self._inode(path)
+        return SimFile(self, path, inode, inode.size)
+
+    def open_at(self, path: str, offset: int) -> SimFile:
+        return SimFile(self, path, self._inode(path), offset)
 
     def truncate(self, path: str, size: int) -> None:
         self._mutate()
-        del self._inode(path).data[size:]
+        inode = self._inode(path)
+        del inode.data[size:]
+        inode.size = size
+        inode.reserved = min(inode.reserved, size)
 
     def rename(self, src: str, dst: str) -> None:
         self._mutate()
@@ -186,17 +255,37 @@ class SimFileSystem:
 
 
 class SimFile:
-    def __init__(self, fs: SimFileSystem, path: str, inode: _Inode) -> None:
+    def __init__(self, fs: SimFileSystem, path: str, inode: _Inode, offset: int) -> None:
         self._fs = fs
         self._path = path
         self._inode = inode
+        self._offset = offset
         self._generation = fs._generation
         self._closed = False
 
     def write(self, data: bytes) -> None:
         self._check()
         self._fs._mutate()
-        self._inode.data += data
+        inode, free = self._inode, self._fs.free()
+        if free is not None and self._offset + len(data) - inode.reserved > free:
+            fits = max(0, inode.reserved + free - self._offset)
+            inode.put(self._offset, data[:fits])  # a short write, then ENOSPC
+            self._offset += fits
+            raise _fs_error(errno.ENOSPC, self._path)
+        inode.put(self._offset, data)
+        self._offset += len(data)
+
+    def allocate(self, size: int) -> None:
+        self._check()
+        self._fs._mutate()
+        inode, free = self._inode, self._fs.free()
+        if self._fs.sparse_allocate:
+            inode.size = max(inode.size, size)
+            return
+        if free is not None and size - inode.reserved > free:
+            raise _fs_error(errno.ENOSPC, self._path)
+        inode.size = max(inode.size, size)
+        inode.reserved = max(inode.reserved, size)
 
     def fsync(self) -> None:
         self._check()
@@ -204,10 +293,11 @@ class SimFile:
         if self._fs.fail_fsync:
             raise FsyncError(self._path, _fs_error(errno.EIO, self._path))
         self._inode.durable = bytes(self._inode.data)
+        self._inode.durable_size = self._inode.size
 
     def tell(self) -> int:
         self._check()
-        return len(self._inode.data)
+        return self._offset
 
     def close(self) -> None:
         self._closed = True

@@ -41,12 +41,37 @@ def segments(dir: Path) -> list[Path]:
 
 
 def record_offsets(data: bytes) -> list[int]:
-    """Start offset of each record, then the end of the last one."""
+    """Start offset of each record, then the end of the last one (where a preallocated
+    segment's zero tail begins)."""
     offs = [HEADER]
-    while offs[-1] < len(data):
+    while offs[-1] + 4 <= len(data):
         (length,) = struct.unpack_from("<I", data, offs[-1])
+        if length == 0:
+            break
         offs.append(offs[-1] + 8 + length)
     return offs
+
+
+SMALL = 4096
+"""Segment size for tests that rewrite a segment file many times."""
+LAYOUTS = ["preallocated", "version 2"]
+"""How a test's segment is laid out: as written now (records, then zeros to the allocated
+size), or as a version 2 build wrote it (the file ends with the last record)."""
+
+
+def write_one_segment(tmp_path: Path, written: list[Entry], layout: str) -> tuple[Path, bytes]:
+    """A log of one segment holding ``written`` (not synced last), in ``layout``: its path and
+    its bytes."""
+    fs = OsFileSystem()
+    wal, _ = WAL.open(fs, str(tmp_path), segment_bytes=SMALL)
+    wal.append(written)
+    wal.close()
+    (path,) = segments(tmp_path)
+    full = path.read_bytes()
+    if layout == "version 2":
+        full = full[:6] + struct.pack("<H", 2) + full[8 : record_offsets(full)[-1]]
+        path.write_bytes(full)
+    return path, full
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -104,53 +129,54 @@ def test_batch_is_one_write_and_sync_one_fsync() -> None:
     assert fs.ops - before == 2
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_torn_tail_truncated_at_every_offset(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, layout: str
 ) -> None:
     fs = OsFileSystem()
     written = batch(1, 4, size=5)
-    wal, _ = WAL.open(fs, str(tmp_path))
-    wal.append(written)
-    wal.sync()
-    wal.close()
-    (path,) = segments(tmp_path)
-    full = path.read_bytes()
+    path, full = write_one_segment(tmp_path, written, layout)
     offs = record_offsets(full)
-    for cut in range(HEADER, len(full)):
-        path.write_bytes(full[:cut])
+    for cut in range(HEADER, offs[-1]):
+        # A write that stopped at ``cut``: the file ends there, or its preallocated zeros go on.
+        torn = full[:cut] if layout == "version 2" else full[:cut] + bytes(len(full) - cut)
+        path.write_bytes(torn)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            wal, entries = WAL.open(fs, str(tmp_path))
+            wal, entries = WAL.open(fs, str(tmp_path), segment_bytes=SMALL)
         complete = sum(1 for end in offs[1:] if end <= cut)
         assert entries == written[:complete], cut
-        assert path.stat().st_size == offs[complete]
+        # The torn record is gone: the log's bytes end where the last complete record does.
+        if layout == "version 2":
+            assert path.stat().st_size == offs[complete]
+        else:
+            assert path.read_bytes() == full[: offs[complete]] + bytes(len(full) - offs[complete])
         assert (cut == offs[complete]) != any("torn tail" in r.getMessage() for r in caplog.records)
         # The repaired log takes new appends that survive the next restart.
         wal.append(batch(complete + 1, 1, term=9))
         wal.sync()
         wal.close()
-        assert reopen(fs, str(tmp_path)) == written[:complete] + batch(complete + 1, 1, term=9)
+        assert reopen(fs, str(tmp_path), segment_bytes=SMALL) == (
+            written[:complete] + batch(complete + 1, 1, term=9)
+        )
+        for extra in segments(tmp_path)[1:]:  # the version 2 segment was not appended to
+            extra.unlink()
 
 
-def test_crc_mismatch_in_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_crc_mismatch_in_last_record_is_a_torn_tail(tmp_path: Path, layout: str) -> None:
     fs = OsFileSystem()
-    wal, _ = WAL.open(fs, str(tmp_path))
-    wal.append(batch(1, 3))
-    wal.close()
-    (path,) = segments(tmp_path)
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
+    path, full = write_one_segment(tmp_path, batch(1, 3), layout)
+    data = bytearray(full)
+    data[record_offsets(full)[-1] - 1] ^= 0xFF  # the last byte of the last record
     path.write_bytes(bytes(data))
     assert reopen(fs, str(tmp_path)) == batch(1, 2)
 
 
-def test_corruption_before_the_tail_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_corruption_before_the_tail_is_refused(tmp_path: Path, layout: str) -> None:
     fs = OsFileSystem()
-    wal, _ = WAL.open(fs, str(tmp_path))
-    wal.append(batch(1, 4))
-    wal.close()
-    (path,) = segments(tmp_path)
-    full = path.read_bytes()
+    path, full = write_one_segment(tmp_path, batch(1, 4), layout)
     offs = record_offsets(full)
     for pos in range(HEADER, offs[-2]):  # every byte of every record but the last
         data = bytearray(full)
