@@ -28,7 +28,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from raftctl.client import AsyncClient
-from raftctl.errors import RaftctlError, ServerError
+from raftctl.errors import ConditionFailed, RaftctlError, ServerError
 from raftd.federated import crypto
 from raftd.federated.coordinator import model_context, update_context
 from raftd.federated.data import Shard
@@ -95,9 +95,10 @@ class Participant:
         """Take part until the global model reaches round ``rounds``."""
         await self._retrying(self.register)
         status = await self._retrying(self.status)
-        if status.get("spec") is None:
-            await self._retrying(lambda: self._request({"type": "fl_init",
-                                                        "spec": self.spec.to_dict()}))
+        while status.get("spec") is None:
+            await self._retrying(self.propose_model)
+            status = await self._retrying(self.status)
+        self.spec = ModelSpec.from_dict(status["spec"])  # whoever proposed first decided
         while True:
             status = await self._retrying(self.status)
             if status["round"] >= rounds:
@@ -117,6 +118,13 @@ class Participant:
             self.key = key
         await self._request({"type": "fl_register", "participant": self.name,
                              "public_key": crypto.public_der(key)})
+
+    async def propose_model(self) -> None:
+        """Ask the cluster to train our model spec, unless another one is already chosen."""
+        try:
+            await self._request({"type": "fl_init", "spec": self.spec.to_dict()})
+        except ConditionFailed:
+            pass  # another participant's spec won: we adopt it from the status
 
     async def status(self, wait: tuple[int, int | None] | None = None) -> dict[str, Any]:
         """The leader's status; with ``wait=(round, term)``, once either changed (or ~2 s)."""
