@@ -45,6 +45,10 @@ REJECT_REASONS = (
     "too_many_pending",
 )
 """Labels of ``raft_client_rejected_total{reason}``."""
+LINGER_S = 2.0
+"""After refusing a broken stream the node reads and discards what the client still sends,
+this long at most, before closing: closing with unread bytes makes the kernel reset the
+connection, and the client could lose the refusal (the one answer that explains)."""
 
 
 class ClientGate:
@@ -113,6 +117,8 @@ class ClientConnection(asyncio.Protocol):
         self.decoder = StreamDecoder(gate.max_frame_bytes)
         self.transport: asyncio.Transport | None = None
         self.closing = False
+        self.discarding = False
+        """The stream broke: what arrives is thrown away until the client closes."""
         self.pending = 0
         """Requests handed to ``on_request`` and not answered yet."""
 
@@ -144,16 +150,18 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
         self.decoder.feed(data)
         while not self.closing:
             try:
                 obj = self.decoder.next()
             except FrameTooLarge as e:
-                self._reject("frame_too_large", ErrorCode.TOO_LARGE, str(e), None)
+                self._refuse_stream("frame_too_large", ErrorCode.TOO_LARGE, str(e))
                 return
             except DecodeError as e:
-                self._reject("undecodable", ErrorCode.BAD_REQUEST, f"undecodable request: {e}",
-                             None)
+                self._refuse_stream("undecodable", ErrorCode.BAD_REQUEST,
+                                    f"undecodable request: {e}")
                 return
             if obj is NEED_DATA:
                 return
@@ -187,6 +195,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self.pending += 1
         self.on_request(self, request)
+
+    def _refuse_stream(self, reason: str, code: ErrorCode, message: str) -> None:
+        """The stream cannot be parsed any further: answer once, then a lingering close."""
+        self.gate.rejected[reason] += 1
+        assert self.transport is not None
+        self.transport.write(encode_frame(error(code, message)))
+        self.closing = self.discarding = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then EOF
+        asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
 
     def _reject(self, reason: str, code: ErrorCode, message: str, request_id: int | None) -> None:
         """Refuse at the edge (never handed to the node); count it under ``reason``."""
