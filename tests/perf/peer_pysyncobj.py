@@ -34,15 +34,18 @@ READY_S = 60.0
 INTERVAL_S = 1.0
 
 
-def _node(self_addr: str, partners: list[str]) -> None:
-    """A PySyncObj node holding a replicated dict; serves the driver's commands."""
+def _node(self_addr: str, batch: bool, partners: list[str]) -> None:
+    """A PySyncObj node holding a replicated dict; serves the driver's commands.
+
+    ``batch``: PySyncObj's default appendEntriesUseBatch=True, which sends AppendEntries every
+    appendEntriesPeriod (100 ms): up to 10 writes/s per writer, but large batches. False sends
+    them as soon as commands arrive. Neither is best everywhere, so the comparison runs both.
+    """
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
     class KV(SyncObj):  # type: ignore[misc]
         def __init__(self) -> None:
-            # appendEntriesUseBatch=False: send AppendEntries as soon as commands arrive (its
-            # default waits for appendEntriesPeriod, 100 ms, which caps each writer at 10/s).
-            super().__init__(self_addr, partners, SyncObjConf(appendEntriesUseBatch=False))
+            super().__init__(self_addr, partners, SyncObjConf(appendEntriesUseBatch=batch))
             self.data: dict[str, bytes] = {}
 
         @replicated  # type: ignore[misc]
@@ -124,8 +127,9 @@ def _run(put: Callable[..., None], success: int, command: dict[str, Any]) -> dic
 class PySyncObjCluster:
     """Three node processes on loopback; stopped (by PID) on exit."""
 
-    def __init__(self, base: Path, n: int = 3) -> None:
+    def __init__(self, base: Path, *, batch: bool, n: int = 3) -> None:
         self.base = base
+        self.batch = batch
         self.endpoints = [f"{HOST}:{p}" for p in free_ports(n)]
         self.procs: list[subprocess.Popen[str]] = []
 
@@ -137,7 +141,8 @@ class PySyncObjCluster:
             others = [e for e in self.endpoints if e != me]
             log = open(self.base / f"{me.replace(':', '_')}.log", "wb")
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.perf.peer_pysyncobj", me, *others],
+                [sys.executable, "-m", "tests.perf.peer_pysyncobj", me,
+                 "batch" if self.batch else "immediate", *others],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                 env=env, cwd=self.base))
             log.close()
@@ -194,4 +199,4 @@ class PySyncObjCluster:
 
 
 if __name__ == "__main__":
-    _node(sys.argv[1], sys.argv[2:])
+    _node(sys.argv[1], sys.argv[2] == "batch", sys.argv[3:])

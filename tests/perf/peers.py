@@ -16,7 +16,8 @@ Adapters (the load is not generated the same way everywhere, and the table says 
   (``POST /v3/kv/put``, base64 JSON; ``tests.perf.peer_etcd``);
 - PySyncObj: no client protocol, so the writers run inside its leader process as callback
   closed loops (``tests.perf.peer_pysyncobj``): an upper bound for PySyncObj, whose CPU figure
-  includes its writers.
+  includes its writers. It runs twice: with its default ``appendEntriesUseBatch`` (entries
+  leave every 100 ms) and without (entries leave at once); rafty is paired with each.
 
 Durability differs and decides the pairings: etcd always fsyncs, so it is compared with rafty
 fsync on; PySyncObj never fsyncs, so it is compared with rafty fsync off. The cluster and the
@@ -183,10 +184,10 @@ def run_etcd(levels: Sequence[int], seconds: float) -> list[dict[str, Any]]:
     return out
 
 
-def run_pysyncobj(levels: Sequence[int], seconds: float) -> list[dict[str, Any]]:
+def run_pysyncobj(levels: Sequence[int], seconds: float, *, batch: bool) -> list[dict[str, Any]]:
     out = []
     with tempfile.TemporaryDirectory(prefix="bench-pysyncobj-") as base, \
-            PySyncObjCluster(Path(base)) as cluster:
+            PySyncObjCluster(Path(base), batch=batch) as cluster:
         leader = cluster.wait_leader()
         pids = list(cluster.pids().values())
         for clients in levels:
@@ -197,7 +198,7 @@ def run_pysyncobj(levels: Sequence[int], seconds: float) -> list[dict[str, Any]]
             cpu = None if before is None or after is None else after - before
             out.append(summarize(merged, Extras(cluster_cpu_seconds=cpu,
                                                 parent_cpu_seconds=None)))
-            _progress("PySyncObj", clients, out[-1])
+            _progress(f"PySyncObj {'batch' if batch else 'immediate'}", clients, out[-1])
     return out
 
 
@@ -294,13 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["rafty-nofsync"] = run_rafty(False, levels, args.seconds)
     rows += [Row("rafty", "no fsync", "bench workers, TCP", c, r)
              for c, r in zip(levels, results["rafty-nofsync"], strict=True)]
+    pso_names = {True: f"{pso_version} batch", False: f"{pso_version} immediate"}
     if have_pso:
-        results["pysyncobj"] = run_pysyncobj(levels, args.seconds)
-        rows += [Row(pso_version, "RAM, no fsync", "writers inside the leader", c, r)
-                 for c, r in zip(levels, results["pysyncobj"], strict=True)]
+        for batch, name in pso_names.items():
+            results[name] = run_pysyncobj(levels, args.seconds, batch=batch)
+            rows += [Row(name, "RAM, no fsync", "writers inside the leader", c, r)
+                     for c, r in zip(levels, results[name], strict=True)]
     by_c = {name: dict(zip(levels, recs, strict=True)) for name, recs in results.items()}
     pair(rows, by_c["rafty-fsync"], etcd_name, "fsync on")
-    pair(rows, by_c["rafty-nofsync"], pso_version, "fsync off")
+    for name in pso_names.values():
+        pair(rows, by_c["rafty-nofsync"], name, "fsync off")
 
     election = None
     if args.election_trials > 0:
@@ -316,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print("adapters: rafty and etcd driven by the same raftctl.bench worker processes "
                   "(2, separate from the cluster; etcd through its v3 HTTP/JSON gateway); "
                   f"{pso_version} writers run inside its leader (an upper bound; its CPU "
-                  "includes them). CPU µs/op = cluster CPU-seconds / ops.")
+                  "includes them), with its default appendEntriesUseBatch (batch: AppendEntries "
+                  "every 100 ms) and without (immediate). CPU µs/op = cluster CPU-seconds / ops.")
     target_1 = min(1500.0, 0.7 / (disk + 4 * rtt))
     console.print(f"1-client fsync-on target: {target_1:,.0f} writes/s (min of 1,500 and 70% of "
                   f"1/(fsync p50 {disk * 1000:.2f} ms + 4 x RTT {rtt * 1e6:.0f} µs))")
