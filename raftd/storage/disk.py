@@ -20,6 +20,18 @@ Snapshots. ``record_snapshot`` adopts a snapshot of our own state machine (writt
 it, keeping some trailing entries. ``apply_snapshot`` installs a leader's snapshot: it writes
 the file, then a WAL restart record "the log restarts after (index, term)", then resets the log.
 
+A full disk. WAL segments are preallocated whole and the next one ahead of time (see
+``raftd.storage.wal``), so a full disk is found while the current segment still has room: the
+storage enters the *no-space* condition (``no_space()``) and keeps taking appends inside that
+segment. The runtime then refuses client writes (``no_space``), hands leadership away, drops
+replicated entries that ``can_append`` says do not fit, and calls ``retry_space()`` on a timer
+until the disk has room again. ``can_append`` keeps ``reserve_bytes`` of the segment for what
+the runtime must still write: a new leader's empty entry, membership changes, the restart
+record of a snapshot install. ``append`` and ``apply_snapshot`` raise ``NoSpace`` (an
+``OSError``) having changed nothing, in memory or on disk. The hard-state file is replaced by
+a small new file, which may need one block: on a completely full disk that save fails (with
+``NoSpace``) and the node must stop, as Raft cannot go on without persisting its term and vote.
+
 Recovery: the newest valid snapshot (S, T), then the replayed WAL, whose log is contiguous from
 its first record. If that log holds the entry at S with term T, it is kept whole, entries at or
 below S included (Log Matching, Raft §5.3: it then agrees with the snapshot); its oldest entry
@@ -46,20 +58,33 @@ from __future__ import annotations
 import logging
 import os.path
 from array import array
+from collections.abc import Sequence
+
+import msgpack
 
 from raftd.core.errors import Compacted, CorruptLog, InvariantError, Unavailable
-from raftd.core.state import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
+from raftd.core.state import (
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+    entry_size,
+)
 from raftd.core.storage import MemoryStorage
 from raftd.core.types import Index, Term
 from raftd.storage import hardstate, snapshots
 from raftd.storage.files import DataDirError, FileLock, FileSystem
 from raftd.storage.snapshots import SnapshotFile
-from raftd.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Restart
+from raftd.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Restart, encode_records
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "LOCK"
 _PROBE_NAME = "write-probe.tmp"
+NO_SPACE_RESERVE_BYTES = 64 << 10
+"""Bytes of the current segment ``can_append`` keeps, in the no-space condition, for the
+runtime's own small entries (capped at an eighth of a segment)."""
 
 
 class DiskStorage:
@@ -76,6 +101,9 @@ class DiskStorage:
         self._fsync = fsync
         self._dir = data_dir
         self._configured = conf_state
+        self.reserve_bytes = min(NO_SPACE_RESERVE_BYTES, segment_bytes // 8)
+        """What ``can_append`` keeps free in the no-space condition (see the module doc)."""
+        self._packer = msgpack.Packer()
         self._lock = _open_data_dir(fs, data_dir)
         try:
             self._hard_state = hardstate.load(fs, data_dir)
@@ -165,7 +193,10 @@ class DiskStorage:
 
     # -- write side (the runtime's) ----------------------------------------------------------
     def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
-        """Write ``entries`` to the WAL (not yet fsync'd), replacing any conflicting suffix."""
+        """Write ``entries`` to the WAL (not yet fsync'd), replacing any conflicting suffix.
+
+        Raises NoSpace, having changed nothing, when the disk has no room for them.
+        """
         if not entries:
             return
         first = entries[0].index
@@ -190,6 +221,27 @@ class DiskStorage:
         """Make every appended entry durable (one fsync), unless running with fsync=False."""
         if self._fsync:
             self._wal.sync()
+
+    # -- disk space (see the module doc) -------------------------------------------------------
+    def no_space(self) -> bool:
+        """Whether the disk is full: the next WAL segment could not be preallocated. Appends
+        still fit in what is left of the current one, as ``can_append`` tells."""
+        return self._wal.no_space
+
+    def can_append(self, entries: Sequence[Entry]) -> bool:
+        """Whether ``append(entries)`` should be attempted: always outside the no-space
+        condition; inside it, only when the entries fit in the current segment with
+        ``reserve_bytes`` to spare. Cheap outside the condition (nothing is encoded)."""
+        if not self._wal.no_space or not entries:
+            return True
+        size = len(encode_records(entries, self._packer))
+        return size + self.reserve_bytes <= self._wal.room()
+
+    def retry_space(self) -> bool:
+        """In the no-space condition, try again to preallocate the next WAL segment (one
+        allocation attempt); whether the condition is (now) clear. Costs nothing outside it:
+        call it on a timer, about once a second."""
+        return self._wal.retry_space()
 
     def record_snapshot(
         self, meta: SnapshotMeta, file: SnapshotFile, *, trailing_entries: int
@@ -221,7 +273,9 @@ class DiskStorage:
 
         Order matters for crash safety: the snapshot file first (from then on, recovery
         restarts the log after it unless the old log agrees with it), then the restart record,
-        which makes replay discard the old log even once new entries follow it.
+        which makes replay discard the old log even once new entries follow it. Both need
+        disk space: the WAL's room for the restart record is made first, then the file is
+        written, so NoSpace from either leaves the storage as it was.
         """
         meta = snapshot.meta
         latest = self._snap_file.meta.index if self._snap_file is not None else 0
@@ -229,6 +283,7 @@ class DiskStorage:
             raise InvariantError(
                 f"installing a snapshot at index {meta.index}, not newer than ours at {latest}"
             )
+        self._wal.make_room_for_restart(meta.index, meta.term)
         file = snapshots.write(self._fs, self._dir, meta, (snapshot.data,))
         self._wal.append_restart(meta.index, meta.term)
         self._wal.sync()

@@ -10,10 +10,14 @@ not answer a vote before the vote is on disk (Raft Figure 2).
 
 Saves are rare (a new term or a vote), so they are always fsync'd, even when the node runs
 with ``fsync = false`` for its log.
+
+The new file may need a block of disk space: on a full disk ``save`` removes its temporary
+file and raises ``NoSpace``, the live file untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os.path
 import struct
 import zlib
@@ -21,7 +25,7 @@ import zlib
 import msgpack
 
 from raftd.core.state import HardState
-from raftd.storage.files import FileSystem, UnsupportedVersion
+from raftd.storage.files import FileSystem, NoSpace, UnsupportedVersion, is_no_space
 
 FILE_NAME = "hardstate"
 VERSION = 1
@@ -45,12 +49,19 @@ def save(fs: FileSystem, dir: str, hs: HardState) -> None:
     )
     path = os.path.join(dir, FILE_NAME)
     tmp = path + ".tmp"
-    handle = fs.create(tmp)
     try:
-        handle.write(_CRC.pack(zlib.crc32(payload)) + payload)
-        handle.fsync()
-    finally:
-        handle.close()
+        handle = fs.create(tmp)
+        try:
+            handle.write(_CRC.pack(zlib.crc32(payload)) + payload)
+            handle.fsync()
+        finally:
+            handle.close()
+    except OSError as e:
+        if not is_no_space(e):
+            raise
+        with contextlib.suppress(OSError):
+            fs.remove(tmp)
+        raise NoSpace(tmp, "saving the hard state") from e
     fs.rename(tmp, path)
     fs.fsync_dir(dir)
 

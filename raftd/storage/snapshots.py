@@ -39,7 +39,7 @@ import msgpack
 
 from raftd.core.state import ConfState, SnapshotMeta
 from raftd.core.types import Index, Term
-from raftd.storage.files import FileSystem, UnsupportedVersion
+from raftd.storage.files import FileSystem, NoSpace, UnsupportedVersion, is_no_space
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,19 @@ def write(
     """Write a snapshot durably, streaming ``chunks`` (never joined in memory) into the file.
 
     Safe in a worker thread: it reads no shared state and writes only this snapshot's names.
-    Raises FsyncError (fatal) or OSError; a failed write leaves no file behind.
+    Raises FsyncError (fatal), NoSpace (an OSError: the disk is full) or another OSError; a
+    failed write leaves no file behind.
     """
     path = os.path.join(data_dir, snapshot_name(meta.index, meta.term))
     tmp = path + TEMP_SUFFIX
     header = _encode_header(meta)
     head = _PREFIX.pack(MAGIC, VERSION, len(header)) + header
-    handle = fs.create(tmp)
+    try:
+        handle = fs.create(tmp)
+    except OSError as e:
+        if is_no_space(e):
+            raise NoSpace(tmp, "creating a snapshot file") from e
+        raise
     try:
         handle.write(head)
         crc = zlib.crc32(head)
@@ -97,11 +103,13 @@ def write(
         length = _LENGTH.pack(data_len)
         handle.write(length + struct.pack("<I", zlib.crc32(length, crc)))
         handle.fsync()
-    except Exception:
+    except Exception as e:
         handle.close()
         # Best effort: a crash leaves the temp file to ``discard_temporary`` instead.
         with contextlib.suppress(OSError):
             fs.remove(tmp)
+        if is_no_space(e):
+            raise NoSpace(tmp, "writing a snapshot") from e
         raise
     handle.close()
     fs.rename(tmp, path)

@@ -132,3 +132,66 @@ def test_sim_crash_after_and_fail_fsync() -> None:
         h.fsync()
     with pytest.raises(FsyncError):
         fs.fsync_dir(".")
+
+
+@pytest.mark.parametrize("kind", ["os", "sim"])
+def test_allocate_then_write_in_place(tmp_path: Path, kind: str) -> None:
+    """Both file systems agree: allocate extends with zeros, open_at overwrites in place."""
+    fs: files.FileSystem = OsFileSystem() if kind == "os" else SimFileSystem()
+    path = str(tmp_path / "f") if kind == "os" else "f"
+    h = fs.create(path)
+    h.allocate(100)
+    h.write(b"head")
+    assert h.tell() == 4
+    h.fsync()
+    h.close()
+    assert (fs.size(path), fs.read(path)) == (100, b"head" + bytes(96))
+    assert 4 <= fs.content_size(path) <= 100
+    h = fs.open_at(path, 10)
+    h.write(b"abc")
+    h.close()
+    assert fs.read_range(path, 8, 8) == b"\0\0abc\0\0\0"
+    h = fs.open_append(path)
+    assert h.tell() == 100
+    h.write(b"z")
+    h.close()
+    assert fs.size(path) == 101 and fs.read(path)[-2:] == b"\0z"
+
+
+def test_sim_capacity_short_write_then_enospc() -> None:
+    fs = SimFileSystem()
+    fs.capacity = 10
+    h = fs.create("f")
+    with pytest.raises(OSError) as info:
+        h.write(b"0123456789abc")
+    assert info.value.errno == errno.ENOSPC
+    assert (fs.read("f"), h.tell(), fs.free()) == (b"0123456789", 10, 0)
+    h.close()
+    g = fs.create("g")
+    with pytest.raises(OSError):
+        g.allocate(1)
+    assert fs.size("g") == 0  # a refused allocation changes nothing
+    fs.remove("f")
+    g.allocate(10)
+    assert (fs.free(), fs.size("g"), fs.content_size("g")) == (0, 10, 0)
+    g.write(b"in place")  # inside the allocation: needs no new space
+    assert fs.read("g") == b"in place\0\0"
+
+
+def test_sim_crash_keeps_a_durable_allocation_and_tears_writes_into_it() -> None:
+    outcomes = set()
+    for seed in range(40):
+        fs = SimFileSystem()
+        h = fs.create("f")
+        h.allocate(64)
+        h.write(b"synced")
+        h.fsync()
+        fs.fsync_dir(".")
+        h.write(b"pending")
+        fs.crash(random.Random(seed))
+        data = fs.read("f")
+        assert len(data) == 64 and data.startswith(b"synced")
+        kept = data[6:].rstrip(b"\0")
+        assert b"pending".startswith(kept)
+        outcomes.add(len(kept))
+    assert len(outcomes) > 2
