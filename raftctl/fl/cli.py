@@ -202,7 +202,7 @@ def status_view(st: dict[str, Any]) -> dict[str, Any]:
               help="Non-IID shards: Dirichlet(ALPHA) label skew (default: IID).")
 @click.option("--model", type=click.Choice(MODELS), default="softmax", show_default=True,
               help="Model to train.")
-@click.option("--rotate-after", type=click.FloatRange(min=0, min_open=True), default=3.0,
+@click.option("--rotate-after", type=click.FloatRange(min=0, min_open=True), default=0.5,
               show_default=True, help="[federated] rotate_after_s of the nodes.")
 @click.option("--no-kill", is_flag=True, help="Do not SIGKILL the aggregator mid-run.")
 @click.pass_obj

@@ -220,7 +220,8 @@ def _demo(console: Console, run: FederatedRun, kill_at: int | None) -> None:
                   f"{'ACCURACY':>8}  {'ROUND TIME':>10}", style="bold")
     deadline = time.monotonic() + 60 + 10 * run.rounds
     printed = 0
-    killed: tuple[int, float] | None = None
+    killed: tuple[int, float, int] | None = None
+    """(term, time, node index) of the aggregator killed, until another takes over."""
     st = run.status()
     while printed < run.rounds:
         if time.monotonic() > deadline:
@@ -228,8 +229,10 @@ def _demo(console: Console, run: FederatedRun, kill_at: int | None) -> None:
         st = run.next_change(st)
         agg = st.get("aggregator")
         if killed is not None and agg is not None and agg["term"] > killed[0]:
-            console.print(f"       {agg['node']} took over as aggregator {time.monotonic() - killed[1]:.2f}s "
-                          "after the kill; training goes on", style="green")
+            console.print(f"       {agg['node']} took over as aggregator "
+                          f"{time.monotonic() - killed[1]:.2f}s after the kill; training goes on; "
+                          "restarting the killed node", style="green")
+            run.cluster.start(killed[2])
             killed = None
         final = None
         for rnd in range(printed + 1, st["round"] + 1):
@@ -253,7 +256,7 @@ def _demo(console: Console, run: FederatedRun, kill_at: int | None) -> None:
                 run.cluster.kill(index)
                 console.print(f"==> SIGKILL the aggregator {agg['node']} in round "
                               f"{st['round'] + 1}", style="bold red")
-                killed, kill_at = (agg["term"], time.monotonic()), None
+                killed, kill_at = (agg["term"], time.monotonic(), index), None
     run.wait_participants(30)
     _, final_model = run.global_model()
     federated = final_model.evaluate(run.test.X, run.test.y)
