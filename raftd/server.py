@@ -8,6 +8,11 @@ turn: one batch of proposals, one AppendEntries per follower, one fsync.
 An fsync error, a corrupt log or a broken invariant ends the process at once with a non-zero
 status: after a failed fsync the kernel may have dropped the dirty pages, so retrying could
 acknowledge writes that are not on disk.
+
+A full disk does not (see ``raftd.storage.disk``): while ``storage.no_space()``, a leader
+answers client writes with ``no_space`` and hands leadership to the most caught-up voter; any
+node drops InstallSnapshot and the AppendEntries whose entries ``storage.can_append`` refuses
+(the leader retries them); a timer calls ``storage.retry_space()`` every second.
 """
 
 from __future__ import annotations
@@ -183,7 +188,8 @@ class Server:
         self.stats = RateStats()
         self.append_sent = 0
         self.append_received = 0
-        self.dropped: dict[str, int] = {"undecodable": 0, "misaddressed": 0, "not_a_member": 0}
+        self.dropped: dict[str, int] = {"undecodable": 0, "misaddressed": 0, "not_a_member": 0,
+                                        "no_space": 0}
         self.answered: dict[tuple[str, str], int] = {}
         self.last_heard: dict[str, float] = {}
         """Monotonic time of the last datagram from each peer (status' CONTACT column)."""
@@ -298,7 +304,26 @@ class Server:
             "append": self.append_sent + self.append_received,
         })
         self.peers.expire()
+        try:
+            self.storage.retry_space()
+        except Exception as e:  # noqa: BLE001 - only a failure other than ENOSPC gets here
+            self._fatal("preallocating the next WAL segment failed", e)
+        if self.storage.no_space():
+            self._hand_off_for_space()
         asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
+
+    def _hand_off_for_space(self) -> None:
+        """A leader whose disk is full hands leadership to the most caught-up other voter."""
+        raft = self.node.raft
+        if raft.role is not StateRole.LEADER or raft.lead_transferee:
+            return
+        others = [v for v in raft.voters if v != self.id]
+        if not others:
+            return
+        target = max(others, key=lambda v: (raft.progress[v].match_index, v))
+        log.warning("disk full: handing leadership to %s", target)
+        self.node.transfer_leader(target)
+        self._schedule()
 
     def _on_peer_message(self, data: bytes, addr: Address) -> None:
         try:
@@ -312,6 +337,11 @@ class Server:
             return
         if not self._is_peer(msg.src):
             self.dropped["not_a_member"] += 1
+            return
+        if (isinstance(msg, MsgApp) and not self.storage.can_append(msg.entries)) or (
+            isinstance(msg, MsgSnap) and self.storage.no_space()
+        ):
+            self.dropped["no_space"] += 1  # the disk is full: the leader sends them again
             return
         if isinstance(msg, MsgApp):
             self.append_received += 1
@@ -352,6 +382,10 @@ class Server:
         self.requests[token] = (conn, req.id, kind, time.perf_counter())
         outbox = _Outbox(self)
         if isinstance(req, AppendRequest):
+            if self.storage.no_space() and self.node.raft.role is StateRole.LEADER:
+                self.respond(token, error(ErrorCode.NO_SPACE, f"the disk of {self.id} is full"))
+                self._hand_off_for_space()
+                return
             packed = encode_command(
                 SET if req.action == "change" else DELETE,
                 req.key,
@@ -521,6 +555,7 @@ class Server:
             catchingUp=st.catching_up,
             probing=st.probing,
             fsync=self.config.raft.fsync,
+            noSpace=self.storage.no_space(),
             matchIndex=st.match_index if st.role is StateRole.LEADER else {},
             lastContactMs=self._last_contact_ms() if st.role is StateRole.LEADER else {},
             keys=len(self.replica.sm.data),
