@@ -233,8 +233,12 @@ def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Pa
                 str(pki.client_key)]
     runner = CliRunner()
 
-    def raftctl(*args: str, env: dict[str, str] | None = None) -> Any:
-        return runner.invoke(raftctl_cli, ["-e", eps, "--timeout", "5", *args], env=env)
+    def raftctl(*args: str, env: dict[str, str] | None = None, timeout: float = DEADLINE) -> Any:
+        return runner.invoke(raftctl_cli, ["-e", eps, "--timeout", str(timeout), *args], env=env)
+
+    # A node refusing the handshake looks unreachable: those attempts time out (exit 3), so
+    # they get a short deadline (a longer one changes nothing but the wait).
+    refused = 1.0
 
     ok = raftctl("--token", TOKEN, *tls_args, "set", "k", "v")
     assert ok.exit_code == 0, ok.output
@@ -245,15 +249,17 @@ def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Pa
     assert bad.exit_code == 1 and "unauthorized" in bad.stderr
     bad = raftctl(*tls_args, "get", "k")  # no token at all
     assert bad.exit_code == 1 and "unauthorized" in bad.stderr
-    no_cert = raftctl("--token", TOKEN, "--cacert", str(pki.ca), "get", "k")
+    no_cert = raftctl("--token", TOKEN, "--cacert", str(pki.ca), "get", "k", timeout=refused)
     assert no_cert.exit_code == 3, no_cert.output
     wrong_ca = raftctl("--token", TOKEN, "--cacert", str(pki.rogue_ca), "--cert",
-                       str(pki.client_cert), "--key", str(pki.client_key), "get", "k")
+                       str(pki.client_cert), "--key", str(pki.client_key), "get", "k",
+                       timeout=refused)
     assert wrong_ca.exit_code == 3 and "certificate verify failed" in wrong_ca.stderr
     rogue_cert = raftctl("--token", TOKEN, "--cacert", str(pki.ca), "--cert",
-                         str(pki.rogue_cert), "--key", str(pki.rogue_key), "get", "k")
+                         str(pki.rogue_cert), "--key", str(pki.rogue_key), "get", "k",
+                         timeout=refused)
     assert rogue_cert.exit_code == 3
-    plain = raftctl("--token", TOKEN, "get", "k")  # no TLS towards a TLS port
+    plain = raftctl("--token", TOKEN, "get", "k", timeout=refused)  # no TLS to a TLS port
     assert plain.exit_code == 3
 
     # Raw attempts with bad tokens, pipelined on one TLS connection: each is answered
