@@ -308,12 +308,11 @@ class Server:
             self.storage.retry_space()
         except Exception as e:  # noqa: BLE001 - only a failure other than ENOSPC gets here
             self._fatal("preallocating the next WAL segment failed", e)
-        if self.storage.no_space():
-            self._hand_off_for_space()
         asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
 
     def _hand_off_for_space(self) -> None:
-        """A leader whose disk is full hands leadership to the most caught-up other voter."""
+        """A leader whose disk is full, refusing a write, hands leadership to the most
+        caught-up other voter (again at the next refused write, should a transfer fail)."""
         raft = self.node.raft
         if raft.role is not StateRole.LEADER or raft.lead_transferee:
             return
