@@ -129,7 +129,8 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
 
     async def run() -> Any:
         # Long polls last WAIT_S: the deadline of one request must be longer.
-        async with AsyncClient(app.endpoints, max(app.timeout, WAIT_S + 3)) as client:
+        async with AsyncClient(app.endpoints, max(app.timeout, WAIT_S + 3),
+                               **app.access) as client:
             participant = Participant(
                 client, name, shard, spec=spec, test=test,
                 training=Training(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),

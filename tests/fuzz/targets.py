@@ -129,7 +129,7 @@ def fragments(data: bytes) -> None:
         if is_ack(data):
             sender.on_ack(PEER, data, 1.0)
         else:
-            acks, payload = receiver.on_data(PEER, data, 1.0)
+            _, payload = receiver.on_data(PEER, data, 1.0)
             if payload is not None and len(payload) > 1 << 20:
                 raise Crash("reassembled beyond the per-peer bound")
     except DecodeError:
@@ -145,7 +145,7 @@ _genuine: set[bytes] = set()
 def auth(data: bytes) -> None:
     """``PeerAuth.open``: nothing forged passes (the fuzzer cannot find the tag)."""
     try:
-        sender, payload = _auth.open(data)
+        sender, _ = _auth.open(data)
     except AuthError:
         return
     if data not in _genuine:

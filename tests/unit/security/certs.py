@@ -43,7 +43,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 def _builder(subject: str, issuer: x509.Name, public: ec.EllipticCurvePublicKey
              ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder()
             .subject_name(_name(subject)).issuer_name(issuer).public_key(public)
             .serial_number(x509.random_serial_number())

@@ -49,6 +49,7 @@ def test_init_writes_a_private_key_every_config_names(tmp_path: Path) -> None:
         assert loaded.cluster.secret == secret
         assert secret.decode() not in repr(loaded)  # never in a log line by accident
     again = CliRunner().invoke(cli, ["init", "--nodes", "3", "--dir", str(tmp_path / "other")])
+    assert again.exit_code == 0, again.output
     assert (tmp_path / "other" / "cluster.key").read_bytes() != key.read_bytes()
 
 
