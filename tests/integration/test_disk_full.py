@@ -70,8 +70,7 @@ def test_full_disk_moves_leadership_and_the_node_catches_up_once_space_returns(
     with mounted_tmpfs(data_dir, f"{TMPFS_BYTES // MIB}m"):
         filler = data_dir / "filler"  # another user of the disk, deleted to free space
         with open(filler, "wb") as f:
-            for _ in range(FILLER_BYTES // MIB):
-                f.write(bytes(MIB))
+            f.writelines(bytes(MIB) for _ in range(FILLER_BYTES // MIB))
         try:
             cluster.start_all()
             wait_for_leader(cluster)
