@@ -310,19 +310,20 @@ class Server:
             self._fatal("preallocating the next WAL segment failed", e)
         asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
 
-    def _hand_off_for_space(self) -> None:
-        """A leader whose disk is full, refusing a write, hands leadership to the most
-        caught-up other voter (again at the next refused write, should a transfer fail)."""
+    def _refuses_for_space(self) -> bool:
+        """Whether a write must be answered ``no_space``: this node leads and its disk is full.
+        If so, it hands leadership to the most caught-up other voter (again at the next
+        refused write, should a transfer fail)."""
         raft = self.node.raft
-        if raft.role is not StateRole.LEADER or raft.lead_transferee:
-            return
+        if not self.storage.no_space() or raft.role is not StateRole.LEADER:
+            return False
         others = [v for v in raft.voters if v != self.id]
-        if not others:
-            return
-        target = max(others, key=lambda v: (raft.progress[v].match_index, v))
-        log.warning("disk full: handing leadership to %s", target)
-        self.node.transfer_leader(target)
-        self._schedule()
+        if others and not raft.lead_transferee:
+            target = max(others, key=lambda v: (raft.progress[v].match_index, v))
+            log.warning("disk full: handing leadership to %s", target)
+            self.node.transfer_leader(target)
+            self._schedule()
+        return True
 
     def _on_peer_message(self, data: bytes, addr: Address) -> None:
         try:
@@ -381,9 +382,8 @@ class Server:
         self.requests[token] = (conn, req.id, kind, time.perf_counter())
         outbox = _Outbox(self)
         if isinstance(req, AppendRequest):
-            if self.storage.no_space() and self.node.raft.role is StateRole.LEADER:
+            if self._refuses_for_space():
                 self.respond(token, error(ErrorCode.NO_SPACE, f"the disk of {self.id} is full"))
-                self._hand_off_for_space()
                 return
             packed = encode_command(
                 SET if req.action == "change" else DELETE,
@@ -436,6 +436,9 @@ class Server:
     def propose_app(self, app: str, payload: Any, reply: Reply) -> None:
         """Replicate an application command; ``reply`` gets its result once applied (or an
         error such as a redirect when this node is not the leader)."""
+        if self._refuses_for_space():
+            reply(error(ErrorCode.NO_SPACE, f"the disk of {self.id} is full"))
+            return
         token = self.next_token
         self.next_token += 1
         self.callbacks[token] = reply
