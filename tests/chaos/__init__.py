@@ -1,0 +1,1 @@
+"""Real-process chaos: a linearizability checker, a network/process nemesis, and the test."""
