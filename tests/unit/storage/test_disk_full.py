@@ -6,6 +6,7 @@ Most tests fill the simulated disk (``SimFileSystem.capacity``); the last ones f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import random
@@ -20,7 +21,7 @@ from raftd.storage import hardstate, snapshots
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import FileSystem, NoSpace, OsFileSystem
 from raftd.storage.wal import SPARE_NAME
-from tests.sim.disk import SimFileSystem
+from tests.sim.disk import SimFileSystem, SimulatedCrash
 from tests.unit.storage.tmpfs import mounted_tmpfs
 
 CONF = ConfState(voters=("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"))
@@ -277,6 +278,46 @@ def test_can_append_outside_the_condition_encodes_nothing() -> None:
     s.sync()
     s.close()
     assert log_of(open_disk(fs)) == huge
+
+
+def test_crash_at_every_step_around_a_full_disk() -> None:
+    """Fill up, be refused, get space back, roll on: a crash anywhere keeps every synced
+    entry and adds at most a prefix of the one batch in flight."""
+
+    def run(fs: SimFileSystem, acked: list[Entry], attempted: list[Entry]) -> None:
+        s = open_disk(fs)
+        for k in range(32):
+            if k == 1:
+                fs.capacity = fs.used() + SEG // 2
+            if k == 24:
+                fs.capacity = None
+                assert s.retry_space()
+            b = batch(len(acked) + 1)
+            del attempted[len(acked) :]
+            attempted += b
+            try:
+                s.append(b)
+            except NoSpace:
+                continue
+            s.sync()
+            acked += b
+
+    dry = SimFileSystem()
+    acked: list[Entry] = []
+    run(dry, acked, [])
+    assert len(wal_names(dry, "d")) == 2 and len(acked) < 64  # it did fill up, and roll on
+    for crash_at in range(dry.ops + 1):
+        for seed in range(2):
+            fs = SimFileSystem()
+            fs.crash_after = crash_at
+            acked, attempted = [], []
+            with contextlib.suppress(SimulatedCrash):
+                run(fs, acked, attempted)
+            fs.crash(random.Random(seed))
+            fs.capacity = None
+            recovered = log_of(open_disk(fs))
+            assert recovered[: len(acked)] == acked, (crash_at, seed)
+            assert recovered == attempted[: len(recovered)], (crash_at, seed)
 
 
 # -- snapshots and hard state on a full disk --------------------------------------------------
