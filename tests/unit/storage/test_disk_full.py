@@ -310,7 +310,8 @@ def test_crash_at_every_step_around_a_full_disk() -> None:
         for seed in range(2):
             fs = SimFileSystem()
             fs.crash_after = crash_at
-            acked, attempted = [], []
+            acked = []
+            attempted: list[Entry] = []
             with contextlib.suppress(SimulatedCrash):
                 run(fs, acked, attempted)
             fs.crash(random.Random(seed))
