@@ -26,6 +26,14 @@ ELECTION_TRIALS ?= 200
 bench-peers: $(STAMP)
 	$(BIN)/python -m tests.perf.peers --seconds $(BENCH_SECONDS) --election-trials $(ELECTION_TRIALS)
 
+# Chaos on five real raftd nodes for DURATION seconds (make test runs a 30-second one), then
+# the linearizability check; prints a summary. CHAOS_SEED=N replays a schedule, and
+# CHAOS_ARTIFACTS=DIR keeps the history, fault log and node logs. make chaos DURATION=600
+DURATION ?= 300
+.PHONY: chaos
+chaos: $(STAMP)
+	CHAOS_DURATION=$(DURATION) $(BIN)/pytest -q -s tests/chaos
+
 # Regenerate man/ and completions/ after changing a command or option.
 man: $(STAMP)
 	$(BIN)/python -m raftctl.manpage --write
