@@ -73,24 +73,38 @@ def parse_role_changes(text: str) -> list[RoleChange]:
     return out
 
 
-def election_time(changes: Mapping[str, list[RoleChange]], winner: str, since: float) -> float | None:
+def election_time(
+    changes: Mapping[str, list[RoleChange]], winner: str, since: float
+) -> tuple[float, float | None, float | None] | None:
     """First candidacy after ``since`` among ``changes`` (per member) -> ``winner`` leads.
 
-    ``since`` is truncated to the log's milliseconds. None when the lines are missing.
+    Returns (election, pre-vote, vote) seconds: the whole, then the winner's own last
+    PreVote round (``pre_candidate -> candidate``) and vote round (``candidate -> leader``),
+    each None where its lines are missing; None altogether without a candidacy or a lead.
+    ``since`` is truncated to the log's milliseconds.
     """
     floor = int(since * 1000) / 1000
     starts = [c.at for log in changes.values() for c in log
               if c.at >= floor and c.new in ("pre_candidate", "candidate")]
-    leads = [c.at for c in changes.get(winner, []) if c.at >= floor and c.new == "leader"]
+    mine = [c for c in changes.get(winner, []) if c.at >= floor]
+    leads = [k for k, c in enumerate(mine) if c.new == "leader"]
     if not starts or not leads:
         return None
-    return max(0.0, leads[0] - min(starts))
+    lead = mine[leads[0]]
+    candidacy = next((c for c in reversed(mine[:leads[0]]) if c.new == "candidate"), None)
+    pre = next((c for c in reversed(mine[:leads[0]]) if c.new == "pre_candidate"), None)
+    vote = None if candidacy is None else lead.at - candidacy.at
+    prevote = None if candidacy is None or pre is None else candidacy.at - pre.at
+    return max(0.0, lead.at - min(starts)), prevote, vote
 
 
 @dataclass(frozen=True, slots=True)
 class Trial:
     failover: float | None
     election: float | None
+    prevote: float | None = None
+    """The winner's PreVote round; with ``vote``, where a slow election spent its time."""
+    vote: float | None = None
 
 
 def _stats(samples: list[float], shares: tuple[int, ...]) -> dict[str, Any]:
@@ -110,6 +124,8 @@ def _stats(samples: list[float], shares: tuple[int, ...]) -> dict[str, Any]:
 def summarize(trials: list[Trial], *, servers: int, signal_name: str) -> dict[str, Any]:
     failovers = [t.failover for t in trials if t.failover is not None]
     elections = [t.election for t in trials if t.election is not None]
+    prevotes = [t.prevote for t in trials if t.prevote is not None]
+    votes = [t.vote for t in trials if t.vote is not None]
     return {
         "benchmark": "election",
         "servers": servers,
@@ -118,6 +134,8 @@ def summarize(trials: list[Trial], *, servers: int, signal_name: str) -> dict[st
         "completed": len(failovers),
         "election_ms": _stats(elections, ELECTION_SHARES_MS),
         "failover_ms": _stats(failovers, FAILOVER_SHARES_MS),
+        "prevote_round_ms": _stats(prevotes, ()),
+        "vote_round_ms": _stats(votes, ()),
         "samples": {
             "election_ms": [round(s * 1000, 3) for s in elections],
             "failover_ms": [round(s * 1000, 3) for s in failovers],
@@ -169,7 +187,10 @@ def _trial(cluster: LocalCluster, sig: signal.Signals, timeout: float, k: int) -
         return Trial(None, None)
     changes = {cluster.endpoints[i]: parse_role_changes(_read_from(cluster.log_paths[i], offsets[i]))
                for i in survivors}
-    return Trial(done_at - killed_at, election_time(changes, winner, killed_at))
+    timing = election_time(changes, winner, killed_at)
+    if timing is None:
+        return Trial(done_at - killed_at, None)
+    return Trial(done_at - killed_at, *timing)
 
 
 def _size(path: Path) -> int:

@@ -81,6 +81,9 @@ def election_rows(record: Record) -> list[tuple[str, str]]:
                              f"max {s['max']:.1f} ms")))
         shares = "  ".join(f"{100 * v:.0f}% < {k} ms" for k, v in s["share_under"].items())
         rows.append((f"{label} shares", shares))
+    pre, vote = record["prevote_round_ms"], record["vote_round_ms"]
+    rows.append(("winner's rounds", (f"pre-vote p50 {pre['p50']:.1f}  p99 {pre['p99']:.1f} ms, "
+                                    f"vote p50 {vote['p50']:.1f}  p99 {vote['p99']:.1f} ms")))
     return rows
 
 

@@ -331,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shares = ", ".join(f"{100 * v:.1f}% < {k} ms" for k, v in s["share_under"].items())
             console.print(f"rafty 5-node {name[:-3]}: {s['count']} trials, p50 {s['p50']:.1f} ms, "
                           f"p90 {s['p90']:.1f}, p99 {s['p99']:.1f}, max {s['max']:.1f}; {shares}")
+        pre, vote = election["prevote_round_ms"], election["vote_round_ms"]
+        console.print(f"rafty 5-node winner's rounds: pre-vote p50 {pre['p50']:.1f} ms, p99 "
+                      f"{pre['p99']:.1f}; vote (persists term and vote) p50 {vote['p50']:.1f} ms, "
+                      f"p99 {vote['p99']:.1f}")
     if args.json is not None:
         args.json.write_text(json.dumps({
             "fsync_p50_s": disk, "loopback_rtt_s": rtt, "load_average": load1,

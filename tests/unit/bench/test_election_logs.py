@@ -34,7 +34,11 @@ def test_role_lines_are_parsed_with_millisecond_times() -> None:
 def test_election_runs_from_the_first_candidacy_anywhere_to_the_winner() -> None:
     changes = {"a": parse_role_changes(LOG), "b": parse_role_changes(OTHER)}
     took = election_time(changes, "a", since=_at("2026-01-02 03:04:05,200"))
-    assert took is not None and abs(took - 0.016) < 1e-6
+    assert took is not None
+    total, prevote, vote = took
+    assert abs(total - 0.016) < 1e-6  # from b's candidacy at ,295 to a leading at ,311
+    assert prevote is not None and abs(prevote - 0.002) < 1e-6
+    assert vote is not None and abs(vote - 0.009) < 1e-6
 
 
 def test_lines_before_the_kill_and_missing_lines_are_ignored() -> None:
@@ -51,3 +55,4 @@ def test_summary_shares_and_percentiles() -> None:
     assert record["election_ms"]["share_under"]["100"] == 0.9
     assert record["election_ms"]["p50"] == 50.0
     assert len(record["samples"]["failover_ms"]) == 10
+    assert record["vote_round_ms"]["count"] == 0  # these trials carry no phase times
