@@ -1,0 +1,801 @@
+"""The deterministic simulator (our VOPR): one seed, one scenario, one trace.
+
+Theory of operation. ``Simulator(seed)`` draws the whole scenario from ``random.Random(seed)``
+("swarm testing": every seed enables a different mix of faults, so rare combinations get
+their turn), then gives every component its own ``random.Random(prng.getrandbits(64))`` so that
+adding a draw in one component does not shift the others' streams. Nothing reads a clock,
+spawns a thread or touches a socket or a file: time is an integer tick count, the disk is
+``tests.sim.disk.SimFileSystem``, the network is ``tests.sim.network.SimNetwork``.
+
+The nodes run the production code, wired as ``raftd.server`` wires it: ``DiskStorage`` over the
+node's own file system, ``RawNode`` with the real ``Config`` (election 15-30 ticks, heartbeat 3,
+the datagram-derived ``max_msg_bytes``), ``Replica`` and ``DictStateMachine``. A restart builds
+all of them anew over the same file system, which is exactly the production recovery path; a
+wipe replaces the file system with an empty one. Every node starts blank, so the fresh-cluster
+bootstrap of ``raftd.core.bootstrap`` runs every time.
+
+One tick: deliver the due datagrams (``Replica.step``), tick every up node (some skip ticks:
+clock jitter), let the clients send, run one ``Replica.process`` turn per node (or one after
+every datagram), take snapshots as ``raftd.snapshotter`` would, then roll the faults: crashes,
+wipes, partitions, stalls, and an operator's leadership transfers. Crashes come in two kinds: at a tick boundary, or *armed* (``SimFileSystem.crash_after``)
+so that the node dies at its k-th next disk operation, in the middle of a turn: between a WAL
+write and its fsync, halfway through a hard-state rename, or after the leader shipped entries
+it has not yet made durable itself. The checkers (``tests.sim.checker``) run after every input.
+
+Two phases, as in TigerBeetle's VOPR: *safety* (faults on, workload running, a fixed number of
+ticks), then *liveness* (heal partitions, stop loss, restart every node, stop faults): within a
+bounded number of ticks every request must be answered, a leader must exist, and every node must
+have applied the same entries into the same state, which must equal the checker's model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any
+
+from raftd.core import (
+    Config,
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    RawNode,
+    Snapshot,
+    StateRole,
+)
+from raftd.core.messages import MsgSnap
+from raftd.core.state import SnapshotMeta
+from raftd.replica import Replica
+from raftd.server import REQUEST_TIMEOUT_MS, peer_header_bytes
+from raftd.statemachine import Capture, DictStateMachine
+from raftd.storage import snapshots
+from raftd.storage.disk import DiskStorage
+from raftd.storage.wal import DEFAULT_SEGMENT_BYTES
+from raftd.wire.client import GetRequest
+from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.disk import SimFileSystem, SimulatedCrash
+from tests.sim.network import NetworkOptions, SimNetwork, describe
+from tests.sim.workload import Workload, WorkloadOptions
+
+TICK_MS = 10
+ELECTION_TICKS = (15, 30)
+HEARTBEAT_TICKS = 3
+DATA_DIR = "/var/lib/raftd"
+ARMED_CRASH_MAX_OPS = 8
+"""An armed crash hits one of the next 0..8 disk operations: a hard-state save is five (create,
+write, fsync, rename, fsync_dir), a WAL batch one write and one fsync."""
+
+Trace = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Everything a seed decides. Printed on failure, so a reader sees the scenario at once."""
+
+    nodes: int
+    network: NetworkOptions
+    workload: WorkloadOptions
+    partition_modes: tuple[str, ...]
+    """Kinds of partition drawn from: "isolate" one node, random "halves", one "link"."""
+    partition_symmetric: float
+    """Chance a partition cuts both directions; otherwise only one direction is cut."""
+    partition_gap: tuple[int, int]
+    """Ticks of health between partitions."""
+    partition_ticks: tuple[int, int]
+    crash_rate: float
+    """Per up node and tick."""
+    armed_crash: float
+    """Share of crashes that strike in the middle of a turn, at a disk operation."""
+    down_ticks: tuple[int, int]
+    wipe_rate: float
+    """Share of crashes that also lose the whole disk (at most one wiped node at a time)."""
+    cluster_crash_rate: float
+    """Per tick, the chance that every node crashes at once."""
+    tick_skip: float
+    """Each node skips each tick with its own probability drawn from [0, tick_skip]."""
+    pause_rate: float
+    """Per up node and tick, the chance that its process stalls for ``pause_ticks``."""
+    pause_ticks: tuple[int, int]
+    turn_per_message: bool
+    """Run a ``Replica.process`` turn after every datagram (a lightly loaded server) instead of
+    once per tick (a busy one that batches everything it received)."""
+    segment_bytes: int
+    max_datagram_bytes: int
+    """Writes are batched into entries that fit one datagram (``raftd.server``)."""
+    snapshot_every: int
+    """Entries applied since the last snapshot before the next one (0: never snapshot)."""
+    snapshot_trailing: int
+    """Entries kept behind a snapshot for followers slightly behind."""
+    snapshot_ticks: tuple[int, int]
+    """Ticks between capturing the state and adopting the written file (a worker thread)."""
+    transfer_rate: float
+    """Per tick, the chance that an operator asks the leader to hand leadership over."""
+    request_timeout_ticks: int
+    safety_ticks: int
+    liveness_ticks: int
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, NetworkOptions | WorkloadOptions):
+                parts.extend(_field(g.name, getattr(value, g.name)) for g in fields(value))
+            else:
+                parts.append(_field(f.name, value))
+        return " ".join(parts)
+
+
+def _field(name: str, value: object) -> str:
+    return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value!r}"
+
+
+def swarm(prng: random.Random) -> Options:
+    """Draw a scenario. Each fault is off in a good share of seeds, so its absence is tested too."""
+
+    def sometimes(p: float, value: float) -> float:
+        return value if prng.random() < p else 0.0
+
+    nodes = prng.choice((1, 3, 3, 5, 5))
+    request_timeout = prng.choice((60, 150, REQUEST_TIMEOUT_MS // TICK_MS))
+    delay_lo = prng.randint(1, 3)
+    network = NetworkOptions(
+        loss_max=sometimes(0.7, prng.uniform(0.0, 0.3)),
+        duplicate=sometimes(0.3, prng.uniform(0.0, 0.1)),
+        delay=(delay_lo, delay_lo + prng.choice((0, 1, 3, 8))),
+        reorder=prng.random() < 0.5,
+    )
+    requests = prng.randint(40, 160)
+    safety_ticks = prng.randint(1500, 3000)
+    clients = prng.randint(1, 5)
+    workload = WorkloadOptions(
+        clients=clients,
+        requests=requests,
+        read_ratio=prng.uniform(0.1, 0.5),
+        shared_keys=prng.choice((0, 1, 3)),
+        delete_ratio=sometimes(0.5, 0.3),
+        pipeline=prng.choice((1, 1, 2, 4)),
+        issue_rate=min(1.0, 2.0 * requests / (clients * safety_ticks)),
+        attempt_timeout=request_timeout + 20,
+    )
+    crash_rate = sometimes(0.7, prng.choice((0.001, 0.003, 0.01)))
+    return Options(
+        nodes=nodes,
+        network=network,
+        workload=workload,
+        partition_modes=tuple(m for m in ("isolate", "halves", "link") if prng.random() < 0.6),
+        partition_symmetric=prng.random(),
+        partition_gap=(prng.randint(10, 100), prng.randint(100, 400)),
+        partition_ticks=(prng.randint(10, 60), prng.randint(60, 300)),
+        crash_rate=crash_rate,
+        armed_crash=prng.random(),
+        down_ticks=(prng.randint(1, 50), prng.randint(50, 300)),
+        wipe_rate=sometimes(0.4, prng.uniform(0.1, 0.5)) if nodes > 1 else 0.0,
+        cluster_crash_rate=sometimes(0.3, 0.002) if crash_rate else 0.0,
+        tick_skip=sometimes(0.5, prng.choice((0.1, 0.3, 0.7))),
+        pause_rate=sometimes(0.3, prng.choice((0.001, 0.003))),
+        pause_ticks=(prng.randint(5, 30), prng.randint(30, 120)),
+        turn_per_message=prng.random() < 0.3,
+        segment_bytes=prng.choice((DEFAULT_SEGMENT_BYTES, 2048)),
+        max_datagram_bytes=prng.choice((512, 1400)),
+        snapshot_every=prng.choice((0, 5, 20, 50)),
+        snapshot_trailing=prng.choice((0, 2, 10)),
+        snapshot_ticks=(0, prng.choice((0, 3, 20))),
+        transfer_rate=sometimes(0.3, 0.002) if nodes > 1 else 0.0,
+        request_timeout_ticks=request_timeout,
+        safety_ticks=safety_ticks,
+        liveness_ticks=3000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    seed: int
+    ticks: int
+    committed: int
+    """Entries in the global committed sequence."""
+    leaders: dict[int, str]
+    """Term -> leader, for every term that had one."""
+    messages: int
+    crashes: int
+    wipes: int
+    snapshots: int
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorToken:
+    """The token of an operator's request (a leadership transfer), not a client's."""
+
+    number: int
+
+
+class _Outbox:
+    """``raftd.replica.Outbox`` of one node: datagrams to the network, answers to the clients."""
+
+    __slots__ = ("_node", "_sim")
+
+    def __init__(self, sim: Simulator, node: SimNode) -> None:
+        self._sim = sim
+        self._node = node
+
+    def send(self, messages: Sequence[Message]) -> None:
+        sim = self._sim
+        storage = self._node.storage
+        hs = storage.initial_state()[0] if storage is not None else None
+        sim.checker.on_send(self._node.id, messages, hs.current_term if hs is not None else 0)
+        sim.network.send(messages, sim.now)
+
+    def respond_capture(self, token: Hashable, meta: SnapshotMeta, capture: Capture) -> None:
+        """Only a client's ``snapshot save`` gets this answer; the simulated ones never ask."""
+        raise Violation(f"a snapshot capture at {meta.index} answered request {token!r}")
+
+    def respond(self, token: Hashable, response: dict[str, Any]) -> None:
+        if isinstance(token, OperatorToken):
+            self._sim._emit(f"{self._node.id} -> operator: transfer {response}")
+            return
+        self._sim.workload.on_response(token, response, self._sim.now)
+
+
+class _Storage:
+    """The Replica's write side of ``DiskStorage`` (like ``raftd.server.MeteredStorage``),
+    telling the checker when a leader's snapshot replaces the node's log and state."""
+
+    __slots__ = ("_disk", "_node", "_sim")
+
+    def __init__(self, sim: Simulator, node: SimNode, disk: DiskStorage) -> None:
+        self._sim = sim
+        self._node = node
+        self._disk = disk
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        self._disk.apply_snapshot(snapshot)
+        self._sim.checker.on_install(self._node.id, snapshot)
+        self._sim._emit(f"{self._node.id} installs a snapshot at {snapshot.meta.index}/"
+                        f"{snapshot.meta.term} ({len(snapshot.data)} bytes)")
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        self._disk.append(tuple(entries))
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self._disk.set_hard_state(hs)
+
+    def sync(self) -> None:
+        self._disk.sync()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotJob:
+    """A snapshot being written "in a worker thread": captured now, adopted at ``finish_at``."""
+
+    meta: SnapshotMeta
+    capture: Capture
+    finish_at: int
+
+
+class SimNode:
+    """One server: its disk outlives its process (``replica``), unless wiped."""
+
+    def __init__(self, sim: Simulator, node_id: str, tick_skip: float) -> None:
+        self.id = node_id
+        self.fs = SimFileSystem()
+        self.storage: DiskStorage | None = None
+        self.replica: Replica | None = None
+        self.restart_at = 0
+        self.armed = False
+        self.wiped = False
+        """Restarted blank and not yet caught up: no other node may be wiped meanwhile."""
+        self.tick_skip = tick_skip
+        self.seen: tuple[StateRole, int, str] | None = None
+        """Role, term and leader last traced (verbose runs only)."""
+        self.outbox = _Outbox(sim, self)
+        self.paused_until = 0
+        """While ``now`` is below it the process is stalled (a GC pause, a frozen VM)."""
+        self.backlog: list[Message] = []
+        """Datagrams that arrived while paused, in arrival order."""
+        self.snapshot_job: SnapshotJob | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.replica is not None
+
+
+class Simulator:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        trace: Trace | None = None,
+        adjust: Callable[[Options], Options] | None = None,
+    ) -> None:
+        """``adjust`` lets a scenario test change the drawn options (the streams stay put)."""
+        self.seed = seed
+        prng = random.Random(seed)
+        options = swarm(prng)
+        self.options = adjust(options) if adjust is not None else options
+        opts = self.options
+        self._crash_rng = random.Random(prng.getrandbits(64))
+        self._partition_rng = random.Random(prng.getrandbits(64))
+        self._clock_rng = random.Random(prng.getrandbits(64))
+        self._disk_rng = random.Random(prng.getrandbits(64))
+        self._node_rng = random.Random(prng.getrandbits(64))
+        net_rng = random.Random(prng.getrandbits(64))
+        workload_rng = random.Random(prng.getrandbits(64))
+        self._operator_rng = random.Random(prng.getrandbits(64))
+        self._trace = trace
+        self.now = 0
+        self.ids = tuple(f"n{i}" for i in range(1, opts.nodes + 1))
+        self.nodes = {
+            i: SimNode(self, i, self._clock_rng.uniform(0.0, opts.tick_skip)) for i in self.ids
+        }
+        self._conf_state = ConfState(voters=self.ids)
+        # As raftd.server: batches are cut to fit one datagram.
+        self._batch_bytes = opts.max_datagram_bytes - peer_header_bytes(self.ids)
+        self.checker = SafetyChecker()
+        emit = self._emit if trace is not None else None
+        self.network = SimNetwork(self.ids, opts.network, net_rng, emit)
+        self.workload = Workload(opts.workload, workload_rng, self, self.checker, emit)
+        self.faults = True
+        self._blackout = False
+        self._partition_until = 0
+        self._next_partition = (
+            self._partition_rng.randint(*opts.partition_gap) if opts.partition_modes else 0
+        )
+        self.crashes = 0
+        self.wipes = 0
+        self.snapshots = 0
+        self._operator_requests = 0
+        for node in self.nodes.values():
+            self.start(node)
+
+    # -- the Cluster protocol of the workload ------------------------------------------------
+    @property
+    def nodes_ids(self) -> tuple[str, ...]:
+        return self.ids
+
+    def is_up(self, node: str) -> bool:
+        return self.nodes[node].up
+
+    def submit_write(self, node: str, token: Hashable, packed: bytes) -> None:
+        replica = self.nodes[node].replica
+        assert replica is not None
+        replica.submit_write(token, packed)
+
+    def submit_read(self, node: str, token: Hashable, query: GetRequest) -> None:
+        sim_node = self.nodes[node]
+        assert sim_node.replica is not None
+        sim_node.replica.submit_read(token, query, sim_node.outbox)
+
+    def committed_count(self) -> int:
+        return len(self.checker.committed)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Both phases; raises AssertionError starting with the seed and the replay command."""
+        try:
+            for _ in range(self.options.safety_ticks):
+                self.tick()
+            self.start_liveness()
+            self.converge()
+        except Exception as e:
+            raise AssertionError(self.failure_header(e)) from e
+        return self.result()
+
+    def result(self) -> RunResult:
+        return RunResult(
+            seed=self.seed,
+            ticks=self.now,
+            committed=len(self.checker.committed),
+            leaders=dict(self.checker.leaders),
+            messages=self.network.sent,
+            crashes=self.crashes,
+            wipes=self.wipes,
+            snapshots=self.snapshots,
+        )
+
+    def failure_header(self, e: BaseException) -> str:
+        phase = "safety" if self.faults else "liveness"
+        return (
+            f"seed {self.seed} failed; replay: python -m tests.sim --seed {self.seed} -v\n"
+            f"options: {self.options.describe()}\n"
+            f"at tick {self.now} ({phase} phase): {type(e).__name__}: {e}"
+        )
+
+    def tick(self) -> None:
+        self.now += 1
+        now = self.now
+        nodes = self.nodes
+        for node in nodes.values():
+            if node.backlog and node.paused_until <= now:
+                backlog, node.backlog = node.backlog, []
+                self._emit(f"{node.id} resumes with {len(backlog)} datagrams queued")
+                for msg in backlog:
+                    self._deliver(node, msg)
+        for msg, ok in self.network.deliver(now):
+            if isinstance(msg, MsgSnap):
+                self._snapshot_outcome(msg, ok)
+                if not ok:
+                    continue
+            self._deliver(nodes[msg.dst], msg)
+        observe = self.checker.observe
+        rng = self._clock_rng
+        for node in nodes.values():
+            replica = node.replica
+            if replica is None or node.paused_until > now:
+                continue
+            if self.faults and node.tick_skip and rng.random() < node.tick_skip:
+                continue
+            replica.tick(node.outbox)
+            observe(node.id, replica.node.raft)
+        self.workload.tick(now)
+        for node in nodes.values():
+            if node.replica is not None and node.paused_until <= now:
+                self._process(node)
+        if self.faults:
+            self._roll_faults()
+
+    def _deliver(self, node: SimNode, msg: Message) -> None:
+        replica = node.replica
+        if replica is None:
+            return
+        if node.paused_until > self.now:
+            node.backlog.append(msg)  # the socket buffer holds it until the process runs again
+            return
+        if self._trace is not None:
+            self._emit(describe(msg))
+        replica.step(msg)
+        self.checker.observe(node.id, replica.node.raft)
+        if self.options.turn_per_message:
+            self._process(node)
+
+    def _snapshot_outcome(self, msg: MsgSnap, ok: bool) -> None:
+        """What the fragment transport tells the sender about a snapshot transfer."""
+        ok = ok and self.nodes[msg.dst].up
+        sender = self.nodes[msg.src].replica
+        self._emit(f"snapshot transfer {msg.src}->{msg.dst} {'done' if ok else 'failed'}")
+        if sender is not None:
+            sender.node.report_snapshot(msg.dst, ok=ok)
+            self.checker.observe(msg.src, sender.node.raft)
+
+    def _process(self, node: SimNode) -> None:
+        """One ``Replica.process`` turn; an armed crash may strike inside it."""
+        replica = node.replica
+        assert replica is not None
+        try:
+            replica.process(node.outbox, self.now * TICK_MS)
+            if self.options.snapshot_every:
+                self._snapshot(node, replica)
+        except SimulatedCrash:
+            self.crash(node, "at a disk operation, mid-turn")
+            return
+        raft = replica.node.raft
+        self.checker.observe(node.id, raft)
+        if self._trace is not None:
+            self._trace_role(node)
+        if node.wiped and not (raft.catching_up or raft.probing):
+            node.wiped = False
+
+    def _snapshot(self, node: SimNode, replica: Replica) -> None:
+        """``raftd.snapshotter.Snapshotter``'s policy and steps, without its thread and clock."""
+        storage = node.storage
+        assert storage is not None
+        job = node.snapshot_job
+        if job is not None:
+            if self.now >= job.finish_at:
+                node.snapshot_job = None
+                file = snapshots.write(node.fs, DATA_DIR, job.meta, job.capture.chunks())
+                storage.record_snapshot(job.meta, file,
+                                        trailing_entries=self.options.snapshot_trailing)
+                self.snapshots += 1
+                self._emit(f"{node.id} snapshots at {job.meta.index}/{job.meta.term}; log from "
+                           f"{storage.first_index()}")
+            return
+        raft = replica.node.raft
+        applied = raft.log.applied_index
+        last = storage.snapshot_meta().index
+        if applied - last < self.options.snapshot_every:
+            return
+        if storage.log_bytes_since(last) < storage.snapshot_size():
+            return  # production: at least max(snapshot_min_log_bytes, last snapshot) bytes
+        meta = SnapshotMeta(index=applied, term=raft.log.term(applied),
+                            conf_state=raft.conf_state())
+        capture = replica.sm.capture()
+        self.checker.check_state(node.id, applied, capture.data, capture.revision,
+                                 "snapshot capture")
+        finish = self.now + self._clock_rng.randint(*self.options.snapshot_ticks)
+        node.snapshot_job = SnapshotJob(meta, capture, finish)
+
+    def start_liveness(self) -> None:
+        """Heal everything and stop the faults; from now on the cluster must converge."""
+        self.faults = False
+        self._emit("liveness: heal, no loss, restart every node, no more faults")
+        self.network.heal()
+        self.network.calm()
+        self._blackout = False
+        for node in self.nodes.values():
+            node.fs.crash_after = None
+            node.armed = False
+            node.paused_until = 0
+            if not node.up:
+                self.start(node)
+
+    def converge(self) -> None:
+        for _ in range(self.options.liveness_ticks):
+            self.tick()
+            if self._converged():
+                self._check_final()
+                return
+        raise Violation(f"no convergence in {self.options.liveness_ticks} ticks\n"
+                        + self.status_report())
+
+    def _converged(self) -> bool:
+        if not self.workload.done():
+            return False
+        leader = self.leader()
+        if leader is None:
+            return False
+        commit = leader.node.raft.log.commit_index
+        if leader.node.raft.log.last_index() != commit:
+            return False
+        for node in self.nodes.values():
+            replica = node.replica
+            if replica is None:
+                return False
+            raft = replica.node.raft
+            if raft.log.applied_index != commit or raft.log.commit_index != commit:
+                return False
+            if raft.catching_up or raft.probing:
+                return False
+        return len({n.replica.sm.digest() for n in self.nodes.values() if n.replica}) == 1
+
+    def _check_final(self) -> None:
+        leader = self.leader()
+        assert leader is not None
+        if len(self.checker.committed) != leader.node.raft.log.commit_index:
+            raise Violation(
+                f"{len(self.checker.committed)} entries were applied somewhere but the leader "
+                f"committed {leader.node.raft.log.commit_index}"
+            )
+        replicas = {n.id: n.replica for n in self.nodes.values() if n.replica is not None}
+        self.checker.check_converged({i: (r.sm.data, r.sm.revision) for i, r in replicas.items()})
+        for client in self.workload.clients:
+            for key, value in client.acked.items():
+                found, got, _ = leader.sm.get(key)
+                if not found or got != value:
+                    raise Violation(f"acknowledged write {key}={value!r} lost: found {found}, {got!r}")
+        logs = {}
+        for node in self.nodes.values():
+            assert node.storage is not None
+            storage = node.storage
+            logs[node.id] = storage.entries(storage.first_index(), storage.last_index() + 1)
+        self.checker.check_logs(logs)
+
+    def leader(self) -> Replica | None:
+        """The up leader of the highest term, if any."""
+        best: Replica | None = None
+        for node in self.nodes.values():
+            r = node.replica
+            if (
+                r is not None
+                and r.node.raft.role is StateRole.LEADER
+                and (best is None or r.node.raft.current_term > best.node.raft.current_term)
+            ):
+                best = r
+        return best
+
+    def status_report(self) -> str:
+        lines = []
+        for node in self.nodes.values():
+            if node.replica is None:
+                lines.append(f"  {node.id}: down")
+                continue
+            s = node.replica.node.status()
+            lines.append(
+                f"  {node.id}: {s.role.value} term {s.term} leader {s.leader_id or '-'} "
+                f"commit {s.commit_index} applied {s.applied_index} last {s.last_index}/"
+                f"{s.last_term} voted {s.voted_for or '-'}"
+                + (" catching-up" if s.catching_up else "") + (" probing" if s.probing else "")
+            )
+        pending = self.workload.outstanding()
+        lines.append(f"  requests answered {self.workload.answered}/"
+                     f"{self.workload.options.requests}; outstanding: {pending[:8]}")
+        return "\n".join(lines)
+
+    # -- node lifecycle ----------------------------------------------------------------------
+    def start(self, node: SimNode) -> None:
+        """Start (or restart) ``node`` from whatever its disk holds: the production path."""
+        storage = DiskStorage(
+            node.fs, DATA_DIR, conf_state=self._conf_state,
+            segment_bytes=self.options.segment_bytes,
+        )
+        config = Config(
+            id=node.id,
+            election_ticks=ELECTION_TICKS,
+            heartbeat_ticks=HEARTBEAT_TICKS,
+            rng=random.Random(self._node_rng.getrandbits(64)),
+            max_msg_bytes=self._batch_bytes,
+        )
+        raw = RawNode(config, storage)
+        state_machine = DictStateMachine()
+        snapshot = storage.snapshot()
+        if snapshot.meta.index:  # as raftd.server does before building the Replica
+            state_machine.restore(snapshot.data)
+        node.storage = storage
+        node.replica = Replica(
+            raw,
+            _Storage(self, node, storage),
+            state_machine,
+            max_entry_bytes=self._batch_bytes,
+            request_timeout_ticks=self.options.request_timeout_ticks,
+            on_apply=partial(self.checker.on_apply, node.id),
+        )
+        node.seen = None
+        self.checker.on_restart(node.id, storage, raw.raft, state_machine)
+        if self.now:
+            hs = storage.initial_state()[0]
+            self._emit(f"{node.id} restarts: term {raw.raft.current_term}, snapshot at "
+                       f"{snapshot.meta.index}, log {storage.first_index()}.."
+                       f"{storage.last_index()}" + (" (blank)" if hs is None else ""))
+
+    def crash(self, node: SimNode, how: str = "") -> None:
+        """Power loss: the process dies, unsynced bytes are lost, the last record may tear."""
+        self.crashes += 1
+        self.checker.on_crash(node.id, node.storage)
+        node.fs.crash(self._disk_rng)
+        node.replica = None
+        node.storage = None
+        node.armed = False
+        node.paused_until = 0
+        node.backlog = []
+        node.snapshot_job = None
+        node.restart_at = self.now + self._crash_rng.randint(*self.options.down_ticks)
+        self._emit(f"{node.id} crashes{' ' + how if how else ''}")
+
+    def blackout(self) -> None:
+        """The whole cluster loses power at some instant of the next tick: every node dies at
+        one of its next few disk operations, or at the end of that tick."""
+        self._emit("the whole cluster loses power during the next tick")
+        for node in self.nodes.values():
+            if node.up:
+                node.fs.crash_after = self._crash_rng.randint(0, 3)
+                node.armed = True
+        self._blackout = True
+
+    def arm_crash(self, node: SimNode) -> None:
+        """Crash ``node`` at one of its next disk operations, in the middle of a turn."""
+        node.fs.crash_after = self._crash_rng.randint(0, ARMED_CRASH_MAX_OPS)
+        node.armed = True
+        self._emit(f"{node.id} will crash at its disk operation +{node.fs.crash_after}")
+
+    def wipe(self, node: SimNode) -> None:
+        """The disk is lost; the node comes back blank under its old identity."""
+        if node.up:
+            self.crash(node)
+        self.wipes += 1
+        node.fs = SimFileSystem()
+        node.wiped = True
+        self.checker.on_wipe(node.id)
+        self._emit(f"{node.id} loses its disk")
+
+    # -- faults ------------------------------------------------------------------------------
+    def _roll_faults(self) -> None:
+        opts = self.options
+        rng = self._crash_rng
+        now = self.now
+        if self._blackout:
+            # The power went during this tick: whoever did not die at a disk write dies now.
+            self._blackout = False
+            for node in self.nodes.values():
+                if node.up:
+                    self.crash(node, "with the cluster")
+        elif opts.cluster_crash_rate and rng.random() < opts.cluster_crash_rate:
+            self.blackout()
+        for node in self.nodes.values():
+            if node.up:
+                if node.armed or not opts.crash_rate or rng.random() >= opts.crash_rate:
+                    pass
+                elif rng.random() < opts.wipe_rate and self._may_wipe(node):
+                    self.wipe(node)
+                    continue
+                elif rng.random() < opts.armed_crash:
+                    self.arm_crash(node)
+                else:
+                    self.crash(node)
+                    continue
+                clock = self._clock_rng
+                if opts.pause_rate and node.paused_until <= now and clock.random() < opts.pause_rate:
+                    node.paused_until = now + clock.randint(*opts.pause_ticks)
+                    self._emit(f"{node.id} stalls until tick {node.paused_until}")
+            elif now >= node.restart_at:
+                self.start(node)
+        if opts.partition_modes:
+            if self._partition_until and now >= self._partition_until:
+                self.network.heal()
+                self._partition_until = 0
+                self._next_partition = now + self._partition_rng.randint(*opts.partition_gap)
+                self._emit("partition heals")
+            elif not self._partition_until and now >= self._next_partition:
+                self._partition()
+        if opts.transfer_rate and self._operator_rng.random() < opts.transfer_rate:
+            self._operator()
+
+    def _operator(self) -> None:
+        """An operator asks the leader to hand over (``raftctl transfer-leader [ADDRESS]``)."""
+        leader = self.leader()
+        if leader is None:
+            return
+        rng = self._operator_rng
+        others = [i for i in self.ids if i != leader.node.raft.id]
+        target = rng.choice(others) if rng.random() < 0.5 else None
+        self._operator_requests += 1
+        self._emit(f"operator: transfer leadership from {leader.node.raft.id} to "
+                   f"{target or 'the most caught-up voter'}")
+        node = self.nodes[leader.node.raft.id]
+        leader.submit_transfer(OperatorToken(self._operator_requests), target, node.outbox)
+
+    def _may_wipe(self, node: SimNode) -> bool:
+        return len(self.ids) > 1 and not any(n.wiped for n in self.nodes.values() if n is not node)
+
+    def _partition(self) -> None:
+        rng = self._partition_rng
+        opts = self.options
+        if len(self.ids) == 1:
+            return
+        mode = rng.choice(opts.partition_modes)
+        if mode == "isolate":
+            side = [rng.choice(self.ids)]
+        elif mode == "halves":
+            shuffled = list(self.ids)
+            rng.shuffle(shuffled)
+            side = shuffled[: rng.randint(1, len(shuffled) - 1)]
+        else:
+            side = [rng.choice(self.ids)]
+        others = [i for i in self.ids if i not in side]
+        if mode == "link":
+            others = [rng.choice(others)]
+        forward = [(a, b) for a in side for b in others]
+        backward = [(b, a) for a, b in forward]
+        if rng.random() < opts.partition_symmetric:
+            links, arrow = forward + backward, "|"
+        elif rng.random() < 0.5:
+            links, arrow = forward, "->x"
+        else:
+            links, arrow = backward, "x<-"
+        self.network.cut(links)
+        self._partition_until = self.now + rng.randint(*opts.partition_ticks)
+        self._emit(f"partition ({mode}): {','.join(side)} {arrow} {','.join(others)}")
+
+    # -- tracing -----------------------------------------------------------------------------
+    def _emit(self, line: str) -> None:
+        if self._trace is not None:
+            self._trace(f"{self.now:6d} {line}")
+
+    def _trace_role(self, node: SimNode) -> None:
+        assert node.replica is not None
+        raft = node.replica.node.raft
+        seen = (raft.role, raft.current_term, raft.leader_id)
+        if seen != node.seen:
+            node.seen = seen
+            flags = " (catching up)" if raft.catching_up else " (probing)" if raft.probing else ""
+            self._emit(f"{node.id} is {raft.role.value} in term {raft.current_term}, leader "
+                       f"{raft.leader_id or '-'}, commit {raft.log.commit_index}{flags}")
+
+
+def run_checked(seed: int) -> tuple[int, str | None]:
+    """Run one seed; (seed, None) or (seed, the failure's message). For process pools."""
+    try:
+        Simulator(seed).run()
+    except AssertionError as e:
+        return seed, str(e)
+    return seed, None
+
+
+def trace_digest(seed: int, adjust: Callable[[Options], Options] | None = None) -> str:
+    """SHA-256 of a seed's whole verbose trace: equal digests mean identical runs."""
+    h = hashlib.sha256()
+    Simulator(seed, trace=lambda line: h.update(line.encode() + b"\n"), adjust=adjust).run()
+    return h.hexdigest()
+
+
