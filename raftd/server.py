@@ -43,7 +43,7 @@ from raftd.core import (
 from raftd.core.messages import MsgApp, MsgSnap
 from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
 from raftd.metrics import Metrics, RateStats, Sample
-from raftd.replica import BATCH_HEADER_BYTES, Replica, Token
+from raftd.replica import Replica, Token
 from raftd.snapshotter import SnapshotPolicy, Snapshotter
 from raftd.statemachine import APP, DELETE, SET, Capture, DictStateMachine, encode_command
 from raftd.storage.disk import DiskStorage
@@ -58,6 +58,7 @@ from raftd.wire.client import (
     DiagnosticRequest,
     ErrorCode,
     GetRequest,
+    MAX_KEY_BYTES,
     HealthRequest,
     ListRequest,
     Request,
@@ -74,6 +75,7 @@ log = logging.getLogger("raftd")
 REQUEST_TIMEOUT_MS = 3000
 """Below the client library's default deadline, so a client hears "timeout" and can retry."""
 MAX_RESPONSE_BYTES = 64 << 20
+COMMAND_OVERHEAD_BYTES = 512
 MAX_SNAPSHOT_RESPONSE_BYTES = 2 << 30
 
 
@@ -168,7 +170,8 @@ class Server:
                            raft.snapshot_trailing_entries),
             on_fatal=self._fatal, on_done=self._on_snapshot_done,
         )
-        self.max_command_bytes = raft.max_entry_bytes - BATCH_HEADER_BYTES
+        # max_entry_bytes bounds the value; the key and the command's fields come on top.
+        self.max_command_bytes = raft.max_entry_bytes + MAX_KEY_BYTES + COMMAND_OVERHEAD_BYTES
         self.tick_s = raft.tick_ms / 1000
         self.addresses: dict[str, Address] = {}
         self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
@@ -398,8 +401,8 @@ class Server:
             if len(packed) > self.max_command_bytes:
                 self.respond(token, error(
                     ErrorCode.TOO_LARGE,
-                    f"write of {len(packed)} bytes exceeds max_entry_bytes"
-                    f" ({self.max_command_bytes} for the command)",
+                    f"write of {len(packed)} bytes exceeds the limit of {self.max_command_bytes}"
+                    f" (max_entry_bytes {self.config.raft.max_entry_bytes} for the value)",
                 ))
                 return
             self.replica.submit_write(token, packed)
@@ -560,7 +563,7 @@ class Server:
             noSpace=self.storage.no_space(),
             matchIndex=st.match_index if st.role is StateRole.LEADER else {},
             lastContactMs=self._last_contact_ms() if st.role is StateRole.LEADER else {},
-            keys=len(self.replica.sm.data),
+            keys=self.replica.sm.key_count(),
             revision=self.replica.sm.revision,
             stateHash=self.replica.sm.digest(),
             droppedDatagrams={**self.dropped, **self.peers.dropped},

@@ -4,9 +4,10 @@ Policy: snapshot once the log since the last snapshot holds at least ``snapshot_
 entries *and* at least max(``snapshot_min_log_bytes``, size of the last snapshot) bytes, so a
 large state is not rewritten every few seconds for a handful of writes.
 
-Mechanics: on the event loop, ``DictStateMachine.capture()`` takes a shallow copy (values are
-replaced, never mutated, so the copy stays valid); a worker thread serializes it in chunks
-(each msgpack call holds the GIL only briefly) straight into the snapshot file; back on the
+Mechanics: on the event loop, ``DictStateMachine.capture()`` freezes the current contents in
+O(1) (``raftd.layered``: later writes go to an overlay; values are replaced, never mutated);
+a worker thread serializes the frozen layer in chunks (each msgpack call holds the GIL only
+briefly) straight into the snapshot file; back on the
 loop, storage adopts the file and compacts the log, keeping ``trailing_entries`` entries so
 followers slightly behind still get entries instead of a snapshot. One snapshot at a time. No
 ``fork()``: the process has threads (the executor, metrics), and uvloop's state would not
@@ -73,13 +74,13 @@ class Snapshotter:
 
     def start(self) -> None:
         """Capture the state now and write it in a worker thread."""
+        started = time.monotonic()
         raft = self.replica.node.raft
         applied = raft.log.applied_index
         meta = SnapshotMeta(index=applied, term=raft.log.term(applied),
                             conf_state=raft.conf_state())
-        capture = self.replica.sm.capture()
+        capture = self.replica.sm.capture()  # O(1): the state machine freezes a layer
         self.running = True
-        started = time.monotonic()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
             None, snapshots.write, self.fs, self.data_dir, meta, capture.chunks()

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 import msgpack
+
+from raftd.layered import LayeredDict
 
 BATCH_FORMAT = 1
 SNAPSHOT_FORMAT = 1
@@ -102,9 +105,11 @@ class AppStateMachine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    """A point-in-time copy of the state machine, cheap to take on the event loop.
+    """A point-in-time view of the state machine, taken in O(1) on the event loop.
 
-    The copy is shallow: safe because values are replaced, never mutated in place.
+    ``data`` is the state machine's frozen layer (``LayeredDict.freeze``), read-only until
+    ``chunks()`` finishes (or ``release`` is called); values are replaced, never mutated in
+    place, so reading it from a worker thread is safe.
     """
 
     data: dict[str, tuple[Any, int]]
@@ -112,24 +117,32 @@ class Capture:
     clock_ms: int
     sessions: list[tuple[str, int, int, dict[int, Result]]]
     apps: dict[str, Any] = field(default_factory=dict)
+    release: Callable[[], None] = field(default=lambda: None)
 
     def chunks(self) -> Iterator[bytes]:
-        """The snapshot's bytes in pieces: a header, then the keys in batches."""
-        keys = list(self.data)
-        count = (len(keys) + SNAPSHOT_CHUNK_KEYS - 1) // SNAPSHOT_CHUNK_KEYS
-        yield msgpack.packb(
-            {"v": SNAPSHOT_FORMAT, "revision": self.revision, "clock_ms": self.clock_ms,
-             "sessions": self.sessions, "apps": self.apps, "chunks": count},
-            use_bin_type=True,
-        )
-        for start in range(0, len(keys), SNAPSHOT_CHUNK_KEYS):
-            part = keys[start : start + SNAPSHOT_CHUNK_KEYS]
-            yield msgpack.packb([(k, *self.data[k]) for k in part], use_bin_type=True)
+        """The snapshot's bytes in pieces: a header, then the keys in batches.
+
+        The keys are walked lazily: listing a million keys first would itself hold the GIL
+        for tens of milliseconds.
+        """
+        try:
+            count = (len(self.data) + SNAPSHOT_CHUNK_KEYS - 1) // SNAPSHOT_CHUNK_KEYS
+            yield msgpack.packb(
+                {"v": SNAPSHOT_FORMAT, "revision": self.revision, "clock_ms": self.clock_ms,
+                 "sessions": self.sessions, "apps": self.apps, "chunks": count},
+                use_bin_type=True,
+            )
+            items = iter(self.data.items())
+            for _ in range(count):
+                part = islice(items, SNAPSHOT_CHUNK_KEYS)
+                yield msgpack.packb([(k, v, r) for k, (v, r) in part], use_bin_type=True)
+        finally:
+            self.release()
 
 
 class DictStateMachine:
     def __init__(self, *, session_ttl_ms: int = 3_600_000, max_sessions: int = 100_000) -> None:
-        self.data: dict[str, tuple[Any, int]] = {}
+        self.store = LayeredDict()
         """key -> (value, revision). Values are replaced, never mutated in place."""
         self.revision = 0
         self.sessions: OrderedDict[str, Session] = OrderedDict()
@@ -146,7 +159,16 @@ class DictStateMachine:
         self.apps[name] = app
 
     # -- writes ----------------------------------------------------------------------------
+    @property
+    def data(self) -> dict[str, tuple[Any, int]]:
+        """The user's keys as a plain dict (for tests and tools; the hot path uses store)."""
+        return self.store.as_dict()
+
+    def key_count(self) -> int:
+        return len(self.store)
+
     def apply_batch(self, data: bytes) -> list[Result]:
+        self.store.settle()
         timestamp, commands = decode_batch(data)
         # A new leader's clock may lag the old one's: leader time never goes backwards.
         self.clock_ms = max(self.clock_ms, timestamp)
@@ -181,7 +203,7 @@ class DictStateMachine:
     def _execute(
         self, op: int, key: str, value: Any, if_revision: int | None, if_absent: bool
     ) -> Result:
-        current = self.data.get(key)
+        current = self.store.get(key)
         current_revision = current[1] if current is not None else 0
         if if_absent and current is not None:
             return _condition_failed(key, "exists", current_revision)
@@ -197,14 +219,14 @@ class DictStateMachine:
             if current is not None:
                 self.state_hash -= _item_hash(key, *current)
             self.state_hash = (self.state_hash + _item_hash(key, value, self.revision)) & _MASK64
-            self.data[key] = (value, self.revision)
+            self.store.set(key, (value, self.revision))
             return {"revision": self.revision}
         if op == DELETE:
             if current is None:
                 return {"found": False}
             self.revision += 1
             self.state_hash = (self.state_hash - _item_hash(key, *current)) & _MASK64
-            del self.data[key]
+            self.store.delete(key)
             return {"found": True, "revision": self.revision}
         return {"error": "bad_request", "message": f"unknown operation {op!r}"}
 
@@ -227,7 +249,8 @@ class DictStateMachine:
             for cid, sess in self.sessions.items()
         ]
         apps = {name: app.capture() for name, app in self.apps.items()}
-        return Capture(dict(self.data), self.revision, self.clock_ms, sessions, apps)
+        frozen, release = self.store.freeze()
+        return Capture(frozen, self.revision, self.clock_ms, sessions, apps, release)
 
     def restore(self, snapshot: bytes) -> None:
         """Replace the whole state by a snapshot produced by ``Capture.chunks``."""
@@ -241,7 +264,7 @@ class DictStateMachine:
         for _ in range(header["chunks"]):
             for key, value, revision in next(unpacker):
                 data[key] = (value, revision)
-        self.data = data
+        self.store = LayeredDict(data)
         self.state_hash = sum(_item_hash(k, v, r) for k, (v, r) in data.items()) & _MASK64
         self.revision = header["revision"]
         self.clock_ms = header["clock_ms"]
@@ -255,18 +278,23 @@ class DictStateMachine:
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: str) -> tuple[bool, Any, int]:
-        item = self.data.get(key)
+        self.store.settle()
+        item = self.store.get(key)
         if item is None:
             return False, None, 0
         return True, item[0], item[1]
 
     def whole(self) -> dict[str, Any]:
-        return {k: v for k, (v, _) in self.data.items()}
+        self.store.settle()
+        return {k: v for k, (v, _) in self.store.items()}
 
     def list(self, prefix: str, after: str | None, limit: int) -> tuple[list[list[Any]], bool]:
-        keys = sorted(k for k in self.data if k.startswith(prefix) and (after is None or k > after))
-        page = keys[:limit]
-        return [[k, self.data[k][0], self.data[k][1]] for k in page], len(keys) > limit
+        self.store.settle()
+        items = sorted(
+            (k, item) for k, item in self.store.items()
+            if k.startswith(prefix) and (after is None or k > after)
+        )
+        return [[k, v, r] for k, (v, r) in items[:limit]], len(items) > limit
 
     def digest(self) -> str:
         """A hash of the user-visible state, equal on members that applied the same entries."""
