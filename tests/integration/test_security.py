@@ -346,7 +346,7 @@ def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterM
         assert answer["success"] is True, answer
     # A value over max_entry_bytes (the node's answer), and a frame over the frame limit.
     (answer,) = one_shot(endpoint, {"type": "append", "data": {
-        "action": "change", "key": "big", "value": b"x" * 100_001}})
+        "action": "change", "key": "big", "value": b"x" * (100_000 + 2 * MAX_KEY_BYTES)}})
     assert answer["code"] == "too_large"
     (answer,) = one_shot(endpoint, msgpack.packb({"type": "append", "data": {
         "action": "change", "key": "huge", "value": b"x" * 200_000}}))
