@@ -122,10 +122,11 @@ class MsgProbe(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgProbeResp(Message):
-    """``blank``: the sender is itself still probing; ``last_index``: its log length."""
+    """``blank``: the sender is itself still probing; ``last_index``/``last_term``: its log."""
 
     blank: bool
     last_index: Index
+    last_term: Term = 0
 
 
 TAGS: dict[type[Message], str] = {

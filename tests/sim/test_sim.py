@@ -5,11 +5,9 @@ within its budget on a 2-core machine); ``SIM_SEEDS=N`` runs seeds 1..N instead 
 moves the range) for a longer sweep, e.g. ``make sim SEEDS=2000``. A failure prints each failing
 seed with its options and the command that replays it with a trace.
 
-Seeds that fail because of a known production bug are listed in ``KNOWN_FAILING`` with the
-diagnosis; they are strict xfails, so fixing the bug turns them into errors until the entry is
-removed, and they never hide a *new* failure of the same seed behind the old one: the message
-must still match. NB: seeds name scenarios drawn by ``swarm``; changing what it draws renumbers
-every scenario, so ``KNOWN_FAILING`` must then be found again with a sweep.
+Seeds that once exposed a bug stay in ``REGRESSION_SEEDS`` and always run. NB: seeds name
+scenarios drawn by ``swarm``; changing what it draws renumbers every scenario, so a regression
+seed may then stop reproducing its scenario: find it again with a sweep.
 """
 
 from __future__ import annotations
@@ -19,24 +17,20 @@ import os
 import random
 from pathlib import Path
 
-import pytest
 
 from tests.sim.simulator import Simulator, run_checked, swarm, trace_digest
 
 SEEDS_FILE = Path(__file__).with_name("seeds.txt")
 WORKERS = 2
 
-KNOWN_FAILING: dict[int, str] = {
+REGRESSION_SEEDS: dict[int, str] = {
     # Liveness, raftd.core.bootstrap: a node that was blank while the cluster formed (it crashed
-    # while probing) comes back catching up, as it must; then another member is wiped and
-    # comes back catching up too. Fewer than a majority of voters may now vote, and none of the
-    # catching-up ones can finish without a leader: no leader ever again, with every node up and
-    # the network healed (catching_up is durable). Seen in 3-node clusters (one late member plus
-    # one wipe) and 5-node ones (two plus one).
+    # while probing) came back catching up; then another member was wiped and came back
+    # catching up too; fewer than a majority could vote and no leader was ever elected. Fixed
+    # by letting a catching-up voter vote under Raft._catch_up_vote_ok's conditions.
     1446: "no convergence in 3000 ticks",
 }
-"""Seed -> a substring of the failure it shows today because of a known production bug. These
-run on every ``make test`` as strict xfails, whether or not they are in the selected seeds."""
+"""Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 
 
 def selected_seeds() -> list[int]:
@@ -48,7 +42,7 @@ def selected_seeds() -> list[int]:
 
 
 def test_seeds() -> None:
-    seeds = [s for s in selected_seeds() if s not in KNOWN_FAILING]
+    seeds = [s for s in selected_seeds() + sorted(REGRESSION_SEEDS)]
     with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
         failures = sorted(
             (seed, failure)
@@ -59,29 +53,6 @@ def test_seeds() -> None:
         f"{len(failures)} of {len(seeds)} seeds failed: {[s for s, _ in failures]}\n\n"
         + "\n\n".join(f for _, f in failures)
     )
-
-
-class KnownFailure(Exception):
-    """The seed failed the way ``KNOWN_FAILING`` says it does."""
-
-
-@pytest.mark.parametrize(
-    "seed",
-    [
-        pytest.param(
-            seed,
-            marks=pytest.mark.xfail(strict=True, raises=KnownFailure, reason=KNOWN_FAILING[seed]),
-        )
-        for seed in sorted(KNOWN_FAILING)
-    ],
-)
-def test_known_failing(seed: int) -> None:
-    """Passes (XPASS, an error under strict) once fixed; any *other* failure is an error."""
-    _, failure = run_checked(seed)
-    if failure is not None:
-        if KNOWN_FAILING[seed] in failure:
-            raise KnownFailure(failure)
-        raise AssertionError(f"seed {seed} now fails differently:\n{failure}")
 
 
 def test_a_seed_replays_identically() -> None:

@@ -98,3 +98,34 @@ def test_wiped_member_of_single_node_cluster_restarts_as_leader() -> None:
     net = Network(1, blank=True)
     assert run_until_leader(net) == "n1"
     assert net["n1"].raft.role is StateRole.LEADER
+
+
+def test_two_catching_up_members_still_let_the_survivor_with_the_data_lead() -> None:
+    """A late member and a wiped one are both catching up; the one node holding the data
+    must still be electable (the simulator's seed 1446 pattern), with every node up."""
+    net = _cluster_with_data()
+    committed = net["n1"].raft.log.commit_index
+    for wiped in ("n2", "n3"):
+        net[wiped].wipe()
+    net["n1"].restart()  # forget leadership: an election is needed
+    leader = run_until_leader(net, 600)
+    assert leader == "n1"
+    for _ in range(50):
+        net.tick_all()
+    for id in ("n2", "n3"):
+        assert not net[id].raft.catching_up
+        assert net[id].raft.log.commit_index >= committed
+
+
+def test_catching_up_members_never_elect_a_node_missing_committed_entries() -> None:
+    net = _cluster_with_data()
+    net.isolate("n2")
+    for i in range(5):
+        net.propose("n1", b"late%d" % i)
+    net.heal()
+    net["n3"].wipe()
+    net["n1"].restart()
+    net.down.add("n1")  # the only holder of the late entries is away: n3 must not elect n2
+    for _ in range(300):
+        net.tick_all()
+    assert net.leaders() == []
