@@ -436,6 +436,14 @@ class Server:
             for app in self.apps.values():
                 app.on_role_change(raft.role, raft.current_term)
 
+    def transfer_leader(self, target: str) -> None:
+        """Start handing leadership to ``target`` now (the TimeoutNow leaves this turn).
+
+        Raises ``raftd.core.ProposalDropped`` when it cannot start (not the leader, not a voter).
+        """
+        self.node.transfer_leader(target)
+        self._schedule()
+
     def propose_app(self, app: str, payload: Any, reply: Reply) -> None:
         """Replicate an application command; ``reply`` gets its result once applied (or an
         error such as a redirect when this node is not the leader)."""

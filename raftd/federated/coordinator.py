@@ -268,7 +268,7 @@ class FederatedApp:
         if target is None:
             return
         try:
-            self.server.node.transfer_leader(target)
+            self.server.transfer_leader(target)
         except ProposalDropped as exc:
             log.info("not rotating to %s: %s", target, exc)
             return
