@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import raftd
 from raftd.config import render_node_config
@@ -46,7 +46,6 @@ class ChaosCluster:
         for k, (path, address) in enumerate(zip(self.config_paths, addresses, strict=True), 1):
             path.write_text(render_node_config(address, f"data/n{k}", addresses, raft))
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * len(addresses)
-        self._logs: list[IO[bytes] | None] = [None] * len(addresses)
         self.stopped: set[int] = set()
         """Nodes sent SIGSTOP and not yet SIGCONT."""
 
@@ -57,20 +56,18 @@ class ChaosCluster:
         """Start node i (again); a no-op while it runs."""
         if self.running(i):
             return
-        self._close_log(i)
-        log = open(self.log_paths[i], "ab")
-        self._logs[i] = log
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH")) if p)
         command = [sys.executable, "-m", "raftd", "start", "--config", str(self.config_paths[i])]
-        proc = subprocess.Popen(
-            self._prefix(i) + command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=self.base_dir,
-            env=env,
-        )
+        with open(self.log_paths[i], "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                self._prefix(i) + command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.base_dir,
+                env=env,
+            )
         self._procs[i] = proc
         if self._prefix(i):
             self._await_exec(proc, command)
@@ -132,11 +129,3 @@ class ChaosCluster:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.send(i, signal.SIGKILL)
-        for i in range(len(self)):
-            self._close_log(i)
-
-    def _close_log(self, i: int) -> None:
-        log = self._logs[i]
-        if log is not None:
-            log.close()
-            self._logs[i] = None

@@ -112,9 +112,9 @@ class Op:
         if self.ret is not None:
             if self.kind in (GET, DELETE) and self.found is None:
                 raise ValueError(f"a completed {self.kind} needs found: {self}")
-            if self.kind == SET or (self.kind == CAS and self.ok):
-                if self.revision is None:
-                    raise ValueError(f"an acknowledged write needs its revision: {self}")
+            acknowledged = self.kind == SET or (self.kind == CAS and self.ok)
+            if acknowledged and self.revision is None:
+                raise ValueError(f"an acknowledged write needs its revision: {self}")
             if self.kind == GET and self.found and self.revision is None:
                 raise ValueError(f"a read that found the key needs its revision: {self}")
 
@@ -164,6 +164,12 @@ def step(state: State, op: Op) -> tuple[State, ...]:
     return _effect(state, op)
 
 
+def _revision(op: Op) -> int:
+    """The revision a completed op reported (``Op.__post_init__`` made sure there is one)."""
+    assert op.revision is not None
+    return op.revision
+
+
 def _effect(state: State, op: Op) -> tuple[State, ...]:
     exists, value, revision, floor = state
     # The key's current revision as a compare-and-set sees it: 0 when absent, None if unknown.
@@ -173,13 +179,15 @@ def _effect(state: State, op: Op) -> tuple[State, ...]:
             return () if exists else (state,)
         if not exists or value != op.value:
             return ()
+        read = _revision(op)
         if revision is None:  # the read pins the revision of an unknown-outcome write down
-            return ((True, value, op.revision, op.revision),) if op.revision > floor else ()
-        return (state,) if revision == op.revision else ()
+            return ((True, value, read, read),) if read > floor else ()
+        return (state,) if revision == read else ()
     if op.kind == SET:
         if op.unknown:
             return ((True, op.value, None, floor),)
-        return ((True, op.value, op.revision, op.revision),) if op.revision > floor else ()
+        written = _revision(op)
+        return ((True, op.value, written, written),) if written > floor else ()
     if op.kind == DELETE:
         gone: State = (False, None, 0, floor)
         if op.unknown:
@@ -191,18 +199,19 @@ def _effect(state: State, op: Op) -> tuple[State, ...]:
     expected = op.expected
     assert expected is not None  # __post_init__
     if op.unknown:
-        written: State = (True, op.value, None, floor)
+        maybe: State = (True, op.value, None, floor)
         if current is None:  # the unknown revision may or may not equal the expected one
-            return (written,) if expected > floor else ()
-        return (written,) if current == expected else ()
+            return (maybe,) if expected > floor else ()
+        return (maybe,) if current == expected else ()
     if op.ok:
         if current is None:
             matches = expected > floor
         else:
             matches = current == expected
-        if not matches or op.revision <= max(floor, expected):
+        new = _revision(op)
+        if not matches or new <= max(floor, expected):
             return ()
-        return ((True, op.value, op.revision, op.revision),)
+        return ((True, op.value, new, new),)
     found = op.revision
     if current is None:
         if found is None:
@@ -277,7 +286,7 @@ class CheckResult:
 class _Entry:
     """A call or return entry of the doubly linked list the search walks."""
 
-    __slots__ = ("index", "is_call", "match", "prev", "next")
+    __slots__ = ("index", "is_call", "match", "next", "prev")
 
     def __init__(self, index: int, is_call: bool) -> None:
         self.index = index
@@ -634,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Check a saved history; print a minimized witness of each violation.",
     )
     parser.add_argument("history", type=Path, help="JSON written by dump_history")
-    parser.add_argument("--max-seconds", type=float, default=Budget.max_seconds)
+    parser.add_argument("--max-seconds", type=float, default=Budget().max_seconds)
     args = parser.parse_args(argv)
     budget = Budget(max_seconds=args.max_seconds)
     result = check(load_history(args.history), budget)

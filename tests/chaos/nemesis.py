@@ -7,6 +7,7 @@ for a condition; ``stop`` interrupts it at once. Kinds:
 - ``kill``, ``kill-leader``: SIGKILL a node (fsync'd state survives), restart it at heal.
 - ``kill-majority``: SIGKILL three of five, the leader among them: no quorum until the heal,
   after which every acknowledged write must still be there.
+- ``kill-all``: SIGKILL every node, then restart them all (a whole-cluster reboot).
 - ``pause``, ``pause-leader``: SIGSTOP, then SIGCONT at heal. A paused leader still believes
   it leads when it resumes, the case that breaks reads served from a lease.
 - ``isolate``, ``isolate-leader``: the node's link goes down (clients cannot reach it either).
@@ -39,7 +40,7 @@ from tests.chaos.netns import Network
 
 Heal = Callable[[], None]
 
-PROCESS_KINDS = ("kill", "kill-leader", "kill-majority", "pause", "pause-leader")
+PROCESS_KINDS = ("kill", "kill-leader", "kill-majority", "kill-all", "pause", "pause-leader")
 NETWORK_KINDS = (
     "isolate",
     "isolate-leader",
@@ -84,16 +85,13 @@ class Nemesis:
                     self.kinds.append(kind)
                 else:
                     self.skipped[kind] = reason or "no network namespaces"
-        self._log = open(log_path, "a", encoding="utf-8")
+        self.log_path = log_path
         self._t0 = time.monotonic()
-
-    def close(self) -> None:
-        self._log.close()
 
     def note(self, text: str) -> None:
         """A line of the fault log, stamped with seconds since the nemesis started."""
-        self._log.write(f"{time.monotonic() - self._t0:9.3f} {text}\n")
-        self._log.flush()
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"{time.monotonic() - self._t0:9.3f} {text}\n")
 
     def run(self, stop: threading.Event, until: float) -> None:
         """Inject faults until the monotonic time ``until`` or ``stop``; heals the last one."""
@@ -112,6 +110,8 @@ class Nemesis:
         running = [i for i in range(n) if self.cluster.running(i) and i not in self.cluster.stopped]
         if not running:
             return None
+        if kind == "kill-all":
+            return self._kill(kind, running)
         if kind == "kill-majority":
             leader = self.leader()
             pool = [i for i in running if i != leader]

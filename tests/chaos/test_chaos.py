@@ -25,7 +25,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +139,7 @@ def chaos_env(
                 assert not leftovers, f"could not remove: {leftovers}"
 
 
-def test_chaos(chaos_env: ChaosEnv, record_property: pytest.RecordProperty) -> None:
+def test_chaos(chaos_env: ChaosEnv, record_property: Callable[[str, object], None]) -> None:
     env = chaos_env
     cluster = env.cluster
     print(f"\nchaos: seed {SEED}, {DURATION:g}s, artifacts in {env.artifacts}")
@@ -171,7 +171,7 @@ def test_chaos(chaos_env: ChaosEnv, record_property: pytest.RecordProperty) -> N
     def nemesis_thread() -> None:
         try:
             nemesis.run(stop, until)
-        except BaseException as exc:  # re-raised by the test thread below
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread below
             failure.append(exc)
 
     thread = threading.Thread(target=nemesis_thread, name="nemesis")
@@ -182,7 +182,6 @@ def test_chaos(chaos_env: ChaosEnv, record_property: pytest.RecordProperty) -> N
         stop.set()
         thread.join()
         nemesis.heal_all()
-        nemesis.close()
     chaos_seconds = time.monotonic() - started
     if failure:
         raise failure[0]

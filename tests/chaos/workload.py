@@ -40,7 +40,11 @@ class WorkloadConfig:
     """A bound on every client loop besides the time limit."""
     timeout: float = 10.0
     """Client deadline per request: long enough to ride out most faults (a fault lasts a few
-    seconds), so few writes end unknown."""
+    seconds), so few of these clients' writes end unknown."""
+    hasty_clients: int = 2
+    """Clients with a deadline of ``hasty_timeout`` instead: many of their writes end with an
+    unknown outcome, which exercises sessions (a later write settles them) and the checker."""
+    hasty_timeout: float = 1.0
     think: float = 0.02
     """Largest pause between a client's operations: keeps histories to a size the checker
     decides quickly, and leaves CPU to the five nodes."""
@@ -215,7 +219,8 @@ async def run_clients(
 
     async def one(cid: int) -> None:
         rng = random.Random(f"{seed}/{cid}")
-        async with AsyncClient(endpoints, timeout=config.timeout) as raw:
+        timeout = config.hasty_timeout if cid < config.hasty_clients else config.timeout
+        async with AsyncClient(endpoints, timeout=timeout) as raw:
             client = Client(cid, raw, recorder)
             for _ in range(config.max_ops_per_client):
                 if time.monotonic() >= until:
@@ -264,10 +269,10 @@ async def final_reads(
         finals: dict[str, Op] = {}
         reader = Client(cid, client, recorder)
         for key in keys.keys:
-            op = await reader.get(key)
-            if op is None:
+            final = await reader.get(key)
+            if final is None:
                 raise AssertionError(f"the final read of {key!r} failed on a healed cluster")
-            finals[key] = op
+            finals[key] = final
         return finals
 
 
