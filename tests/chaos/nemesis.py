@@ -1,7 +1,8 @@
 """The nemesis: process and network faults on a running chaos cluster, one fault at a time.
 
 A seeded schedule draws a fault kind, injects it, holds it for a random while, heals it, and
-rests before the next one. Holding a fault for a drawn time is the schedule itself, not a wait
+rests before the next one; now and then a second fault joins the first before both are healed
+(`Nemesis.run`). Holding a fault for a drawn time is the schedule itself, not a wait
 for a condition; ``stop`` interrupts it at once. Kinds:
 
 - ``kill``, ``kill-leader``: SIGKILL a node (fsync'd state survives), restart it at heal.
@@ -68,12 +69,16 @@ class Nemesis:
         netem_reason: str | None,
         hold: tuple[float, float] = (0.5, 4.0),
         rest: tuple[float, float] = (0.5, 2.0),
+        overlap: float = 0.25,
     ) -> None:
         self.cluster = cluster
         self.network = network
         self.rng = rng
         self.hold = hold
         self.rest = rest
+        self.overlap = overlap
+        self.compound = 0
+        """Faults injected while another one was still in force."""
         self.counts: Counter[str] = Counter()
         """Faults injected, by kind."""
         self.skipped: dict[str, str] = {}
@@ -94,15 +99,33 @@ class Nemesis:
             log.write(f"{time.monotonic() - self._t0:9.3f} {text}\n")
 
     def run(self, stop: threading.Event, until: float) -> None:
-        """Inject faults until the monotonic time ``until`` or ``stop``; heals the last one."""
-        while not stop.is_set() and time.monotonic() < until:
-            kind = self.rng.choice(self.kinds)
-            heal = self.inject(kind)
-            if heal is not None:
-                self.counts[kind] += 1
-                stop.wait(max(0.0, min(self.rng.uniform(*self.hold), until - time.monotonic())))
-                heal()
-            stop.wait(max(0.0, min(self.rng.uniform(*self.rest), until - time.monotonic())))
+        """Inject faults until the monotonic time ``until`` or ``stop``; heals what is left.
+
+        Now and then a fault stays while the next one is injected (a pause during a partition,
+        one partition replaced by another, ...): at most two at once, then both are healed.
+        """
+        active: list[Heal] = []
+
+        def wait(span: tuple[float, float]) -> None:
+            stop.wait(max(0.0, min(self.rng.uniform(*span), until - time.monotonic())))
+
+        try:
+            while not stop.is_set() and time.monotonic() < until:
+                kind = self.rng.choice(self.kinds)
+                heal = self.inject(kind)
+                if heal is not None:
+                    self.counts[kind] += 1
+                    if active:
+                        self.compound += 1
+                    active.append(heal)
+                wait(self.hold)
+                if len(active) >= 2 or self.rng.random() >= self.overlap:
+                    while active:
+                        active.pop()()
+                    wait(self.rest)
+        finally:
+            while active:
+                active.pop()()
 
     def inject(self, kind: str) -> Heal | None:
         """Inject one fault of ``kind``; returns how to heal it (None: not possible now)."""

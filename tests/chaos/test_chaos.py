@@ -200,6 +200,7 @@ def test_chaos(chaos_env: ChaosEnv, record_property: Callable[[str, object], Non
         "outcomes": dict(sorted(recorder.outcomes.items())),
         "client_errors": dict(sorted(recorder.errors.items())),
         "faults": dict(sorted(nemesis.counts.items())),
+        "faults_compound": nemesis.compound,
         "faults_skipped": nemesis.skipped,
         "acknowledged_writes_lost": len(lost),
         "linearizability": str(result.verdict),
