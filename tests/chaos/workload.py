@@ -117,7 +117,7 @@ class Recorder:
         return ops
 
 
-class Client:
+class RecordingClient:
     """One workload client: an ``AsyncClient`` and the code recording each of its operations."""
 
     def __init__(self, cid: int, client: AsyncClient, recorder: Recorder) -> None:
@@ -221,7 +221,7 @@ async def run_clients(
         rng = random.Random(f"{seed}/{cid}")
         timeout = config.hasty_timeout if cid < config.hasty_clients else config.timeout
         async with AsyncClient(endpoints, timeout=timeout) as raw:
-            client = Client(cid, raw, recorder)
+            client = RecordingClient(cid, raw, recorder)
             for _ in range(config.max_ops_per_client):
                 if time.monotonic() >= until:
                     return
@@ -267,7 +267,7 @@ async def final_reads(
                         revision=item.revision)
             recorder.records.append(_Record(op))
         finals: dict[str, Op] = {}
-        reader = Client(cid, client, recorder)
+        reader = RecordingClient(cid, client, recorder)
         for key in keys.keys:
             final = await reader.get(key)
             if final is None:
@@ -283,24 +283,25 @@ def lost_writes(history: Sequence[Op], finals: dict[str, Op]) -> list[str]:
     acknowledged write to it may carry a higher revision. A key absent at the end must have
     a delete that may have followed its last acknowledged write.
     """
+    by_key: dict[str, list[Op]] = {}
+    for op in history:
+        by_key.setdefault(op.key, []).append(op)
     lost: list[str] = []
     for key, final in finals.items():
-        acked = [
-            op for op in history
-            if op.key == key and op.kind in (SET, CAS) and not op.unknown and op.ok
-        ]
+        ops = by_key.get(key, [])
+        acked = [op for op in ops if op.kind in (SET, CAS) and not op.unknown and op.ok]
         if not acked:
             continue
         last = max(acked, key=lambda op: op.revision or 0)
         if final.found:
             lost += [
                 f"{op.describe()} (final: {final.describe()})"
-                for op in acked if (op.revision or 0) > (final.revision or 0)
+                for op in acked
+                if (op.revision or 0) > (final.revision or 0)
             ]
         elif not any(
-            op.key == key and op.kind == DELETE and (op.ret is None or op.ret > last.call)
-            and op.found is not False
-            for op in history
+            op.kind == DELETE and op.found is not False and (op.ret is None or op.ret > last.call)
+            for op in ops
         ):
             lost.append(f"{last.describe()} (final: {final.describe()}, and no delete after it)")
     return lost
