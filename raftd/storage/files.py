@@ -1,11 +1,12 @@
 """The file-system seam: storage code does all its I/O through a ``FileSystem``.
 
 Theory of operation: the WAL, the hard-state file and the snapshot files need only a handful of
-primitives (append-only handles, whole-file and ranged reads, truncate, rename, remove, and the
-two kinds of fsync).
+primitives (sequential write handles, preallocation, whole-file and ranged reads, truncate,
+rename, remove, and the two kinds of fsync).
 ``OsFileSystem`` maps them onto ``os``; the simulator swaps in ``tests.sim.disk.SimFileSystem``,
-an in-memory disk that models what survives a power loss (and, given a capacity, a full disk). Nothing above this module imports
-``os`` for I/O, so the production recovery code is exactly the code the simulator crashes.
+an in-memory disk that models what survives a power loss (and, given a capacity, a full disk).
+Nothing above this module imports ``os`` for I/O, so the production recovery code is exactly
+the code the simulator crashes.
 
 Durability rules every caller relies on (POSIX, and modelled by the simulator):
 
