@@ -420,7 +420,9 @@ class Replica:
     def _meta_at_applied(self) -> SnapshotMeta:
         raft = self.node.raft
         applied = raft.log.applied_index
-        return SnapshotMeta(index=applied, term=raft.log.term(applied), conf_state=raft.conf_state())
+        return SnapshotMeta(
+            index=applied, term=raft.log.term(applied), conf_state=raft.conf_state()
+        )
 
     def _health(self) -> dict[str, Any]:
         raft = self.node.raft

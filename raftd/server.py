@@ -32,9 +32,9 @@ import uvloop
 from raftd.apps import hosted_apps
 from raftd.config import NodeConfig, parse_address
 from raftd.core import (
-    Config,
     ConfChange,
     ConfChangeType,
+    Config,
     ConfState,
     Message,
     RawNode,
@@ -52,13 +52,13 @@ from raftd.transport.clients import ClientConnection, ClientGate, bind_tcp, tls_
 from raftd.transport.peers import Address, PeerLink
 from raftd.wire.auth import PeerAuth
 from raftd.wire.client import (
+    MAX_KEY_BYTES,
     AppendRequest,
     AppRequest,
     ConfigRequest,
     DiagnosticRequest,
     ErrorCode,
     GetRequest,
-    MAX_KEY_BYTES,
     HealthRequest,
     ListRequest,
     Request,

@@ -174,7 +174,9 @@ class RaftLog:
 
     def applied_to(self, index: Index) -> None:
         if index > self.commit_index or index < self.applied_index:
-            raise InvariantError(f"applied {index} outside [{self.applied_index}, {self.commit_index}]")
+            raise InvariantError(
+                f"applied {index} outside [{self.applied_index}, {self.commit_index}]"
+            )
         self.applied_index = index
 
     def unstable_entries(self) -> list[Entry]:

@@ -26,8 +26,8 @@ from disrupting the cluster when it returns.
 from __future__ import annotations
 
 from raftd.core.bootstrap import ProbeOutcome, Prober
-from raftd.core.config import Config
 from raftd.core.confchange import ConfChange, ConfChangeType, InvalidConfChange, apply_change
+from raftd.core.config import Config
 from raftd.core.errors import (
     ConfChangeInProgress,
     InvariantError,
@@ -624,7 +624,9 @@ class Raft:
 
     def _append(self, entries: list[Entry]) -> None:
         last = self.log.append(entries)
-        self._after_persist(MsgAppResp(term=self.current_term, src=self.id, dst=self.id, index=last))
+        self._after_persist(
+            MsgAppResp(term=self.current_term, src=self.id, dst=self.id, index=last)
+        )
 
     def _on_append_response(self, m: MsgAppResp) -> None:
         pr = self.progress.get(m.src)
@@ -753,7 +755,9 @@ class Raft:
             self._leader_read([ReadRequest(requester=self.id, context=context)])
         elif self.leader_id != NO_NODE:
             self._send(
-                MsgReadIndex(term=self.current_term, src=self.id, dst=self.leader_id, context=context)
+                MsgReadIndex(
+                    term=self.current_term, src=self.id, dst=self.leader_id, context=context
+                )
             )
         else:
             raise ProposalDropped("no leader")

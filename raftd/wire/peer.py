@@ -2,8 +2,9 @@
 
 A message is one msgpack map: ``{"v": 1, "type": TAGS[cls], "term": ..., "src": ..., "dst":
 ..., <the class's other fields>}``. Entries travel as compact lists ``[term, index, type,
-data]``, snapshots as ``[index, term, voters, learners, data]``. ``decode_peer`` treats its input as hostile: whatever the bytes, it returns a valid
-``Message`` or raises ``DecodeError``, nothing else.
+data]``, snapshots as ``[index, term, voters, learners, auto_promote, data]``. ``decode_peer``
+treats its input as hostile: whatever the bytes, it returns a valid ``Message`` or raises
+``DecodeError``, nothing else.
 
 Validation rules (a datagram failing any of them is dropped by the caller):
 

@@ -17,7 +17,6 @@ import os
 import random
 from pathlib import Path
 
-
 from tests.sim.simulator import Simulator, run_checked, swarm, trace_digest
 
 SEEDS_FILE = Path(__file__).with_name("seeds.txt")

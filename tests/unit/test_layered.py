@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from raftd.layered import LayeredDict
-from raftd.statemachine import SET, DELETE, DictStateMachine, encode_batch, encode_command
+from raftd.statemachine import DELETE, SET, DictStateMachine, encode_batch, encode_command
 
 
 def test_frozen_view_is_unchanged_by_later_writes_and_overlay_folds_back() -> None:

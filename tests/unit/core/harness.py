@@ -10,8 +10,8 @@ import random
 from collections import deque
 
 from raftd.core import (
-    Config,
     ConfChange,
+    Config,
     ConfState,
     EntryType,
     HardState,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from raftd.core import ConfChange, ConfChangeInProgress, ConfChangeType, InvalidConfChange
-from raftd.core import StateRole
+from raftd.core import (
+    ConfChange,
+    ConfChangeInProgress,
+    ConfChangeType,
+    InvalidConfChange,
+    StateRole,
+)
 from raftd.core.messages import MsgApp
 from tests.unit.core.harness import Network
 

@@ -6,8 +6,15 @@ import random
 
 import pytest
 
-from raftd.core import Config, ConfState, HardState, MemoryStorage, ProposalDropped, RawNode
-from raftd.core import StateRole
+from raftd.core import (
+    Config,
+    ConfState,
+    HardState,
+    MemoryStorage,
+    ProposalDropped,
+    RawNode,
+    StateRole,
+)
 from raftd.core.messages import MsgApp, MsgAppResp, MsgVote, MsgVoteResp
 from raftd.core.state import Entry
 from tests.unit.core.harness import Network
