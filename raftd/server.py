@@ -52,7 +52,6 @@ from raftd.transport.clients import ClientConnection, ClientGate, bind_tcp, tls_
 from raftd.transport.peers import Address, PeerLink
 from raftd.wire.auth import PeerAuth
 from raftd.wire.client import (
-    MAX_KEY_BYTES,
     AppendRequest,
     AppRequest,
     ConfigRequest,
@@ -75,7 +74,8 @@ log = logging.getLogger("raftd")
 REQUEST_TIMEOUT_MS = 3000
 """Below the client library's default deadline, so a client hears "timeout" and can retry."""
 MAX_RESPONSE_BYTES = 64 << 20
-COMMAND_OVERHEAD_BYTES = 512
+COMMAND_OVERHEAD_BYTES = 256
+"""A write's encoded fields besides its key and value (op, session ids, conditions)."""
 MAX_SNAPSHOT_RESPONSE_BYTES = 2 << 30
 
 
@@ -171,7 +171,7 @@ class Server:
             on_fatal=self._fatal, on_done=self._on_snapshot_done,
         )
         # max_entry_bytes bounds the value; the key and the command's fields come on top.
-        self.max_command_bytes = raft.max_entry_bytes + MAX_KEY_BYTES + COMMAND_OVERHEAD_BYTES
+        self.max_value_bytes = raft.max_entry_bytes
         self.tick_s = raft.tick_ms / 1000
         self.addresses: dict[str, Address] = {}
         self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
@@ -398,11 +398,12 @@ class Server:
                 if_revision=req.if_revision,
                 if_absent=req.if_absent,
             )
-            if len(packed) > self.max_command_bytes:
+            value_bytes = len(packed) - len(req.key.encode()) - COMMAND_OVERHEAD_BYTES
+            if value_bytes > self.max_value_bytes:
                 self.respond(token, error(
                     ErrorCode.TOO_LARGE,
-                    f"write of {len(packed)} bytes exceeds the limit of {self.max_command_bytes}"
-                    f" (max_entry_bytes {self.config.raft.max_entry_bytes} for the value)",
+                    f"a value of about {value_bytes} bytes exceeds max_entry_bytes"
+                    f" ({self.max_value_bytes})",
                 ))
                 return
             self.replica.submit_write(token, packed)
