@@ -33,6 +33,7 @@ from raftd.core import (
     StateRole,
     TransferInProgress,
 )
+from raftd.core.messages import MsgSnap
 from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
 from raftd.statemachine import Capture, DictStateMachine, encode_batch
 from raftd.wire.client import (
@@ -135,6 +136,12 @@ class Replica:
                 self._respond(outbox, token, error(ErrorCode.TIMEOUT, "request timed out"))
 
     def step(self, msg: Message) -> None:
+        if isinstance(msg, MsgSnap):
+            try:
+                self.sm.verify_snapshot(msg.snapshot.data)
+            except ValueError as e:
+                log.error("refused a snapshot from %s: %s", msg.src, e)
+                return
         self.node.step(msg)
 
     def submit_write(self, token: Token, packed_command: bytes) -> None:

@@ -21,6 +21,7 @@ knew whether it was applied is gone.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 import msgpack
 
 from raftd.layered import LayeredDict
+
+log = logging.getLogger(__name__)
 
 BATCH_FORMAT = 1
 SNAPSHOT_FORMAT = 1
@@ -168,14 +171,24 @@ class DictStateMachine:
         return len(self.store)
 
     def apply_batch(self, data: bytes) -> list[Result]:
+        """Apply one entry's commands. An undecodable entry (only a faulty or forged peer
+        could have put it in the log) is skipped the same way on every node, not fatal."""
         self.store.settle()
-        timestamp, commands = decode_batch(data)
+        try:
+            timestamp, commands = decode_batch(data)
+            if type(timestamp) is not int:
+                raise ValueError("timestamp is not an int")
+        except (ValueError, TypeError, StopIteration, msgpack.UnpackException) as e:
+            log.error("skipped an undecodable log entry: %s", e)
+            return []
         # A new leader's clock may lag the old one's: leader time never goes backwards.
         self.clock_ms = max(self.clock_ms, timestamp)
         self._expire_sessions()
         return [self.apply_command(c) for c in commands]
 
     def apply_command(self, cmd: Command) -> Result:
+        if not _well_formed(cmd):
+            return {"error": "bad_request", "message": "malformed command in the log"}
         op, key, value, client_id, seq, first_unacked, if_revision, if_absent = cmd
         if client_id is None:
             return self._execute(op, key, value, if_revision, if_absent)
@@ -252,6 +265,32 @@ class DictStateMachine:
         frozen, release = self.store.freeze()
         return Capture(frozen, self.revision, self.clock_ms, sessions, apps, release)
 
+    @staticmethod
+    def verify_snapshot(snapshot: bytes) -> None:
+        """Raise ValueError unless ``restore`` would accept ``snapshot``: checked before the
+        node replaces its log with it, so a bad one is refused instead of stopping the node."""
+        try:
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False,
+                                        max_buffer_size=max(len(snapshot), 1))
+            unpacker.feed(snapshot)
+            header = next(unpacker)
+            if type(header) is not dict or header.get("v") != SNAPSHOT_FORMAT:
+                raise ValueError("not a state machine snapshot of a known format")
+            for name in ("revision", "clock_ms", "chunks"):
+                if type(header.get(name)) is not int:
+                    raise ValueError(f"header field {name} is not an int")
+            if not isinstance(header.get("sessions"), (list, tuple)) or not isinstance(
+                header.get("apps", {}), dict
+            ):
+                raise ValueError("bad sessions or apps")
+            for _ in range(header["chunks"]):
+                for item in next(unpacker):
+                    key, _value, revision = item
+                    if type(key) is not str or type(revision) is not int:
+                        raise ValueError("bad item")
+        except (ValueError, TypeError, StopIteration, msgpack.UnpackException) as e:
+            raise ValueError(f"invalid state machine snapshot: {e}") from e
+
     def restore(self, snapshot: bytes) -> None:
         """Replace the whole state by a snapshot produced by ``Capture.chunks``."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False,
@@ -302,6 +341,23 @@ class DictStateMachine:
 
 
 _MASK64 = (1 << 64) - 1
+_OPTIONAL_INT = (type(None), int)
+
+
+def _well_formed(cmd: Any) -> bool:
+    """Whether ``cmd`` has the shape ``encode_command`` gives (forged entries may not)."""
+    return (
+        type(cmd) is tuple
+        and len(cmd) == 8
+        and type(cmd[0]) is int
+        and type(cmd[1]) is str
+        and type(cmd[3]) in (type(None), str)
+        and type(cmd[4]) in _OPTIONAL_INT
+        and type(cmd[5]) in _OPTIONAL_INT
+        and type(cmd[6]) in _OPTIONAL_INT
+        and type(cmd[7]) is bool
+        and (cmd[3] is None or (cmd[4] is not None and cmd[5] is not None))
+    )
 
 
 def _item_hash(key: str, value: Any, revision: int) -> int:

@@ -116,3 +116,24 @@ def test_capture_is_unaffected_by_later_writes() -> None:
     copy = DictStateMachine()
     copy.restore(b"".join(cap.chunks()))
     assert copy.get("k") == (True, 1, 1) and copy.get("new")[0] is False
+
+
+def test_forged_entries_are_skipped_alike_everywhere_not_fatal() -> None:
+    import msgpack
+
+    sm = DictStateMachine()
+    assert sm.apply_batch(b"\x01\xc1garbage") == []
+    forged = encode_batch(5, [msgpack.packb(("not", "a", "command")), encode_command(SET, "k", 1)])
+    results = sm.apply_batch(forged)
+    assert results[0]["error"] == "bad_request" and results[1] == {"revision": 1}
+
+
+def test_snapshot_verification_refuses_garbage_and_accepts_real_ones() -> None:
+    import pytest
+
+    sm = DictStateMachine()
+    apply(sm, encode_command(SET, "k", 1))
+    DictStateMachine.verify_snapshot(b"".join(sm.capture().chunks()))
+    for bad in (b"", b"\xc1", b"\x81\xa1v\x09", b"".join(sm.capture().chunks())[:-3]):
+        with pytest.raises(ValueError):
+            DictStateMachine.verify_snapshot(bad)
