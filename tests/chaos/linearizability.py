@@ -430,7 +430,8 @@ def _pending(head: _Entry, blocking: _Entry) -> list[int]:
         if entry.is_call:
             out.append(entry.index)
         entry = entry.next
-    out.append(blocking.index)
+    if blocking.index not in out:
+        out.append(blocking.index)
     return out
 
 
