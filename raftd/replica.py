@@ -34,7 +34,7 @@ from raftd.core import (
     TransferInProgress,
 )
 from raftd.core.messages import MsgSnap
-from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
+from raftd.core.state import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from raftd.statemachine import Capture, DictStateMachine, encode_batch
 from raftd.wire.client import (
     ErrorCode,
@@ -67,6 +67,10 @@ class Outbox(Protocol):
 
 class WriteStorage(Protocol):
     """The write side of the log storage (DiskStorage in production)."""
+
+    def conf_index(self) -> int: ...
+
+    def set_conf_state(self, conf: ConfState, index: int) -> None: ...
 
     def apply_snapshot(self, snapshot: Snapshot) -> None: ...
 
@@ -378,8 +382,13 @@ class Replica:
     ) -> None:
         cc = ConfChange.decode(entry.data)
         raft = self.node.raft
+        if entry.index <= self.storage.conf_index():
+            return  # applied before a restart: the node started in its configuration
         before = raft.conf_state()
         conf = self.node.apply_conf_change(cc)
+        # Durable before anything else happens: a restarted node must not fall back to an
+        # older configuration while it waits to learn the commit index again.
+        self.storage.set_conf_state(conf, entry.index)
         if conf != before:
             log.info("membership: %s %s -> voters %s, learners %s", cc.type.value, cc.node_id,
                      ",".join(conf.voters), ",".join(conf.learners) or "none")

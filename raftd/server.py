@@ -119,6 +119,12 @@ class MeteredStorage:
     def set_hard_state(self, hs: HardState) -> None:
         self.storage.set_hard_state(hs)
 
+    def conf_index(self) -> int:
+        return self.storage.conf_index()
+
+    def set_conf_state(self, conf: ConfState, index: int) -> None:
+        self.storage.set_conf_state(conf, index)
+
     def sync(self) -> None:
         if self.metrics is None:
             self.storage.sync()

@@ -107,6 +107,7 @@ class DiskStorage:
         self._lock = _open_data_dir(fs, data_dir)
         try:
             self._hard_state = hardstate.load(fs, data_dir)
+            self._applied_conf = hardstate.load_conf(fs, data_dir)
             snapshots.discard_temporary(fs, data_dir)
             self._snap_file = snapshots.load_latest(fs, data_dir)
             self._wal, entries = WAL.open(fs, data_dir, segment_bytes=segment_bytes)
@@ -147,12 +148,25 @@ class DiskStorage:
 
     # -- read side (core.storage.Storage) ----------------------------------------------------
     def initial_state(self) -> tuple[HardState | None, ConfState]:
-        """The hard state (None when the data dir is blank) and the voters: the latest
-        snapshot's, or the configured ones when there is no snapshot."""
+        """The hard state (None when the data dir is blank) and the configuration: the one
+        applied last (``set_conf_state``) or the latest snapshot's, whichever is newer, else
+        the configured voters."""
         hs, _ = self._mem.initial_state()
+        snap_index = self._snap_file.meta.index if self._snap_file is not None else 0
+        if self._applied_conf is not None and self._applied_conf[1] > snap_index:
+            return hs, self._applied_conf[0]
         if self._snap_file is not None:
             return hs, self._snap_file.meta.conf_state
         return hs, self._configured
+
+    def conf_index(self) -> Index:
+        """Log index of the configuration entry applied last (0: none since the snapshot)."""
+        return self._applied_conf[1] if self._applied_conf is not None else 0
+
+    def set_conf_state(self, conf: ConfState, index: Index) -> None:
+        """Record that the configuration entry at ``index`` was applied; durable on return."""
+        hardstate.save_conf(self._fs, self._dir, conf, index)
+        self._applied_conf = (conf, index)
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
         return self._mem.entries(lo, hi, max_bytes)

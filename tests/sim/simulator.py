@@ -262,6 +262,12 @@ class _Storage:
     def set_hard_state(self, hs: HardState) -> None:
         self._disk.set_hard_state(hs)
 
+    def conf_index(self) -> int:
+        return self._disk.conf_index()
+
+    def set_conf_state(self, conf: ConfState, index: int) -> None:
+        self._disk.set_conf_state(conf, index)
+
     def sync(self) -> None:
         self._disk.sync()
 
