@@ -134,10 +134,17 @@ class Replica:
     def tick(self, outbox: Outbox) -> None:
         self.ticks += 1
         self.node.tick()
+        expired = False
         while self.deadlines and self.deadlines[0][0] <= self.ticks:
             _, token = self.deadlines.popleft()
             if token in self.pending:
                 self._respond(outbox, token, error(ErrorCode.TIMEOUT, "request timed out"))
+                expired = True
+        if expired:  # a forwarded read whose answer never came must not stay forever
+            self.read_batches = {
+                context: batch for context, batch in self.read_batches.items()
+                if any(token in self.pending for token, _ in batch)
+            }
 
     def step(self, msg: Message) -> None:
         if isinstance(msg, MsgSnap):
@@ -343,6 +350,13 @@ class Replica:
         if role is not self.role:
             log.info("role %s -> %s (term %d, leader %s)", self.role.value, role.value,
                      self.node.raft.current_term, leader or "unknown")
+        if role is not StateRole.LEADER:
+            # Reads forwarded to a leader we no longer follow will not be answered: fail them
+            # now (retryable) rather than at their deadline.
+            for batch in self.read_batches.values():
+                for token, _ in batch:
+                    self._respond(outbox, token, error(ErrorCode.NOT_LEADER, "leader changed"))
+            self.read_batches.clear()
         if self.role is StateRole.LEADER and role is not StateRole.LEADER:
             # Our proposals may or may not commit under the next leader; the client retries
             # them inside its session, which applies each at most once.

@@ -361,6 +361,10 @@ class Server:
             self._fatal(f"stepping {type(msg).__name__} from {msg.src} failed", e)
         self._schedule()
 
+    def _report_sent(self, peer: str) -> None:
+        self.node.report_snapshot(peer, ok=True)
+        self._schedule()
+
     def _on_transfer_outcome(self, peer: str, transfer: int, ok: bool) -> None:
         if self.snapshot_transfers.get(peer) != transfer:
             return  # a large MsgApp: its loss is Raft's ordinary retry business
@@ -418,6 +422,14 @@ class Server:
         elif isinstance(req, HealthRequest):
             self.replica.submit_health(token, outbox)
         elif isinstance(req, ConfigRequest):
+            if req.action == "add":
+                try:  # a member that cannot be reached would be committed for good
+                    _resolve(req.address)
+                except (OSError, ValueError) as e:
+                    self.respond(token, error(
+                        ErrorCode.BAD_REQUEST, f"cannot resolve {req.address}: {e}"
+                    ))
+                    return
             self.replica.submit_conf_change(token, _conf_change(req))
         elif isinstance(req, TransferLeaderRequest):
             self.replica.submit_transfer(token, req.address, outbox)
@@ -468,9 +480,18 @@ class Server:
             if isinstance(m, MsgApp):
                 self.append_sent += 1
             snapshot = isinstance(m, MsgSnap)
-            transfer = self.peers.send(m.dst, encode_peer(m), supersede=snapshot)
+            try:
+                transfer = self.peers.send(m.dst, encode_peer(m), supersede=snapshot)
+            except (OSError, ValueError) as e:  # a member whose address no longer resolves
+                self.dropped["unresolvable"] = self.dropped.get("unresolvable", 0) + 1
+                log.warning("cannot send to %s: %s", m.dst, e)
+                continue
             if snapshot and transfer is not None:
                 self.snapshot_transfers[m.dst] = transfer
+            elif snapshot:
+                # It fitted one datagram: no transfer will report; the leader then waits for
+                # the follower's ack (or re-sends after a heartbeat), never stuck in SNAPSHOT.
+                asyncio.get_running_loop().call_soon(self._report_sent, m.dst)
 
     def _is_peer(self, node: str) -> bool:
         """Current members, and the configured ones (a blank node knows only those)."""
@@ -503,9 +524,16 @@ class Server:
         future = loop.run_in_executor(None, lambda: b"".join(capture.chunks()))
 
         def done(f: asyncio.Future[bytes]) -> None:
+            capture.release()
+            try:
+                data = f.result()
+            except Exception as e:  # noqa: BLE001 - answered, never left hanging
+                log.error("serializing a snapshot for a client failed: %s", e)
+                self.respond(token, error(ErrorCode.TIMEOUT, f"snapshot failed: {e}"))
+                return
             conf = meta.conf_state
             response = result(index=meta.index, term=meta.term, voters=list(conf.voters),
-                              learners=list(conf.learners), data=f.result())
+                              learners=list(conf.learners), data=data)
             conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
             if conn is not None:
                 self.answered[(kind, "ok")] = self.answered.get((kind, "ok"), 0) + 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from raftd.core import SnapshotMeta
 from raftd.replica import Replica
+from raftd.statemachine import Capture
 from raftd.storage import snapshots
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import FileSystem, FsyncError
@@ -85,12 +86,17 @@ class Snapshotter:
         future = loop.run_in_executor(
             None, snapshots.write, self.fs, self.data_dir, meta, capture.chunks()
         )
-        future.add_done_callback(lambda f: self._finish(f, meta, started))
+        future.add_done_callback(lambda f: self._finish(f, meta, capture, started))
 
     def _finish(
-        self, future: asyncio.Future[snapshots.SnapshotFile], meta: SnapshotMeta, started: float
+        self,
+        future: asyncio.Future[snapshots.SnapshotFile],
+        meta: SnapshotMeta,
+        capture: Capture,
+        started: float,
     ) -> None:
         self.running = False
+        capture.release()  # also when the write failed before reading any chunk
         try:
             file = future.result()
         except FsyncError as e:

@@ -240,7 +240,7 @@ class Raft:
                 return
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._broadcast_heartbeat(context=0)
+            self._broadcast_heartbeat(context=self.read_only.last_round())
             self._maybe_promote_learner()
 
     def _maybe_promote_learner(self) -> None:
@@ -258,11 +258,8 @@ class Raft:
             return
 
     def _quorum_active(self) -> bool:
-        active = 0
-        for v in self.voters:
-            pr = self.progress[v]
-            if v == self.id or pr.recent_active:
-                active += 1
+        active = sum(1 for v in self.voters if v == self.id or self.progress[v].recent_active)
+        for pr in self.progress.values():  # learners too: auto-promotion needs recent acks
             pr.recent_active = False
         return active >= majority(len(self.voters))
 

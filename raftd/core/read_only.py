@@ -54,10 +54,10 @@ class ReadOnly:
         released = [self._rounds.pop(n) for n in sorted(self._rounds) if n <= number]
         return released
 
-    def release_all(self) -> list[ReadRound]:
-        """A single-voter cluster needs no heartbeat round."""
-        released = [self._rounds.pop(n) for n in sorted(self._rounds)]
-        return released
+    def last_round(self) -> int:
+        """The newest round still waiting for acks (0: none). Periodic heartbeats carry it,
+        so a round whose own heartbeats were lost is confirmed by the next ones."""
+        return max(self._rounds, default=0)
 
     def pending_requests(self) -> list[ReadRequest]:
         return [r for n in sorted(self._rounds) for r in self._rounds[n].requests]

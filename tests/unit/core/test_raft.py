@@ -322,3 +322,17 @@ def test_transfer_aborts_after_an_election_timeout() -> None:
         net.stabilize()
     assert net.leaders() == ["n1"]
     net.propose("n1", b"b")  # proposals flow again
+
+
+def test_read_round_whose_heartbeats_were_lost_is_confirmed_by_the_next_ones() -> None:
+    from raftd.core.messages import MsgHeartbeat
+
+    net = Network(3)
+    elect(net)
+    net.drop_types.add(MsgHeartbeat)
+    net["n1"].node.read_index(11)
+    net.stabilize()
+    assert net["n1"].read_states == []  # the round's heartbeats are gone
+    net.drop_types.clear()
+    net.tick("n1", 2)  # no new read arrives: the periodic heartbeat must carry the round
+    assert [ctx for _, ctx in net["n1"].read_states] == [11]
