@@ -107,6 +107,7 @@ class DiskStorage:
         self._lock = _open_data_dir(fs, data_dir)
         try:
             self._hard_state = hardstate.load(fs, data_dir)
+            self._hard_state_file = hardstate.HardStateFile(fs, data_dir)
             self._applied_conf = hardstate.load_conf(fs, data_dir)
             snapshots.discard_temporary(fs, data_dir)
             self._snap_file = snapshots.load_latest(fs, data_dir)
@@ -227,7 +228,7 @@ class DiskStorage:
         """Persist ``hs`` atomically; durable on return. Unchanged state is not rewritten."""
         if hs == self._hard_state:
             return
-        hardstate.save(self._fs, self._dir, hs)
+        self._hard_state_file.save(hs)
         self._hard_state = hs
         self._mem.set_hard_state(hs)
 

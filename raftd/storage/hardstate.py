@@ -1,12 +1,17 @@
-"""The hard-state file: ``current_term``, ``voted_for`` and ``catching_up``, replaced atomically.
+"""The hard-state file: ``current_term``, ``voted_for`` and ``catching_up``, durable and atomic.
 
-Theory of operation: the file is ``[u32 crc32(payload)][payload]`` with the payload a msgpack
-map carrying ``version``. A save never touches the live file: it writes ``hardstate.tmp``,
-fsyncs it, renames it over ``hardstate`` and fsyncs the directory. A crash at any point leaves
-either the old file or the new one under the name (rename is atomic and the new content is
-durable before the rename can be), so a load after a crash sees one of the two, never a mix.
-The final directory fsync makes the rename itself durable before ``save`` returns: Raft must
-not answer a vote before the vote is on disk (Raft Figure 2).
+Theory of operation. The file holds two fixed-size *slots*, each ``[magic][u32 crc][u64 seq]
+[u32 length][payload]`` zero-padded to ``SLOT_BYTES``, the payload a msgpack map carrying
+``version``. ``HardStateFile.save`` overwrites the slot NOT holding the newest state and makes
+it durable with one fdatasync: a vote costs one sync instead of the four of a replace
+(temp file, fsync, rename, directory fsync), which is what elections wait for. A crash tearing
+that write leaves a slot whose CRC fails, so ``load`` falls back to the other slot: the state
+before the unfinished save, which was never acknowledged. Raft must not answer a vote before
+the vote is on disk (Raft Figure 2): ``save`` returns only after the sync.
+
+The file itself is created (or upgraded from the version-1 format, ``[u32 crc][payload]``)
+by an atomic replace: ``hardstate.tmp`` written and fsync'd, renamed over ``hardstate``, the
+directory fsync'd. The module-level ``save`` always does that (tools such as restore use it).
 
 Saves are rare (a new term or a vote), so they are always fsync'd, even when the node runs
 with ``fsync = false`` for its log.
@@ -35,6 +40,12 @@ from raftd.storage.files import FileSystem, NoSpace, UnsupportedVersion, is_no_s
 FILE_NAME = "hardstate"
 CONF_FILE_NAME = "confstate"
 VERSION = 1
+"""Of the payload map (the same in both file formats)."""
+
+SLOT_MAGIC = b"RHS2"
+SLOT_BYTES = 512
+_SLOT_HEADER = struct.Struct("<4sIQI")  # magic, crc32(seq, length, payload), seq, length
+_SLOT_SEQ = struct.Struct("<QI")
 
 _CRC = struct.Struct("<I")
 
@@ -43,9 +54,8 @@ class CorruptHardState(Exception):
     """The hard-state file exists but cannot be trusted; the node must not start."""
 
 
-def save(fs: FileSystem, dir: str, hs: HardState) -> None:
-    """Replace the hard state in ``dir``; durable when this returns."""
-    payload = msgpack.packb(
+def _payload(hs: HardState) -> bytes:
+    payload: bytes = msgpack.packb(
         {
             "version": VERSION,
             "current_term": hs.current_term,
@@ -53,7 +63,70 @@ def save(fs: FileSystem, dir: str, hs: HardState) -> None:
             "catching_up": hs.catching_up,
         }
     )
-    _replace(fs, dir, FILE_NAME, payload, "saving the hard state")
+    return payload
+
+
+def _slot(seq: int, payload: bytes) -> bytes:
+    body = _SLOT_SEQ.pack(seq, len(payload)) + payload
+    slot = _SLOT_HEADER.pack(SLOT_MAGIC, zlib.crc32(body), seq, len(payload)) + payload
+    if len(slot) > SLOT_BYTES:
+        raise ValueError(f"hard state of {len(slot)} bytes does not fit a {SLOT_BYTES}-byte slot")
+    return slot.ljust(SLOT_BYTES, b"\0")
+
+
+def save(fs: FileSystem, dir: str, hs: HardState) -> None:
+    """Replace the hard-state file in ``dir`` by a fresh one; durable when this returns."""
+    _replace(fs, dir, FILE_NAME, _slot(1, _payload(hs)) + bytes(SLOT_BYTES),
+             "saving the hard state")
+
+
+class HardStateFile:
+    """The hard state of one data dir, updated in place (one sync per save)."""
+
+    def __init__(self, fs: FileSystem, dir: str) -> None:
+        self._fs = fs
+        self._dir = dir
+        self._seq = _newest_slot_seq(fs, dir)
+        """Sequence number of the newest valid slot; 0 when the file must be (re)created."""
+
+    def save(self, hs: HardState) -> None:
+        if self._seq == 0:
+            save(self._fs, self._dir, hs)
+            self._seq = 1
+            return
+        seq = self._seq + 1
+        handle = self._fs.open_at(os.path.join(self._dir, FILE_NAME), (seq % 2) * SLOT_BYTES)
+        try:
+            handle.write(_slot(seq, _payload(hs)))
+            handle.fsync()
+        finally:
+            handle.close()
+        self._seq = seq
+
+
+def _newest_slot_seq(fs: FileSystem, dir: str) -> int:
+    path = os.path.join(dir, FILE_NAME)
+    if not fs.exists(path):
+        return 0
+    data = fs.read(path)
+    slots = _valid_slots(data)
+    return max(seq for seq, _ in slots) if slots else 0
+
+
+def _valid_slots(data: bytes) -> list[tuple[int, bytes]]:
+    """(seq, payload) of each slot whose magic and CRC hold; [] for a version-1 file."""
+    if len(data) != 2 * SLOT_BYTES:
+        return []
+    slots = []
+    for offset in (0, SLOT_BYTES):
+        magic, crc, seq, length = _SLOT_HEADER.unpack_from(data, offset)
+        start = offset + _SLOT_HEADER.size
+        if magic != SLOT_MAGIC or start + length > offset + SLOT_BYTES:
+            continue
+        payload = data[start : start + length]
+        if zlib.crc32(_SLOT_SEQ.pack(seq, length) + payload) == crc:
+            slots.append((seq, payload))
+    return slots
 
 
 def save_conf(fs: FileSystem, dir: str, conf: ConfState, index: int) -> None:
@@ -67,7 +140,8 @@ def save_conf(fs: FileSystem, dir: str, conf: ConfState, index: int) -> None:
             "auto_promote": list(conf.auto_promote),
         }
     )
-    _replace(fs, dir, CONF_FILE_NAME, payload, "saving the configuration")
+    _replace(fs, dir, CONF_FILE_NAME, _CRC.pack(zlib.crc32(payload)) + payload,
+             "saving the configuration")
 
 
 def load_conf(fs: FileSystem, dir: str) -> tuple[ConfState, int] | None:
@@ -89,13 +163,13 @@ def load_conf(fs: FileSystem, dir: str) -> tuple[ConfState, int] | None:
     return ConfState(voters=voters, learners=learners, auto_promote=auto), index
 
 
-def _replace(fs: FileSystem, dir: str, name: str, payload: bytes, what: str) -> None:
+def _replace(fs: FileSystem, dir: str, name: str, content: bytes, what: str) -> None:
     path = os.path.join(dir, name)
     tmp = path + ".tmp"
     try:
         handle = fs.create(tmp)
         try:
-            handle.write(_CRC.pack(zlib.crc32(payload)) + payload)
+            handle.write(content)
             handle.fsync()
         finally:
             handle.close()
@@ -114,10 +188,17 @@ def _read(fs: FileSystem, dir: str, name: str) -> dict[str, object] | None:
     if not fs.exists(path):
         return None
     data = fs.read(path)
-    if len(data) < _CRC.size or _CRC.unpack_from(data)[0] != zlib.crc32(data[_CRC.size :]):
+    if len(data) == 2 * SLOT_BYTES:  # a version-1 file is never this long
+        slots = _valid_slots(data)
+        if not slots:
+            raise CorruptHardState(f"{path}: no slot passes its checksum; refusing to start")
+        payload = max(slots)[1]
+    elif len(data) < _CRC.size or _CRC.unpack_from(data)[0] != zlib.crc32(data[_CRC.size :]):
         raise CorruptHardState(f"{path}: checksum mismatch ({len(data)} bytes); refusing to start")
+    else:
+        payload = data[_CRC.size :]
     try:
-        fields = msgpack.unpackb(data[_CRC.size :])
+        fields = msgpack.unpackb(payload)
         version = fields["version"]
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
         raise CorruptHardState(f"{path}: undecodable {name}: {e!r}") from e

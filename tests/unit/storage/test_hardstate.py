@@ -61,19 +61,66 @@ def test_crash_at_every_step_gives_old_or_new(old: HardState | None) -> None:
 
 def test_corrupt_file_refused_naming_path(tmp_path: Path) -> None:
     fs = OsFileSystem()
-    hardstate.save(fs, str(tmp_path), NEW)
+    hardstate.save(fs, str(tmp_path), NEW)  # a fresh file: only slot 0 holds a state
     path = tmp_path / "hardstate"
     full = path.read_bytes()
+    covered = full.index(b"\x84\xa7version") + len(msgpack.packb({
+        "version": 1, "current_term": NEW.current_term, "voted_for": NEW.voted_for,
+        "catching_up": NEW.catching_up,
+    }))
     for pos in range(len(full)):
         data = bytearray(full)
         data[pos] ^= 0x21
         path.write_bytes(bytes(data))
-        with pytest.raises(CorruptHardState, match=str(path)):
-            hardstate.load(fs, str(tmp_path))
+        if pos < covered:  # the only valid slot's header or payload
+            with pytest.raises(CorruptHardState, match=str(path)):
+                hardstate.load(fs, str(tmp_path))
+        else:  # padding, or the empty slot
+            assert hardstate.load(fs, str(tmp_path)) == NEW
     for cut in range(len(full)):
         path.write_bytes(full[:cut])
         with pytest.raises(CorruptHardState, match=str(path)):
             hardstate.load(fs, str(tmp_path))
+
+
+def test_in_place_saves_cost_one_sync_and_survive_a_crash_at_every_step() -> None:
+    fs = SimFileSystem()
+    states = [HardState(current_term=t, voted_for=f"n{t}") for t in range(1, 6)]
+    writer = hardstate.HardStateFile(fs, ".")
+    writer.save(states[0])  # creates the file (atomic replace)
+    before = fs.ops
+    writer.save(states[1])
+    in_place_ops = fs.ops - before
+    assert in_place_ops <= 3  # open/write, sync: no rename, no directory sync
+    for crash_at in range(in_place_ops + 1):
+        for seed in range(10):
+            fs = SimFileSystem()
+            writer = hardstate.HardStateFile(fs, ".")
+            for hs in states[:3]:
+                writer.save(hs)
+            fs.crash_after = crash_at
+            try:
+                writer.save(states[3])
+                completed = True
+            except SimulatedCrash:
+                completed = False
+            fs.crash(random.Random(seed))
+            loaded = hardstate.load(fs, ".")
+            assert loaded == states[3] if completed else loaded in (states[2], states[3])
+            hardstate.HardStateFile(fs, ".").save(states[4])  # and it goes on from there
+            assert hardstate.load(fs, ".") == states[4]
+
+
+def test_a_version_1_file_is_read_and_upgraded_by_the_next_save(tmp_path: Path) -> None:
+    fields = {"version": 1, "current_term": 7, "voted_for": "n1", "catching_up": False}
+    write_payload(tmp_path / "hardstate", msgpack.packb(fields))
+    fs = OsFileSystem()
+    assert hardstate.load(fs, str(tmp_path)) == HardState(current_term=7, voted_for="n1")
+    writer = hardstate.HardStateFile(fs, str(tmp_path))
+    writer.save(NEW)
+    writer.save(OLD)
+    assert hardstate.load(fs, str(tmp_path)) == OLD
+    assert (tmp_path / "hardstate").stat().st_size == 2 * hardstate.SLOT_BYTES
 
 
 def write_payload(path: Path, payload: bytes) -> None:
