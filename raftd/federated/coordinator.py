@@ -423,7 +423,7 @@ class FederatedApp:
 
         def built(f: asyncio.Future[bytes]) -> None:
             model = f.result()
-            if len(model) + 1024 > self.server.max_command_bytes:
+            if len(model) > self.server.max_value_bytes:
                 reply(error(ErrorCode.TOO_LARGE, f"a model of {len(model)} bytes does not fit "
                             "in one log entry; raise [raft] max_entry_bytes or shrink it"))
                 return
