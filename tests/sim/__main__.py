@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from tests.sim.simulator import Simulator, run_checked
+from tests.sim.simulator import Simulator, run_checked, without_membership
 
 
 def _quiet_logs() -> None:
@@ -27,7 +27,7 @@ def _run(seed: int) -> tuple[int, str | None]:
     return run_checked(seed)
 
 
-def replay(seed: int, verbose: bool) -> int:
+def replay(seed: int, verbose: bool, membership: bool) -> int:
     if verbose:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("       [%(name)s] %(message)s"))
@@ -37,7 +37,8 @@ def replay(seed: int, verbose: bool) -> int:
         raftd_log.propagate = False
     else:
         _quiet_logs()
-    sim = Simulator(seed, trace=print if verbose else None)
+    sim = Simulator(seed, trace=print if verbose else None,
+                    adjust=None if membership else without_membership)
     print(f"seed {seed}: {sim.options.describe()}")
     try:
         result = sim.run()
@@ -46,7 +47,11 @@ def replay(seed: int, verbose: bool) -> int:
         return 1
     print(f"seed {seed}: ok in {result.ticks} ticks; {result.committed} entries committed; "
           f"{len(result.leaders)} terms with a leader; {result.messages} messages; "
-          f"{result.crashes} crashes; {result.wipes} wipes; {result.snapshots} snapshots")
+          f"{result.crashes} crashes; {result.wipes} wipes; {result.snapshots} snapshots; "
+          f"{result.procedures} membership procedures, {result.conf_changes} configuration "
+          f"changes, final members {','.join(result.members)}; {result.stray} datagrams from "
+          f"removed nodes ({result.disruptions} raised a term); {result.not_a_member} dropped "
+          "as from no member")
     return 0
 
 
@@ -61,7 +66,8 @@ def sweep(start: int, count: int, jobs: int) -> int:
                 print(failure, flush=True)
     elapsed = time.perf_counter() - began
     print(f"{count} seeds from {start} in {elapsed:.1f} s on {jobs} jobs: "
-          f"{count / elapsed:.1f} seeds/s; {len(failures)} failed"
+          f"{count / elapsed:.1f} seeds/s ({count * 3600 / elapsed:.0f} per hour); "
+          f"{len(failures)} failed"
           + (f": {sorted(s for s, _ in failures)}" if failures else ""))
     return 1 if failures else 0
 
@@ -74,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print the trace")
     parser.add_argument("--start", type=int, default=1, help="first seed of --seeds")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-membership", action="store_true",
+                        help="replay the seed's scenario without its membership changes (as "
+                        "it ran before they existed: they are drawn last)")
     args = parser.parse_args(argv)
     if args.seed is not None:
-        return replay(args.seed, args.verbose)
+        return replay(args.seed, args.verbose, not args.no_membership)
     return sweep(args.start, args.seeds, args.jobs)
 
 

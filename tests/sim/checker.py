@@ -13,7 +13,23 @@ Theory of operation (TigerBeetle's state_checker, plus a model of the client-vis
   up), and each linearizable read must return a state the key held at some point between the
   read's submission and its answer.
 - Election safety: one leader per term, ever; a granted vote is never granted again to another
-  candidate in the same term (votes are observed on the wire, i.e. once durable).
+  candidate in the same term (votes are observed on the wire, i.e. once durable). Only a voter
+  (in its own view of the configuration) campaigns: a learner never does. (Whether a node that
+  sees itself as a learner may *grant* a vote is a design choice, not a safety property: etcd
+  lets it, since it may have been promoted without knowing yet; a candidate only ever counts
+  the votes of its own voters.)
+- Leader completeness (Raft §5.4): the leader of term T holds every entry committed in a term
+  below T. Which term committed an entry is seen at the leaders: ``commit_by_term`` keeps, per
+  term, the highest commit index its leader reached (an upper bound of the entry's commit term,
+  so the check never blames a leader wrongly: a leader of term 1 may well win *after* the
+  leader of term 2 committed something, with votes cast in term 1). Checked when a leader is
+  first seen, and whenever a leader of a lower term commits more while it leads.
+- The configuration follows the committed log: ``config`` starts from the initial voters and
+  applies every CONF_CHANGE entry of the global sequence as ``Raft.apply_conf_change`` does, so
+  the end of a run knows which nodes must have converged (the members) and which not (removed
+  nodes, nodes never added). Every node's own configuration must be the committed log's at the
+  index it reflects (its applied index, or the index of the configuration entry it recorded as
+  applied before a restart), and a snapshot's configuration the log's at the snapshot's index.
 - Durability: a node never sends a message of a term it has not persisted; its persisted term
   never goes back across a restart; what a restarted node recovers (snapshot plus log) still
   covers every entry it had applied (those were fsync'd before they were applied). A wiped node
@@ -33,8 +49,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raftd.core import Entry, EntryType, Message, Snapshot, StateRole
-from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVoteResp
+from raftd.core import ConfState, Entry, EntryType, Message, Snapshot, StateRole
+from raftd.core.confchange import ConfChange, InvalidConfChange, apply_change
+from raftd.core.errors import Compacted
+from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
 from raftd.core.raft import Raft
 from raftd.statemachine import DELETE, SET, DictStateMachine, decode_batch
 from raftd.storage.disk import DiskStorage
@@ -46,6 +64,16 @@ KeyState = tuple[Any, int] | None
 
 class Violation(AssertionError):
     """A safety property broke."""
+
+
+def _conf(conf: ConfState) -> str:
+    return (f"voters {','.join(conf.voters)} learners {','.join(conf.learners) or '-'} "
+            f"auto {','.join(conf.auto_promote) or '-'}")
+
+
+def members(conf: ConfState) -> tuple[str, ...]:
+    """Voters and learners: every node the leader of ``conf`` replicates to."""
+    return conf.voters + conf.learners
 
 
 @dataclass(slots=True)
@@ -109,8 +137,22 @@ class Model:
 
 
 class SafetyChecker:
-    def __init__(self) -> None:
+    def __init__(self, initial: ConfState) -> None:
         self.committed: list[tuple[int, EntryType, bytes]] = []
+        self.config = initial
+        """The configuration after the last entry of ``committed``."""
+        self._conf_indexes = [0]
+        self._confs = [initial]
+        """The configuration after each committed entry that changed it, by index."""
+        self.conf_changes = 0
+        """Configuration entries in ``committed`` that changed it."""
+        self.member_set = frozenset(members(initial))
+        self.removed: frozenset[str] = frozenset()
+        """Nodes that were members once and are not any more."""
+        self._leader: tuple[int, str, Raft] | None = None
+        """Term, id and Raft of the leader of the highest term seen, while it leads."""
+        self.commit_by_term: dict[int, tuple[int, int]] = {}
+        """Term -> the highest commit index its leader reached, and the term of that entry."""
         self.model = Model.empty()
         self.leaders: dict[int, str] = {}
         self.votes: dict[tuple[str, int], str] = {}
@@ -139,6 +181,17 @@ class SafetyChecker:
         committed.append((entry.term, entry.type, entry.data))
         if entry.type is EntryType.NORMAL and entry.data:
             self.model.apply(entry.index, entry.data)
+        elif entry.type is EntryType.CONF_CHANGE:
+            try:
+                self.config = apply_change(self.config, ConfChange.decode(entry.data))
+                self.conf_changes += 1
+                self._conf_indexes.append(entry.index)
+                self._confs.append(self.config)
+                now = frozenset(members(self.config))
+                self.removed = (self.removed | self.member_set) - now
+                self.member_set = now
+            except InvalidConfChange:
+                pass  # a no-op on every node too (e.g. a promotion proposed by two leaders)
         self.model.revision_at.append(self.model.revision)
 
     def check_state(
@@ -155,6 +208,20 @@ class SafetyChecker:
             raise Violation(f"{node}: {what} at index {index} differs from the committed state: "
                             f"revision {revision} vs {expected_revision}, keys {wrong}")
 
+    def config_at(self, index: int) -> ConfState:
+        """The configuration once the first ``index`` committed entries are applied."""
+        return self._confs[bisect.bisect_right(self._conf_indexes, index) - 1]
+
+    def check_config(self, node: str, index: int, conf: ConfState, what: str) -> None:
+        """``conf`` claims to be the configuration after the first ``index`` entries."""
+        if index > len(self.committed):
+            raise Violation(f"{node}: {what} at index {index}, beyond the {len(self.committed)} "
+                            "entries ever applied")
+        expected = self.config_at(index)
+        if conf != expected:
+            raise Violation(f"{node}: {what} at index {index} is {_conf(conf)}, but the "
+                            f"committed log's is {_conf(expected)}")
+
     def on_install(self, node: str, snapshot: Snapshot) -> None:
         """``node`` replaced its log by a leader's snapshot; its state machine restarts there."""
         meta = snapshot.meta
@@ -166,6 +233,7 @@ class SafetyChecker:
         restored = DictStateMachine()
         restored.restore(snapshot.data)
         self.check_state(node, meta.index, restored.data, restored.revision, "installed snapshot")
+        self.check_config(node, meta.index, meta.conf_state, "the installed snapshot's configuration")
         self.applied[node] = meta.index
 
     def observe(self, node: str, raft: Raft) -> None:
@@ -175,12 +243,46 @@ class SafetyChecker:
             raise Violation(f"{node} went back from term {self.term_floor[node]} to {term}")
         self.term_floor[node] = term
         if raft.role is StateRole.LEADER:
-            leader = self.leaders.setdefault(term, node)
-            if leader != node:
+            leader = self.leaders.get(term)
+            if leader is None:
+                self.leaders[term] = node
+                self._vote(node, term, node)
+                earlier = max((c for t, c in self.commit_by_term.items() if t < term),
+                              default=None)
+                if earlier is not None:
+                    self._check_holds(term, node, raft, *earlier)
+                if self._leader is None or self._leader[0] < term:
+                    self._leader = (term, node, raft)
+            elif leader != node:
                 raise Violation(f"two leaders in term {term}: {leader} and {node}")
-            self._vote(node, term, node)
+            commit = raft.log.commit_index
+            if commit > self.commit_by_term.get(term, (0, 0))[0]:
+                mark = self.commit_by_term[term] = (commit, raft.log.term(commit))
+                latest = self._leader
+                if latest is not None and latest[0] > term:
+                    self._check_holds(*latest, *mark)
 
-    def on_send(self, node: str, messages: Sequence[Message], persisted_term: int) -> None:
+    def _check_holds(
+        self, term: int, node: str, raft: Raft, index: int, committed: int
+    ) -> None:
+        """Leader completeness: ``node``, leading ``term``, holds the committed entry
+        ``index``/``committed`` (by Log Matching, which ``check_logs`` verifies, the whole
+        prefix before it too)."""
+        if raft.role is not StateRole.LEADER or raft.current_term != term:
+            return  # it no longer leads (or it crashed: on_crash forgets it)
+        try:
+            held = raft.log.term(index)
+        except Compacted:
+            return  # below its snapshot, which holds applied, i.e. committed, state
+        if held != committed:
+            raise Violation(f"{node} leads term {term} but holds {index}/{held or '-'} where "
+                            f"{index}/{committed} was committed")
+
+    def on_send(
+        self, node: str, messages: Sequence[Message], persisted_term: int,
+        voters: tuple[str, ...],
+    ) -> None:
+        """``voters``: the configuration the sender acts on (its own, possibly stale, view)."""
         for m in messages:
             if m.term > persisted_term and not isinstance(m, MsgPreVote | MsgPreVoteResp):
                 raise Violation(
@@ -189,6 +291,9 @@ class SafetyChecker:
                 )
             if isinstance(m, MsgVoteResp) and not m.reject:
                 self._vote(node, m.term, m.dst)
+            elif isinstance(m, MsgVote | MsgPreVote) and node not in voters:
+                raise Violation(f"{node}, not a voter ({','.join(voters)}), sent "
+                                f"{type(m).__name__} to {m.dst} in term {m.term}")
 
     def _vote(self, voter: str, term: int, candidate: str) -> None:
         previous = self.votes.setdefault((voter, term), candidate)
@@ -197,6 +302,8 @@ class SafetyChecker:
 
     # -- crashes and restarts ----------------------------------------------------------------
     def on_crash(self, node: str, storage: DiskStorage | None) -> None:
+        if self._leader is not None and self._leader[1] == node:
+            self._leader = None
         hs = storage.initial_state()[0] if storage is not None else None
         self.term_floor[node] = hs.current_term if hs is not None else 0
         self.durable_applied[node] = self.applied.get(node, 0)
@@ -274,15 +381,19 @@ class SafetyChecker:
                     f"{model.revision}; wrong or missing {missing}; unexpected {extra}"
                 )
 
-    def check_logs(self, logs: dict[str, list[Entry]]) -> None:
+    def check_logs(self, logs: dict[str, list[Entry]], settled: dict[str, int]) -> None:
         """Log Matching (Raft §5.3) across every pair of nodes, and committed prefixes.
 
-        Each log may start anywhere (compaction); entries carry their index.
+        Each log may start anywhere (compaction); entries carry their index. ``settled``: per
+        node, up to which index its log must hold the committed entries (a member's whole log
+        once converged; a removed node's up to its commit index, since nobody replicates to it
+        any more and an uncommitted tail may stay behind there forever).
         """
         committed = self.committed
         for node, entries in logs.items():
+            limit = min(len(committed), settled[node])
             for e in entries:
-                if e.index > len(committed):
+                if e.index > limit:
                     break
                 term, etype, data = committed[e.index - 1]
                 if (e.term, e.type, e.data) != (term, etype, data):

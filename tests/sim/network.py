@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from raftd.core import Message
-from raftd.core.messages import MsgSnap
+from raftd.core.messages import MsgSnap, MsgTimeoutNow
 from raftd.wire.peer import decode_peer, encode_peer
 
 Path = tuple[str, str]
@@ -61,6 +61,7 @@ class SimNetwork:
         self.options = options
         self._rng = rng
         self._trace = trace
+        self._nodes = list(nodes)
         self._paths: list[Path] = [(a, b) for a in nodes for b in nodes if a != b]
         self._heaps: dict[Path, list[tuple[int, int, bytes, bool]]] = {
             p: [] for p in self._paths
@@ -75,6 +76,17 @@ class SimNetwork:
         self._seq = 0
         self.sent = 0
         self.delivered = 0
+        self.timeout_now_due = 0
+        """Latest tick a MsgTimeoutNow is due: until then a leadership transfer may land."""
+
+    def add_node(self, node: str) -> None:
+        """A node joins the network (a new member): its paths get their own loss, drawn now."""
+        others, self._nodes = self._nodes, [*self._nodes, node]
+        for path in [p for other in others for p in ((other, node), (node, other))]:
+            self._paths.append(path)
+            self._heaps[path] = []
+            self._last_due[path] = 0
+            self.loss[path] = self._rng.uniform(0.0, self.options.loss_max)
 
     # -- faults ------------------------------------------------------------------------------
     def cut(self, links: Iterable[Path]) -> None:
@@ -114,6 +126,8 @@ class SimNetwork:
                     self._last_due[path] = due
                 self._seq += 1
                 heapq.heappush(self._heaps[path], (due, self._seq, data, snap))
+                if isinstance(m, MsgTimeoutNow):
+                    self.timeout_now_due = max(self.timeout_now_due, due)
 
     def deliver(self, now: int) -> list[Delivery]:
         """Every message due by ``now`` on an uncut path, in (due, send order), and the

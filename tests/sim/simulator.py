@@ -14,18 +14,28 @@ all of them anew over the same file system, which is exactly the production reco
 wipe replaces the file system with an empty one. Every node starts blank, so the fresh-cluster
 bootstrap of ``raftd.core.bootstrap`` runs every time.
 
-One tick: deliver the due datagrams (``Replica.step``), tick every up node (some skip ticks:
-clock jitter), let the clients send, run one ``Replica.process`` turn per node (or one after
-every datagram), take snapshots as ``raftd.snapshotter`` would, then roll the faults: crashes,
-wipes, partitions, stalls, and an operator's leadership transfers. Crashes come in two kinds: at a tick boundary, or *armed* (``SimFileSystem.crash_after``)
+One tick: deliver the due datagrams (``Replica.step``, after ``raftd.server``'s filter that
+drops datagrams from nodes neither members nor configured), tick every up node (some skip
+ticks: clock jitter), let the clients and the membership operator (``tests.sim.membership``:
+add, promote, remove, remove the leader, replace, rejoin) send, run one ``Replica.process``
+turn per node (or one after every datagram), take snapshots as ``raftd.snapshotter`` would,
+then roll the faults: crashes, wipes, partitions, stalls, and an operator's leadership
+transfers. Crashes come in two kinds: at a tick boundary, or *armed* (``SimFileSystem.crash_after``)
 so that the node dies at its k-th next disk operation, in the middle of a turn: between a WAL
 write and its fsync, halfway through a hard-state rename, or after the leader shipped entries
 it has not yet made durable itself. The checkers (``tests.sim.checker``) run after every input.
 
-Two phases, as in TigerBeetle's VOPR: *safety* (faults on, workload running, a fixed number of
-ticks), then *liveness* (heal partitions, stop loss, restart every node, stop faults): within a
-bounded number of ticks every request must be answered, a leader must exist, and every node must
-have applied the same entries into the same state, which must equal the checker's model.
+Two phases, as in TigerBeetle's VOPR: *safety* (faults on, workload and membership changes
+running, a fixed number of ticks), then *liveness* (heal partitions, stop loss, restart every
+node the operator did not stop, stop faults and membership changes): within a bounded number of
+ticks every request must be answered, and the *final* configuration (the one the committed log
+ends with, whatever it is now) must have a leader among its voters that committed everything,
+and every one of its members must have applied the same entries into the same state, which
+must equal the checker's model. Then, for ``QUIET_TICKS``, no member's term may move: a
+removed node left running, or a blank node never added, must not disrupt the cluster.
+
+Membership changes are drawn last, from a stream of their own (``scenario``), so a seed whose
+scenario has none runs exactly as it did before they existed.
 """
 
 from __future__ import annotations
@@ -33,21 +43,23 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Any
 
 from raftd.core import (
+    ConfChange,
     Config,
     ConfState,
     Entry,
+    EntryType,
     HardState,
     Message,
     RawNode,
     Snapshot,
     StateRole,
 )
-from raftd.core.messages import MsgSnap
+from raftd.core.messages import MsgSnap, MsgTimeoutNow
 from raftd.core.state import SnapshotMeta
 from raftd.replica import Replica
 from raftd.server import REQUEST_TIMEOUT_MS, peer_header_bytes
@@ -56,10 +68,18 @@ from raftd.storage import snapshots
 from raftd.storage.disk import DiskStorage
 from raftd.storage.wal import DEFAULT_SEGMENT_BYTES
 from raftd.wire.client import GetRequest
-from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.checker import SafetyChecker, Violation, members
 from tests.sim.disk import SimFileSystem, SimulatedCrash
+from tests.sim.membership import (
+    MAX_NODE_IDS,
+    NO_MEMBERSHIP,
+    ChangeToken,
+    MembershipOptions,
+    Operator,
+    draw_membership,
+)
 from tests.sim.network import NetworkOptions, SimNetwork, describe
-from tests.sim.workload import Workload, WorkloadOptions
+from tests.sim.workload import Workload, WorkloadOptions, wire
 
 TICK_MS = 10
 ELECTION_TICKS = (15, 30)
@@ -68,6 +88,8 @@ DATA_DIR = "/var/lib/raftd"
 ARMED_CRASH_MAX_OPS = 8
 """An armed crash hits one of the next 0..8 disk operations: a hard-state save is five (create,
 write, fsync, rename, fsync_dir), a WAL batch one write and one fsync."""
+QUIET_TICKS = 2 * ELECTION_TICKS[1]
+"""After convergence, ticks during which no member's term may change (nobody disrupts)."""
 
 Trace = Callable[[str], None]
 
@@ -117,12 +139,14 @@ class Options:
     request_timeout_ticks: int
     safety_ticks: int
     liveness_ticks: int
+    membership: MembershipOptions = NO_MEMBERSHIP
+    """Drawn by ``scenario`` after everything else; ``swarm`` leaves it off."""
 
     def describe(self) -> str:
         parts: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, NetworkOptions | WorkloadOptions):
+            if isinstance(value, NetworkOptions | WorkloadOptions | MembershipOptions):
                 parts.extend(_field(g.name, getattr(value, g.name)) for g in fields(value))
             else:
                 parts.append(_field(f.name, value))
@@ -192,6 +216,32 @@ def swarm(prng: random.Random) -> Options:
 
 
 @dataclass(frozen=True, slots=True)
+class Streams:
+    """One random stream per component, so that a draw in one does not shift the others."""
+
+    crash: random.Random
+    partition: random.Random
+    clock: random.Random
+    disk: random.Random
+    node: random.Random
+    net: random.Random
+    workload: random.Random
+    operator: random.Random
+    membership: random.Random
+    """Drawn last: the streams before it are those of the simulator before membership changes."""
+
+
+def scenario(seed: int) -> tuple[Options, Streams]:
+    """What a seed decides: the options (faults by ``swarm``, then the membership changes drawn
+    from their own stream) and every component's stream."""
+    prng = random.Random(seed)
+    options = swarm(prng)
+    streams = Streams(*(random.Random(prng.getrandbits(64)) for _ in fields(Streams)))
+    membership = draw_membership(streams.membership, options.nodes)
+    return replace(options, membership=membership), streams
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     seed: int
     ticks: int
@@ -203,6 +253,18 @@ class RunResult:
     crashes: int
     wipes: int
     snapshots: int
+    conf_changes: int
+    """Committed configuration entries that changed the configuration."""
+    procedures: int
+    """Membership procedures the operator started."""
+    members: tuple[str, ...]
+    """The final configuration (voters, then learners)."""
+    stray: int
+    """Datagrams from removed nodes that members handled (but a removed leader's hand-off)."""
+    disruptions: int
+    """Of those, the ones that raised a member's term."""
+    not_a_member: int
+    """Datagrams dropped as from a node neither member nor configured (``raftd.server``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +285,11 @@ class _Outbox:
 
     def send(self, messages: Sequence[Message]) -> None:
         sim = self._sim
-        storage = self._node.storage
+        node = self._node
+        storage = node.storage
         hs = storage.initial_state()[0] if storage is not None else None
-        sim.checker.on_send(self._node.id, messages, hs.current_term if hs is not None else 0)
+        voters = node.replica.node.raft.voters if node.replica is not None else ()
+        sim.checker.on_send(node.id, messages, hs.current_term if hs is not None else 0, voters)
         sim.network.send(messages, sim.now)
 
     def respond_capture(self, token: Hashable, meta: SnapshotMeta, capture: Capture) -> None:
@@ -235,6 +299,9 @@ class _Outbox:
     def respond(self, token: Hashable, response: dict[str, Any]) -> None:
         if isinstance(token, OperatorToken):
             self._sim._emit(f"{self._node.id} -> operator: transfer {response}")
+            return
+        if isinstance(token, ChangeToken):
+            self._sim.operator.on_response(token, wire(response))
             return
         self._sim.workload.on_response(token, response, self._sim.now)
 
@@ -284,8 +351,15 @@ class SnapshotJob:
 class SimNode:
     """One server: its disk outlives its process (``replica``), unless wiped."""
 
-    def __init__(self, sim: Simulator, node_id: str, tick_skip: float) -> None:
+    def __init__(
+        self, sim: Simulator, node_id: str, tick_skip: float, configured: tuple[str, ...]
+    ) -> None:
         self.id = node_id
+        self.configured = configured
+        """``[cluster] members`` of its config file: the initial voters, for a node added
+        later too (the README's add-node example lists them). A blank node starts with these
+        as its voters, i.e. as the configuration the log's first entries apply to, and
+        ``raftd.server`` accepts datagrams only from them and the current members."""
         self.fs = SimFileSystem()
         self.storage: DiskStorage | None = None
         self.replica: Replica | None = None
@@ -302,6 +376,10 @@ class SimNode:
         self.backlog: list[Message] = []
         """Datagrams that arrived while paused, in arrival order."""
         self.snapshot_job: SnapshotJob | None = None
+        self.retired = False
+        """Stopped by the operator after its removal: not restarted, not a client endpoint."""
+        self.dropped = 0
+        """Datagrams it dropped as from a node neither member nor configured."""
 
     @property
     def up(self) -> bool:
@@ -318,31 +396,39 @@ class Simulator:
     ) -> None:
         """``adjust`` lets a scenario test change the drawn options (the streams stay put)."""
         self.seed = seed
-        prng = random.Random(seed)
-        options = swarm(prng)
+        options, streams = scenario(seed)
         self.options = adjust(options) if adjust is not None else options
+        self._adjust = adjust
         opts = self.options
-        self._crash_rng = random.Random(prng.getrandbits(64))
-        self._partition_rng = random.Random(prng.getrandbits(64))
-        self._clock_rng = random.Random(prng.getrandbits(64))
-        self._disk_rng = random.Random(prng.getrandbits(64))
-        self._node_rng = random.Random(prng.getrandbits(64))
-        net_rng = random.Random(prng.getrandbits(64))
-        workload_rng = random.Random(prng.getrandbits(64))
-        self._operator_rng = random.Random(prng.getrandbits(64))
+        self._crash_rng = streams.crash
+        self._partition_rng = streams.partition
+        self._clock_rng = streams.clock
+        self._disk_rng = streams.disk
+        self._node_rng = streams.node
+        self._operator_rng = streams.operator
         self._trace = trace
         self.now = 0
         self.ids = tuple(f"n{i}" for i in range(1, opts.nodes + 1))
+        """The initial voters, which every node's config lists as ``[cluster] members``."""
+        self.spare_ids = tuple(
+            f"n{i}" for i in range(opts.nodes + 1, opts.nodes + 1 + opts.membership.spares)
+        )
+        if len(self.ids) + len(self.spare_ids) > MAX_NODE_IDS:
+            raise ValueError(f"at most {MAX_NODE_IDS} node ids")
         self.nodes = {
-            i: SimNode(self, i, self._clock_rng.uniform(0.0, opts.tick_skip)) for i in self.ids
+            i: SimNode(self, i, self._clock_rng.uniform(0.0, opts.tick_skip), self.ids)
+            for i in self.ids
         }
-        self._conf_state = ConfState(voters=self.ids)
         # As raftd.server: batches are cut to fit one datagram.
-        self._batch_bytes = opts.max_datagram_bytes - peer_header_bytes(self.ids)
-        self.checker = SafetyChecker()
+        self._batch_bytes = opts.max_datagram_bytes - peer_header_bytes(self.ids + self.spare_ids)
+        self.checker = SafetyChecker(ConfState(voters=self.ids))
         emit = self._emit if trace is not None else None
-        self.network = SimNetwork(self.ids, opts.network, net_rng, emit)
-        self.workload = Workload(opts.workload, workload_rng, self, self.checker, emit)
+        self.network = SimNetwork(self.ids, opts.network, streams.net, emit)
+        self.workload = Workload(opts.workload, streams.workload, self, self.checker, emit)
+        self.operator = Operator(self, opts.membership, streams.membership, emit)
+        self.stray = 0
+        self.disruptions = 0
+        self.not_a_member = 0
         self.faults = True
         self._blackout = False
         self._partition_until = 0
@@ -359,7 +445,8 @@ class Simulator:
     # -- the Cluster protocol of the workload ------------------------------------------------
     @property
     def nodes_ids(self) -> tuple[str, ...]:
-        return self.ids
+        """Every node a client (or ``raftctl``) may connect to: all but the stopped ones."""
+        return tuple(i for i, n in self.nodes.items() if not n.retired)
 
     def is_up(self, node: str) -> bool:
         return self.nodes[node].up
@@ -376,6 +463,34 @@ class Simulator:
 
     def committed_count(self) -> int:
         return len(self.checker.committed)
+
+    # -- what the membership operator does ---------------------------------------------------
+    def submit_conf_change(self, node: str, token: ChangeToken, cc: ConfChange) -> None:
+        replica = self.nodes[node].replica
+        assert replica is not None
+        replica.submit_conf_change(token, cc)
+
+    def start_member(self, node_id: str) -> None:
+        """Start a node's process: a new one (blank) or one the operator stopped."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = SimNode(
+                self, node_id, self._clock_rng.uniform(0.0, self.options.tick_skip), self.ids)
+            self.network.add_node(node_id)
+        node.retired = False
+        if not node.up:
+            self.start(node)
+
+    def recovering_member(self) -> bool:
+        """Whether a member lost its disk and has not caught up yet."""
+        return any(n.wiped for n in self.nodes.values() if n.id in self.checker.member_set)
+
+    def retire(self, node_id: str) -> None:
+        """The operator stops the process for good (after removing the node)."""
+        node = self.nodes[node_id]
+        node.retired = True
+        if node.up:
+            self.crash(node, "(stopped by the operator)")
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -399,12 +514,19 @@ class Simulator:
             crashes=self.crashes,
             wipes=self.wipes,
             snapshots=self.snapshots,
+            conf_changes=self.checker.conf_changes,
+            procedures=sum(self.operator.started.values()),
+            members=members(self.checker.config),
+            stray=self.stray,
+            disruptions=self.disruptions,
+            not_a_member=self.not_a_member,
         )
 
     def failure_header(self, e: BaseException) -> str:
         phase = "safety" if self.faults else "liveness"
+        flag = " --no-membership" if self._adjust is without_membership else ""
         return (
-            f"seed {self.seed} failed; replay: python -m tests.sim --seed {self.seed} -v\n"
+            f"seed {self.seed} failed; replay: python -m tests.sim --seed {self.seed}{flag} -v\n"
             f"options: {self.options.describe()}\n"
             f"at tick {self.now} ({phase} phase): {type(e).__name__}: {e}"
         )
@@ -436,6 +558,8 @@ class Simulator:
             replica.tick(node.outbox)
             observe(node.id, replica.node.raft)
         self.workload.tick(now)
+        if self.faults:
+            self.operator.tick(now)
         for node in nodes.values():
             if node.replica is not None and node.paused_until <= now:
                 self._process(node)
@@ -449,10 +573,29 @@ class Simulator:
         if node.paused_until > self.now:
             node.backlog.append(msg)  # the socket buffer holds it until the process runs again
             return
+        raft = replica.node.raft
+        src = msg.src
+        if src not in raft.members and src not in node.configured:
+            self.not_a_member += 1  # raftd.server.Server._is_peer
+            node.dropped += 1
+            if self._trace is not None:
+                self._emit(f"{node.id} drops (not a member) {describe(msg)}")
+            return
         if self._trace is not None:
             self._emit(describe(msg))
+        checker = self.checker
+        # A removed leader's TimeoutNow is its designed hand-off, not a disruption.
+        stray = (src in checker.removed and node.id in checker.member_set
+                 and not isinstance(msg, MsgTimeoutNow))
+        term = raft.current_term
         replica.step(msg)
-        self.checker.observe(node.id, replica.node.raft)
+        if stray:
+            self.stray += 1
+            if raft.current_term > term:
+                self.disruptions += 1
+                self._emit(f"{node.id}'s term rose to {raft.current_term} on a datagram from "
+                           f"removed {src}")
+        checker.observe(node.id, raft)
         if self.options.turn_per_message:
             self._process(node)
 
@@ -478,6 +621,11 @@ class Simulator:
             return
         raft = replica.node.raft
         self.checker.observe(node.id, raft)
+        storage = node.storage
+        assert storage is not None
+        applied = max(raft.log.applied_index, storage.conf_index())
+        if applied:  # before that, it is the config file's (``SimNode.configured``)
+            self.checker.check_config(node.id, applied, raft.conf_state(), "its configuration")
         if self._trace is not None:
             self._trace_role(node)
         if node.wiped and not (raft.catching_up or raft.probing):
@@ -510,6 +658,8 @@ class Simulator:
         capture = replica.sm.capture()
         self.checker.check_state(node.id, applied, capture.data, capture.revision,
                                  "snapshot capture")
+        self.checker.check_config(node.id, applied, meta.conf_state,
+                                  "the configuration of its snapshot")
         finish = self.now + self._clock_rng.randint(*self.options.snapshot_ticks)
         node.snapshot_job = SnapshotJob(meta, capture, finish)
 
@@ -524,59 +674,107 @@ class Simulator:
             node.fs.crash_after = None
             node.armed = False
             node.paused_until = 0
-            if not node.up:
+            if not node.up and not node.retired:
                 self.start(node)
 
     def converge(self) -> None:
-        for _ in range(self.options.liveness_ticks):
+        """Tick until the final configuration converged and stayed quiet, within the bound."""
+        deadline = self.now + self.options.liveness_ticks
+        while self.now < deadline:
             self.tick()
             if self._converged():
-                self._check_final()
-                return
+                self._check_quiet()
+                if self._converged():
+                    self._check_final()
+                    return
         raise Violation(f"no convergence in {self.options.liveness_ticks} ticks\n"
                         + self.status_report())
 
     def _converged(self) -> bool:
+        """The final configuration has a leader among its voters that committed its whole log,
+        and every member follows it and applied all of it into the same state."""
         if not self.workload.done():
             return False
         leader = self.leader()
         if leader is None:
             return False
-        commit = leader.node.raft.log.commit_index
-        if leader.node.raft.log.last_index() != commit:
+        raft = leader.node.raft
+        final = self.checker.config
+        if raft.id not in final.voters:
             return False
-        for node in self.nodes.values():
-            replica = node.replica
+        if raft.lead_transferee or self.now <= self.network.timeout_now_due:
+            return False  # an operator's transfer (asked before the faults stopped) may land
+        commit = raft.log.commit_index
+        if raft.log.last_index() != commit or len(self.checker.committed) != commit:
+            return False  # the last entries (a promotion, say) are not applied everywhere yet
+        leader_id, term = raft.id, raft.current_term
+        digests = set()
+        for member in members(final):
+            replica = self.nodes[member].replica
             if replica is None:
                 return False
             raft = replica.node.raft
             if raft.log.applied_index != commit or raft.log.commit_index != commit:
                 return False
+            if raft.leader_id != leader_id or raft.current_term != term:
+                return False
             if raft.catching_up or raft.probing:
                 return False
-        return len({n.replica.sm.digest() for n in self.nodes.values() if n.replica}) == 1
+            digests.add(replica.sm.digest())
+        return len(digests) == 1
+
+    def _check_quiet(self) -> None:
+        """Once converged, nothing may move a member's term or the leadership: removed nodes
+        left running and blank nodes never added must not disrupt a healthy cluster."""
+        leader = self.leader()
+        assert leader is not None
+        leader_id, term = leader.node.raft.id, leader.node.raft.current_term
+        for _ in range(QUIET_TICKS):
+            self.tick()
+            for member in members(self.checker.config):
+                replica = self.nodes[member].replica
+                assert replica is not None
+                raft = replica.node.raft
+                if raft.current_term != term or raft.leader_id != leader_id:
+                    raise Violation(
+                        f"after convergence under {leader_id} in term {term}, {member} moved to "
+                        f"term {raft.current_term} (leader {raft.leader_id or '-'})\n"
+                        + self.status_report())
 
     def _check_final(self) -> None:
         leader = self.leader()
         assert leader is not None
-        if len(self.checker.committed) != leader.node.raft.log.commit_index:
+        raft = leader.node.raft
+        final = self.checker.config
+        conf = raft.conf_state()
+        if (conf.voters, conf.learners) != (final.voters, final.learners):
+            raise Violation(f"the leader's configuration {conf} is not the committed log's {final}")
+        if len(self.checker.committed) != raft.log.commit_index:
             raise Violation(
                 f"{len(self.checker.committed)} entries were applied somewhere but the leader "
-                f"committed {leader.node.raft.log.commit_index}"
+                f"committed {raft.log.commit_index}"
             )
-        replicas = {n.id: n.replica for n in self.nodes.values() if n.replica is not None}
-        self.checker.check_converged({i: (r.sm.data, r.sm.revision) for i, r in replicas.items()})
+        states = {}
+        for member in members(final):
+            replica = self.nodes[member].replica
+            assert replica is not None
+            states[member] = (replica.sm.data, replica.sm.revision)
+        self.checker.check_converged(states)
         for client in self.workload.clients:
             for key, value in client.acked.items():
                 found, got, _ = leader.sm.get(key)
                 if not found or got != value:
                     raise Violation(f"acknowledged write {key}={value!r} lost: found {found}, {got!r}")
         logs = {}
+        settled = {}
         for node in self.nodes.values():
-            assert node.storage is not None
+            if node.storage is None or node.replica is None:
+                continue  # stopped by the operator
             storage = node.storage
             logs[node.id] = storage.entries(storage.first_index(), storage.last_index() + 1)
-        self.checker.check_logs(logs)
+            settled[node.id] = (storage.last_index() if node.id in self.checker.member_set
+                                else node.replica.node.raft.log.commit_index)
+        self.checker.check_logs(logs, settled)
 
     def leader(self) -> Replica | None:
         """The up leader of the highest term, if any."""
@@ -592,17 +790,23 @@ class Simulator:
         return best
 
     def status_report(self) -> str:
-        lines = []
+        final = self.checker.config
+        lines = [(f"  committed configuration: voters {','.join(final.voters)}; learners "
+                  f"{','.join(final.learners) or '-'}")]
         for node in self.nodes.values():
             if node.replica is None:
-                lines.append(f"  {node.id}: down")
+                lines.append(f"  {node.id}: {'stopped' if node.retired else 'down'}")
                 continue
             s = node.replica.node.status()
+            view = ""
+            if (s.voters, s.learners) != (final.voters, final.learners):
+                view = f"; sees voters {','.join(s.voters)} learners {','.join(s.learners) or '-'}"
             lines.append(
                 f"  {node.id}: {s.role.value} term {s.term} leader {s.leader_id or '-'} "
                 f"commit {s.commit_index} applied {s.applied_index} last {s.last_index}/"
                 f"{s.last_term} voted {s.voted_for or '-'}"
                 + (" catching-up" if s.catching_up else "") + (" probing" if s.probing else "")
+                + view + (f"; dropped {node.dropped} (not a member)" if node.dropped else "")
             )
         pending = self.workload.outstanding()
         lines.append(f"  requests answered {self.workload.answered}/"
@@ -613,7 +817,7 @@ class Simulator:
     def start(self, node: SimNode) -> None:
         """Start (or restart) ``node`` from whatever its disk holds: the production path."""
         storage = DiskStorage(
-            node.fs, DATA_DIR, conf_state=self._conf_state,
+            node.fs, DATA_DIR, conf_state=ConfState(voters=node.configured),
             segment_bytes=self.options.segment_bytes,
         )
         config = Config(
@@ -622,6 +826,7 @@ class Simulator:
             heartbeat_ticks=HEARTBEAT_TICKS,
             rng=random.Random(self._node_rng.getrandbits(64)),
             max_msg_bytes=self._batch_bytes,
+            promote_lag_entries=self.options.membership.promote_lag_entries,
         )
         raw = RawNode(config, storage)
         state_machine = DictStateMachine()
@@ -635,7 +840,8 @@ class Simulator:
             state_machine,
             max_entry_bytes=self._batch_bytes,
             request_timeout_ticks=self.options.request_timeout_ticks,
-            on_apply=partial(self.checker.on_apply, node.id),
+            on_apply=partial(self.checker.on_apply if self._trace is None else self._on_apply,
+                             node.id),
         )
         node.seen = None
         self.checker.on_restart(node.id, storage, raw.raft, state_machine)
@@ -644,6 +850,15 @@ class Simulator:
             self._emit(f"{node.id} restarts: term {raw.raft.current_term}, snapshot at "
                        f"{snapshot.meta.index}, log {storage.first_index()}.."
                        f"{storage.last_index()}" + (" (blank)" if hs is None else ""))
+
+    def _on_apply(self, node_id: str, entry: Entry) -> None:
+        """The checker's observer, tracing each configuration the committed log moves to."""
+        before = self.checker.conf_changes
+        self.checker.on_apply(node_id, entry)
+        if entry.type is EntryType.CONF_CHANGE and self.checker.conf_changes != before:
+            conf = self.checker.config
+            self._emit(f"configuration at {entry.index}: voters {','.join(conf.voters)}; "
+                       f"learners {','.join(conf.learners) or '-'}")
 
     def crash(self, node: SimNode, how: str = "") -> None:
         """Power loss: the process dies, unsynced bytes are lost, the last record may tear."""
@@ -699,6 +914,8 @@ class Simulator:
         elif opts.cluster_crash_rate and rng.random() < opts.cluster_crash_rate:
             self.blackout()
         for node in self.nodes.values():
+            if node.retired:
+                continue
             if node.up:
                 if node.armed or not opts.crash_rate or rng.random() >= opts.crash_rate:
                     pass
@@ -733,7 +950,9 @@ class Simulator:
         if leader is None:
             return
         rng = self._operator_rng
-        others = [i for i in self.ids if i != leader.node.raft.id]
+        others = [i for i in leader.node.raft.members if i != leader.node.raft.id]
+        if not others:
+            return
         target = rng.choice(others) if rng.random() < 0.5 else None
         self._operator_requests += 1
         self._emit(f"operator: transfer leadership from {leader.node.raft.id} to "
@@ -742,23 +961,35 @@ class Simulator:
         leader.submit_transfer(OperatorToken(self._operator_requests), target, node.outbox)
 
     def _may_wipe(self, node: SimNode) -> bool:
-        return len(self.ids) > 1 and not any(n.wiped for n in self.nodes.values() if n is not node)
+        """Never lose a majority's disks: no other member may be wiped and not caught up yet,
+        and a voter's disk is lost only while at least three voters hold theirs (with two, the
+        survivor alone cannot elect anyone, nor commit the removal of the lost one). Nor the
+        disk of a node whose config names only itself: restarted blank, it would bootstrap a
+        new one-node cluster (nobody to probe); that loss needs the add-node procedure."""
+        checker = self.checker
+        if node.id in checker.config.voters and len(checker.config.voters) < 3:
+            return False
+        if node.configured == (node.id,):
+            return False
+        return not any(n.wiped for n in self.nodes.values()
+                       if n is not node and n.id in checker.member_set)
 
     def _partition(self) -> None:
         rng = self._partition_rng
         opts = self.options
-        if len(self.ids) == 1:
+        ids = self.nodes_ids
+        if len(ids) == 1:
             return
         mode = rng.choice(opts.partition_modes)
         if mode == "isolate":
-            side = [rng.choice(self.ids)]
+            side = [rng.choice(ids)]
         elif mode == "halves":
-            shuffled = list(self.ids)
+            shuffled = list(ids)
             rng.shuffle(shuffled)
             side = shuffled[: rng.randint(1, len(shuffled) - 1)]
         else:
-            side = [rng.choice(self.ids)]
-        others = [i for i in self.ids if i not in side]
+            side = [rng.choice(ids)]
+        others = [i for i in ids if i not in side]
         if mode == "link":
             others = [rng.choice(others)]
         forward = [(a, b) for a in side for b in others]
@@ -789,10 +1020,15 @@ class Simulator:
                        f"{raft.leader_id or '-'}, commit {raft.log.commit_index}{flags}")
 
 
-def run_checked(seed: int) -> tuple[int, str | None]:
+def without_membership(options: Options) -> Options:
+    """A seed's scenario as it was before membership changes existed (they are drawn last)."""
+    return replace(options, membership=NO_MEMBERSHIP)
+
+
+def run_checked(seed: int, membership: bool = True) -> tuple[int, str | None]:
     """Run one seed; (seed, None) or (seed, the failure's message). For process pools."""
     try:
-        Simulator(seed).run()
+        Simulator(seed, adjust=None if membership else without_membership).run()
     except AssertionError as e:
         return seed, str(e)
     return seed, None

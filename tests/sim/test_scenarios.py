@@ -8,11 +8,15 @@ write present, the same state everywhere, equal to the committed log's model).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import pytest
 
+from raftd.core import ConfChange, ConfChangeType, Message, StateRole
+from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
+from tests.sim.checker import members
+from tests.sim.membership import Change, MembershipOptions, Step
 from tests.sim.simulator import Options, SimNode, Simulator
 
 FOREVER = (10**9, 10**9)
@@ -21,7 +25,8 @@ restarts it."""
 
 
 def calm(nodes: int, requests: int = 80) -> Callable[[Options], Options]:
-    """The drawn options with every random fault off (network delays and reordering stay)."""
+    """The drawn options with every random fault and membership change off (network delays
+    and reordering stay)."""
 
     def adjust(o: Options) -> Options:
         return replace(
@@ -37,6 +42,7 @@ def calm(nodes: int, requests: int = 80) -> Callable[[Options], Options]:
             pause_rate=0.0,
             down_ticks=FOREVER,
             transfer_rate=0.0,
+            membership=MembershipOptions(),
         )
 
     return adjust
@@ -56,8 +62,8 @@ def acked_writes(sim: Simulator) -> int:
 
 
 def isolate(sim: Simulator, node: str) -> None:
-    sim.network.cut([(a, b) for a in sim.ids for b in sim.ids
-                     if a != b and node in (a, b)])
+    ids = sim.nodes_ids
+    sim.network.cut([(a, b) for a in ids for b in ids if a != b and node in (a, b)])
 
 
 def leader_node(sim: Simulator) -> SimNode:
@@ -130,3 +136,107 @@ def test_wiped_node_never_causes_loss_of_an_acknowledged_write() -> None:
     assert wiped.replica is not None and not wiped.replica.node.raft.promotable()
     sim.start_liveness()  # the old leader returns: it holds the acknowledged writes
     sim.converge()
+
+
+# -- membership changes ----------------------------------------------------------------------
+def calm_with_spares(nodes: int, spares: int, requests: int = 120,
+                     loss: float = 0.0) -> Callable[[Options], Options]:
+    """``calm``, plus ids for nodes the scenario adds, an idle operator (the scenario hands it
+    its procedure) and, optionally, lossy links."""
+    base = calm(nodes, requests)
+
+    def adjust(o: Options) -> Options:
+        o = base(o)
+        return replace(o, network=replace(o.network, loss_max=loss),
+                       membership=MembershipOptions(spares=spares))
+
+    return adjust
+
+
+def run_procedure(sim: Simulator, name: str, job: list[Step], ticks: int = 3000) -> None:
+    sim.operator.start(name, job)
+    run_until(sim, lambda: not sim.operator.job, ticks)
+    assert sim.operator.abandoned == 0, f"{name} was abandoned"
+
+
+def test_add_node_while_a_partition_isolates_the_leader() -> None:
+    """The add-node request reaches the old leader on the minority side, which appends it but
+    cannot commit it; it steps down (CheckQuorum) and answers not_leader; the operator retries
+    at the majority's new leader, where the change commits once, and the new node catches up
+    and is promoted. The old leader's uncommitted entry is overwritten when it rejoins."""
+    sim = Simulator(41, adjust=calm_with_spares(3, spares=1))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    old = leader_node(sim)
+    sim.start_member("n4")
+    isolate(sim, old.id)
+    run_procedure(sim, "add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n4"), to=old.id)])
+    answers = sim.operator.answers
+    assert answers.get("not_leader", 0) + answers.get("timeout", 0) >= 1, answers
+    assert "n4" in members(sim.checker.config)
+    assert sim.leader() is not old.replica
+    run_until(sim, lambda: "n4" in sim.checker.config.voters)  # promoted once caught up
+    sim.network.heal()
+    sim.start_liveness()
+    sim.converge()
+    assert sim.checker.config.voters == ("n1", "n2", "n3", "n4")
+    assert sim.checker.conf_changes == 2  # one add, one promotion: never twice
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_remove_the_leader_under_loss(nodes: int) -> None:
+    """The leader removes itself on lossy links (20%): it hands leadership over once the
+    change is applied, never leads again although it keeps running, and its datagrams raise
+    no member's term; the remaining voters converge."""
+    sim = Simulator(51, adjust=calm_with_spares(nodes, spares=0, loss=0.2))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    old = leader_node(sim)
+    run_procedure(sim, "remove-leader", [
+        Change(ConfChange(type=ConfChangeType.REMOVE, node_id=old.id), to=old.id)])
+    assert old.id not in members(sim.checker.config)
+    removed_in = max(sim.checker.leaders)
+    sim.start_liveness()
+    sim.converge()
+    assert old.up and old.id in sim.checker.removed
+    assert all(leader != old.id for term, leader in sim.checker.leaders.items()
+               if term > removed_in)
+    assert sim.disruptions == 0
+    assert len(sim.checker.config.voters) == nodes - 1
+
+
+def test_a_lagging_learner_never_votes() -> None:
+    """A pinned learner cut off from the leader falls far behind and hears from no leader for
+    dozens of election timeouts: it never campaigns, never grants a vote, and the voters
+    elect a new leader without it when the old one dies. Then it catches up, still a learner."""
+    sim = Simulator(61, adjust=calm_with_spares(3, spares=1, requests=200))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    sim.start_member("n4")
+    run_procedure(sim, "add-learner", [Change(ConfChange(
+        type=ConfChangeType.ADD_LEARNER, node_id="n4", auto_promote=False))])
+    learner = sim.nodes["n4"]
+    sent: list[Message] = []
+    send = sim.network.send
+
+    def record(messages: Sequence[Message], now: int) -> None:
+        sent.extend(m for m in messages if m.src == "n4")
+        send(messages, now)
+
+    sim.network.send = record  # type: ignore[method-assign]
+    leader = leader_node(sim)
+    sim.network.cut([(leader.id, "n4")])
+    before = acked_writes(sim)
+    run_until(sim, lambda: acked_writes(sim) >= before + 10)
+    sim.crash(leader)  # stays down: the others must elect a leader with the learner lagging
+    run_until(sim, lambda: sim.leader() is not None)
+    new_leader = sim.leader()
+    assert learner.replica is not None and new_leader is not None
+    assert learner.replica.node.raft.log.last_index() < new_leader.node.raft.log.last_index()
+    for _ in range(600):
+        sim.tick()
+    assert not [m for m in sent if isinstance(m, MsgVote | MsgPreVote)]
+    assert not [m for m in sent if isinstance(m, MsgVoteResp | MsgPreVoteResp) and not m.reject]
+    assert learner.replica.node.raft.role is StateRole.FOLLOWER
+    sim.network.heal()
+    sim.start_liveness()
+    sim.converge()
+    assert sim.checker.config.learners == ("n4",)

@@ -222,7 +222,7 @@ class Workload:
                 f"{'set' if req.op == SET else 'delete'} {req.key} seq {req.seq}")
             self._trace(f"  client c{client.index} -> {node}: {what} (attempt {req.attempt})")
         if req.is_read:
-            query = parse_request(_wire({"type": "get", "key": req.key, "id": req.number}))
+            query = parse_request(wire({"type": "get", "key": req.key, "id": req.number}))
             assert isinstance(query, GetRequest)
             cluster.submit_read(node, token, query)
             return
@@ -233,7 +233,7 @@ class Workload:
         }
         if req.op == SET:
             data["value"] = req.value
-        parsed = parse_request(_wire({"type": "append", "data": data, "id": req.number}))
+        parsed = parse_request(wire({"type": "append", "data": data, "id": req.number}))
         assert isinstance(parsed, AppendRequest)
         packed = encode_command(  # as raftd.server.Server._on_request packs it
             SET if parsed.action == "change" else DELETE,
@@ -259,7 +259,7 @@ class Workload:
 
     # -- answers -----------------------------------------------------------------------------
     def on_response(self, token: Hashable, response: dict[str, Any], now: int) -> None:
-        response = _wire(response)
+        response = wire(response)
         req = self.in_flight.pop(token, None)
         kind = response.get("type")
         if req is None:
@@ -292,7 +292,7 @@ class Workload:
         raise Violation(f"client c{req.client} #{req.number} got an unexpected answer {response}")
 
 
-def _wire(obj: dict[str, Any]) -> dict[str, Any]:
+def wire(obj: dict[str, Any]) -> dict[str, Any]:
     """What the other end of a TCP connection decodes (msgpack round trip)."""
     decoded: dict[str, Any] = msgpack.unpackb(msgpack.packb(obj, use_bin_type=True), raw=False)
     return decoded
