@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rafty-installed
 SEEDS ?= 300
+JOBS ?= 2
 
 .PHONY: demo test sim man clean
 
@@ -14,9 +15,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(if $(SIM_SEEDS),SIM_SEEDS=$(SIM_SEEDS)) $(BIN)/pytest -q
 
-# A longer (or shorter) simulation sweep: make sim SEEDS=1000
+# A longer (or shorter) simulation sweep on JOBS processes: make sim SEEDS=1000 JOBS=2
 sim: $(STAMP)
-	SIM_SEEDS=$(SEEDS) $(BIN)/pytest -q tests/sim
+	SIM_SEEDS=$(SEEDS) SIM_JOBS=$(JOBS) $(BIN)/pytest -q tests/sim
 
 # rafty vs etcd and PySyncObj on this machine, one after the other (installs them when
 # missing; about 15 minutes). Not part of `make test`. make bench-peers BENCH_SECONDS=5

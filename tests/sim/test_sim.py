@@ -1,8 +1,9 @@
 """The seeded simulation in ``make test``: the shared seed list, determinism, swarm coverage.
 
 By default every seed of ``seeds.txt`` runs (on a pool of two processes, so the stage stays
-within its budget on a 2-core machine); ``SIM_SEEDS=N`` runs seeds 1..N instead (``SIM_START``
-moves the range) for a longer sweep, e.g. ``make sim SEEDS=2000``. A failure prints each failing
+within its budget on a 2-core machine; ``SIM_JOBS`` changes that); ``SIM_SEEDS=N`` runs seeds
+1..N instead (``SIM_START`` moves the range) for a longer sweep, e.g.
+``make sim SEEDS=2000 JOBS=2``. A failure prints each failing
 seed with its options and the command that replays it with a trace.
 
 Seeds that once exposed a bug stay in ``REGRESSION_SEEDS`` and always run. NB: seeds name
@@ -35,7 +36,8 @@ from tests.sim.simulator import (
 )
 
 SEEDS_FILE = Path(__file__).with_name("seeds.txt")
-WORKERS = 2
+WORKERS = int(os.environ.get("SIM_JOBS", "2"))
+"""Processes for the seeds (``make sim JOBS=N``); two keep ``make test`` within budget."""
 
 REGRESSION_SEEDS: dict[int, str] = {}
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
