@@ -188,11 +188,10 @@ class Replica:
             outbox.respond(token, redirect(raft.leader_id or None))
             return
         if target is None:
-            others = [v for v in raft.voters if v != raft.id]
-            if not others:
+            target = raft.most_caught_up_voter()
+            if target == NO_NODE:
                 outbox.respond(token, error(ErrorCode.BAD_REQUEST, "no other voter to lead"))
                 return
-            target = max(others, key=lambda v: (raft.progress[v].match_index, v))
         try:
             self.node.transfer_leader(target)
         except ProposalDropped as e:

@@ -261,8 +261,7 @@ class Server:
         raft = self.node.raft
         if raft.role is not StateRole.LEADER or len(raft.voters) < 2 or self.id not in raft.voters:
             return
-        target = max((v for v in raft.voters if v != self.id),
-                     key=lambda v: (raft.progress[v].match_index, v))
+        target = raft.most_caught_up_voter()
         log.info("handing leadership to %s before stopping", target)
         self.node.transfer_leader(target)
         self._schedule()
@@ -326,9 +325,8 @@ class Server:
         raft = self.node.raft
         if not self.storage.no_space() or raft.role is not StateRole.LEADER:
             return False
-        others = [v for v in raft.voters if v != self.id]
-        if others and not raft.lead_transferee:
-            target = max(others, key=lambda v: (raft.progress[v].match_index, v))
+        target = raft.most_caught_up_voter()
+        if target and not raft.lead_transferee:
             log.warning("disk full: handing leadership to %s", target)
             self.node.transfer_leader(target)
             self._schedule()

@@ -179,9 +179,6 @@ class RaftLog:
             )
         self.applied_index = index
 
-    def unstable_entries(self) -> list[Entry]:
-        return list(self.unstable)
-
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log by ``snapshot`` (InstallSnapshot, Raft §7).
 

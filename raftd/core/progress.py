@@ -1,6 +1,6 @@
 """What the leader knows about each follower's log (Raft Figure 2 ``next_index``/``match_index``).
 
-A follower is in one of two states:
+A follower is in one of three states:
 
 - PROBE: the leader does not know where the logs diverge. It sends one MsgApp and then waits
   (``probe_sent``) for the answer or for the next heartbeat response before sending again,

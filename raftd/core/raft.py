@@ -485,7 +485,7 @@ class Raft:
             view = self.probe_view.get(voter)
             if view is None or view[0] < fresh_since:
                 return False
-            received, term, last_index, last_term = view
+            _, term, last_index, last_term = view
             # The candidate's own answer may already show the term it campaigns in.
             if term > m.term or (term == m.term and voter != m.src):
                 return False
@@ -595,9 +595,17 @@ class Raft:
                 self._on_commit_advanced()
         return conf
 
+    def most_caught_up_voter(self) -> NodeId:
+        """The other voter with the highest ``match_index`` (a leader's view); NO_NODE if none.
+
+        The natural target of a leadership transfer: it needs the fewest entries to take over.
+        """
+        others = [v for v in self.voters if v != self.id and v in self.progress]
+        return max(others, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
+
     def _hand_off_and_step_down(self) -> None:
         """We removed ourselves: let the most caught-up voter campaign at once."""
-        best = max(self.voters, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
+        best = self.most_caught_up_voter()
         if best != NO_NODE and self.progress[best].match_index == self.log.last_index():
             self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=best))
         self.become_follower(self.current_term, NO_NODE)
@@ -794,11 +802,7 @@ class Raft:
                 )
 
     def _refuse_read(self, m: MsgReadIndex) -> None:
-        self._send(
-            MsgReadIndexResp(
-                term=self.current_term, src=self.id, dst=m.src, index=0, context=m.context
-            )
-        )
+        self._drop_reads([ReadRequest(requester=m.src, context=m.context)])
 
     # -- outbox ----------------------------------------------------------------------------
     def _send(self, m: Message) -> None:

@@ -238,7 +238,7 @@ def test_isolated_deposed_leader_never_answers_a_read() -> None:
     net.isolate("n1")
     for _ in range(100):
         for id in ("n2", "n3"):
-            net["n2" if id == "n2" else "n3"].node.tick()
+            net[id].node.tick()
         net.stabilize()
         if set(net.leaders()) - {"n1"}:
             break
