@@ -197,6 +197,9 @@ class Replica:
         except ProposalDropped as e:
             outbox.respond(token, error(ErrorCode.BAD_REQUEST, str(e)))
             return
+        if self.transfer is not None:  # one transfer at a time: the newer request wins
+            self._respond(outbox, self.transfer[0],
+                          error(ErrorCode.TRANSFERRING, f"superseded by a transfer to {target}"))
         self._track(token)
         self.transfer = (token, target)
 
@@ -259,8 +262,15 @@ class Replica:
         token, target = self.transfer
         raft = self.node.raft
         if raft.role is not StateRole.LEADER:
+            if raft.leader_id == NO_NODE:
+                return  # stepped down; answer once the new leader is known (or at the deadline)
             self.transfer = None
-            self._respond(outbox, token, result(leader=raft.leader_id or target))
+            if raft.leader_id == target:
+                self._respond(outbox, token, result(leader=target))
+            else:
+                self._respond(outbox, token, error(
+                    ErrorCode.TIMEOUT, f"leadership went to {raft.leader_id}, not {target}"
+                ))
         elif raft.lead_transferee == NO_NODE:
             self.transfer = None
             self._respond(outbox, token, error(ErrorCode.TIMEOUT, "the transfer timed out"))
