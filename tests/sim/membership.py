@@ -14,8 +14,8 @@ procedures the README documents, each a list of steps run in order:
 - ``replace``: add a new node, wait (bounded) for its automatic promotion, promote it by hand
   if it did not happen, then remove an old voter (possibly the leader);
 - ``rejoin``: the README's recovery of a node under the same id: remove it, stop it, wipe its
-  data dir, start it blank (same config file), add it again. Not for a node whose config
-  lists only itself: blank, it would bootstrap a new one-node cluster.
+  data dir, start it blank (same config file), add it again. Not while that would make two
+  initial voters blank at once (``Simulator.may_blank``): they could bootstrap a new cluster.
 
 A change step behaves like ``raftctl``: it sends the request to the node it believes leads
 (first any running node), follows redirects, retries the retryable answers
@@ -197,6 +197,9 @@ class Operator:
             if step.node in members(sim.checker.config):
                 self._abandon(f"{step.node} is still a member: its data dir stays")
                 return False
+            if not sim.may_blank(sim.nodes[step.node]):
+                self._abandon(f"{step.node} would be a second blank initial voter")
+                return False
             sim.wipe(sim.nodes[step.node])
             return True
         if isinstance(step, AwaitVoter):
@@ -335,7 +338,7 @@ class Operator:
         else:  # rejoin
             candidates = [m for m in members(conf) if m != leader_id
                           and (m in learners or removable_voter)
-                          and sim.nodes[m].configured != (m,)]
+                          and sim.may_blank(sim.nodes[m])]
             if not candidates:
                 return False
             node = rng.choice(candidates)

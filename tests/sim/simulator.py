@@ -262,7 +262,8 @@ class RunResult:
     stray: int
     """Datagrams from removed nodes that members handled (but a removed leader's hand-off)."""
     disruptions: int
-    """Of those, the ones that raised a member's term."""
+    """Of those, the ones that raised the term of a member that was following another leader
+    heard from within the minimum election timeout (that leader's lease)."""
     not_a_member: int
     """Datagrams dropped as from a node neither member nor configured (``raftd.server``)."""
 
@@ -588,13 +589,16 @@ class Simulator:
         stray = (src in checker.removed and node.id in checker.member_set
                  and not isinstance(msg, MsgTimeoutNow))
         term = raft.current_term
+        # Following another leader heard within the minimum election timeout (its lease).
+        followed = raft.leader_id
+        in_lease = followed not in ("", src) and raft.election_elapsed < ELECTION_TICKS[0]
         replica.step(msg)
         if stray:
             self.stray += 1
-            if raft.current_term > term:
+            if raft.current_term > term and in_lease:
                 self.disruptions += 1
                 self._emit(f"{node.id}'s term rose to {raft.current_term} on a datagram from "
-                           f"removed {src}")
+                           f"removed {src} while it followed {followed}")
         checker.observe(node.id, raft)
         if self.options.turn_per_message:
             self._process(node)
@@ -724,8 +728,10 @@ class Simulator:
         return len(digests) == 1
 
     def _check_quiet(self) -> None:
-        """Once converged, nothing may move a member's term or the leadership: removed nodes
-        left running and blank nodes never added must not disrupt a healthy cluster."""
+        """Once converged, nothing may move a member's term: removed nodes left running and
+        blank nodes never added must not disrupt a healthy cluster. (A follower whose timer
+        ran out during a stall just before the faults stopped may still pre-vote: that moves
+        no term, and ``converge`` waits until it follows the leader again.)"""
         leader = self.leader()
         assert leader is not None
         leader_id, term = leader.node.raft.id, leader.node.raft.current_term
@@ -735,7 +741,7 @@ class Simulator:
                 replica = self.nodes[member].replica
                 assert replica is not None
                 raft = replica.node.raft
-                if raft.current_term != term or raft.leader_id != leader_id:
+                if raft.current_term != term:
                     raise Violation(
                         f"after convergence under {leader_id} in term {term}, {member} moved to "
                         f"term {raft.current_term} (leader {raft.leader_id or '-'})\n"
@@ -963,16 +969,25 @@ class Simulator:
     def _may_wipe(self, node: SimNode) -> bool:
         """Never lose a majority's disks: no other member may be wiped and not caught up yet,
         and a voter's disk is lost only while at least three voters hold theirs (with two, the
-        survivor alone cannot elect anyone, nor commit the removal of the lost one). Nor the
-        disk of a node whose config names only itself: restarted blank, it would bootstrap a
-        new one-node cluster (nobody to probe); that loss needs the add-node procedure."""
+        survivor alone cannot elect anyone, nor commit the removal of the lost one)."""
         checker = self.checker
         if node.id in checker.config.voters and len(checker.config.voters) < 3:
             return False
+        return self.may_blank(node) and not any(
+            n.wiped for n in self.nodes.values() if n is not node and n.id in checker.member_set)
+
+    def may_blank(self, node: SimNode) -> bool:
+        """Whether ``node`` may restart blank without two blank initial voters at once. A blank
+        node that its config lists as a voter probes the others it lists and bootstraps a new
+        cluster when they all answer blank (``raftd.core.bootstrap``): so never while another
+        of them is blank, removed nodes included (they stay blank, as nobody replicates to
+        them), and never for a node whose config names only itself (nobody to probe)."""
+        if node.id not in node.configured:
+            return True  # a node added later: blank, it only waits to be reached
         if node.configured == (node.id,):
             return False
         return not any(n.wiped for n in self.nodes.values()
-                       if n is not node and n.id in checker.member_set)
+                       if n is not node and n.id in node.configured)
 
     def _partition(self) -> None:
         rng = self._partition_rng
