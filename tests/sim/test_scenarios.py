@@ -17,7 +17,7 @@ from raftd.core import ConfChange, ConfChangeType, Message, StateRole
 from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
 from tests.sim.checker import members
 from tests.sim.membership import Change, MembershipOptions, Step
-from tests.sim.simulator import Options, SimNode, Simulator
+from tests.sim.simulator import Options, OperatorToken, SimNode, Simulator
 
 FOREVER = (10**9, 10**9)
 """Down time of a crashed node: it stays down until the scenario (or the liveness phase)
@@ -240,3 +240,50 @@ def test_a_lagging_learner_never_votes() -> None:
     sim.start_liveness()
     sim.converge()
     assert sim.checker.config.learners == ("n4",)
+
+
+# -- known production bugs (tests.sim.test_sim.KNOWN_BUGS), reproduced by hand -------------
+@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B1: raftd.server drops the new leader's datagrams")
+def test_a_node_joins_while_the_leader_was_added_later() -> None:
+    """n4 joins and is promoted, then leads; n5, configured with the initial voters as the
+    README's add-node example, must still hear from it and catch up."""
+    sim = Simulator(71, adjust=calm_with_spares(3, spares=2))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    sim.start_member("n4")
+    run_procedure(sim, "add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n4"))])
+    n4 = sim.nodes["n4"]
+    run_until(sim, lambda: n4.replica is not None and "n4" in n4.replica.node.raft.voters)
+    leader = leader_node(sim)
+    assert leader.replica is not None
+    leader.replica.submit_transfer(OperatorToken(1), "n4", leader.outbox)
+    run_until(sim, lambda: sim.leader() is n4.replica)
+    sim.start_member("n5")
+    run_procedure(sim, "add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n5"))])
+    sim.start_liveness()
+    sim.converge()  # n5, a member, must have caught up
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B4: the survivor campaigns under the old "
+                   "configuration")
+def test_remove_the_leader_of_two_voters_and_stop_it() -> None:
+    """A one-node cluster moves to new hardware: add n2 (promoted once caught up), remove the
+    old leader n1 and stop it, as the README says; the datagrams n1 sent after committing the
+    removal (its commit index, its TimeoutNow) are lost. n2 alone must lead."""
+    sim = Simulator(81, adjust=calm_with_spares(1, spares=1))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    sim.start_member("n2")
+    run_procedure(sim, "add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n2"))])
+    run_until(sim, lambda: "n2" in sim.checker.config.voters
+              and sim.nodes["n2"].replica is not None
+              and not sim.nodes["n2"].replica.node.raft.catching_up)
+    run_procedure(sim, "remove-leader", [
+        Change(ConfChange(type=ConfChangeType.REMOVE, node_id="n1"), to="n1")])
+    sim.network.cut([("n1", "n2")])  # what n1 sent since is lost
+    sim.retire("n1")
+    for _ in range(20):  # longer than any datagram is in flight
+        sim.tick()
+    sim.start_liveness()
+    sim.converge()

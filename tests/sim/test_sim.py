@@ -59,7 +59,8 @@ KNOWN_BUGS: dict[str, str] = {
           "later, its MsgApp/MsgHeartbeat/MsgSnap are dropped (not_a_member) forever, so the "
           "node never catches up, and once it is a voter the cluster may need its vote in vain. "
           "Fix: accept any sender while the node is blank, probing, catching up or not a member "
-          "of its own configuration (the cluster secret still authenticates peers).",
+          "of its own configuration (the cluster secret still authenticates peers). "
+          "Reproduced by test_scenarios.test_a_node_joins_while_the_leader_was_added_later.",
     "B2": "raftd/core/raft.py Raft._handle_vote_request grants a vote only when promotable(), "
           "i.e. when the node sees itself as a voter. A learner whose promotion committed but "
           "is not applied on it yet (its commit index is not durable: 0 after a restart) "
@@ -82,7 +83,8 @@ KNOWN_BUGS: dict[str, str] = {
           "operator stopped it (as the README says): no leader, ever. Fix: MsgTimeoutNow "
           "carries the leader's commit index and the target campaigns only after applying up "
           "to it; or answer remove-node and step down only once the remaining voters "
-          "acknowledged a commit index that covers the change.",
+          "acknowledged a commit index that covers the change. Reproduced by "
+          "test_scenarios.test_remove_the_leader_of_two_voters_and_stop_it.",
     "B5": "raftd/snapshotter.py Snapshotter (and Replica._meta_at_applied, for snapshot save) "
           "writes raft.conf_state() as the configuration of a snapshot at the applied index. "
           "Since a restart starts in the configuration applied last (confstate), a node that "
