@@ -17,7 +17,7 @@ from raftd.core import ConfChange, ConfChangeType, Message, StateRole
 from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
 from tests.sim.checker import members
 from tests.sim.membership import Change, MembershipOptions, Step
-from tests.sim.simulator import Options, OperatorToken, SimNode, Simulator
+from tests.sim.simulator import OperatorToken, Options, SimNode, Simulator
 
 FOREVER = (10**9, 10**9)
 """Down time of a crashed node: it stays down until the scenario (or the liveness phase)
