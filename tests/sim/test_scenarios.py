@@ -265,6 +265,43 @@ def test_a_node_joins_while_the_leader_was_added_later() -> None:
     sim.converge()  # n5, a member, must have caught up
 
 
+@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B2: a promoted learner that does not know "
+                   "it yet refuses to vote")
+def test_a_voter_promoted_unawares_votes() -> None:
+    """n2, a caught-up pinned learner, is promoted while n1's datagrams to it are lost, so the
+    promotion commits on n1 alone; n1 restarts and needs n2's vote to lead again."""
+    sim = Simulator(91, adjust=calm_with_spares(1, spares=1))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    sim.start_member("n2")
+    run_procedure(sim, "add-learner", [Change(ConfChange(
+        type=ConfChangeType.ADD_LEARNER, node_id="n2", auto_promote=False))])
+    n2 = sim.nodes["n2"]
+    run_until(sim, lambda: n2.replica is not None and not n2.replica.node.raft.catching_up)
+    sim.network.cut([("n1", "n2")])
+    run_procedure(sim, "promote", [Change(ConfChange(type=ConfChangeType.PROMOTE,
+                                                     node_id="n2"))])
+    sim.crash(sim.nodes["n1"])
+    sim.start(sim.nodes["n1"])
+    sim.start_liveness()
+    sim.converge()
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B3: a blank learner is promoted")
+def test_a_learner_is_promoted_only_once_caught_up() -> None:
+    """n2 joins a one-node cluster and is promoted automatically (default lag); n1 restarts
+    right then: n2 must be able to vote for it, i.e. must have caught up before promotion."""
+    sim = Simulator(100, adjust=calm_with_spares(1, spares=1))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    sim.start_member("n2")
+    sim.operator.start("add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n2"))])
+    run_until(sim, lambda: "n2" in sim.checker.config.voters)
+    sim.crash(sim.nodes["n1"])
+    sim.start(sim.nodes["n1"])
+    sim.start_liveness()
+    sim.converge()
+
+
 @pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B4: the survivor campaigns under the old "
                    "configuration")
 def test_remove_the_leader_of_two_voters_and_stop_it() -> None:

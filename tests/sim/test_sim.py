@@ -68,14 +68,16 @@ KNOWN_BUGS: dict[str, str] = {
           "its leader) never elects anyone. etcd lets such a node vote (raft.go, Step, "
           "MsgVote: 'learners must be allowed to cast votes'): a candidate counts only its own "
           "voters. Fix: grant on `not self.catching_up and not self.probing`, keep "
-          "promotable() for campaigning.",
+          "promotable() for campaigning. Reproduced by "
+          "test_scenarios.test_a_voter_promoted_unawares_votes.",
     "B3": "raftd/core/raft.py Raft._maybe_promote_learner promotes an auto-promote learner once "
           "match_index + promote_lag_entries >= last_index: with the default lag (1000) and a "
           "short log a learner with match_index 0, blank and still catching up, is promoted at "
           "its first heartbeat answer. A catching-up voter cannot vote (bootstrap rule), so a "
           "one-node cluster grown to two deadlocks when the leader restarts. Fix: also require "
           "match_index >= commit_index and an entry of the leader's term (match_index >= the "
-          "first index of the current term), so that the learner leaves catching-up at once.",
+          "first index of the current term), so that the learner leaves catching-up at once. "
+          "Reproduced by test_scenarios.test_a_learner_is_promoted_only_once_caught_up.",
     "B4": "raftd/core/raft.py Raft._hand_off_and_step_down: removing the leader of a two-voter "
           "cluster, the leader applies the change, sends MsgTimeoutNow and steps down; the "
           "remaining voter has not learned that the removal committed, so it campaigns under "
