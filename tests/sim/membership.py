@@ -361,7 +361,7 @@ class Operator:
 
     def _emit(self, line: str) -> None:
         if self._trace is not None:
-            self._trace(f"{self._sim.now:6d} {line}")
+            self._trace(line)
 
 
 def _add(node: str, *, auto: bool) -> ConfChange:

@@ -3,7 +3,9 @@
 Each starts from a calm scenario (no random faults, a clean network), drives the cluster
 through ``Simulator.tick`` and places its fault by hand; the simulator's checkers still run
 after every step, and ``converge`` ends with the full end-of-run checks (every acknowledged
-write present, the same state everywhere, equal to the committed log's model).
+write present, the same state everywhere, equal to the committed log's model). Membership
+scenarios hand the operator (``tests.sim.membership``) its procedure; the last ones reproduce
+the production bugs of ``test_sim.KNOWN_BUGS`` and are strict xfails until those are fixed.
 """
 
 from __future__ import annotations
