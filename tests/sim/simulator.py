@@ -431,6 +431,8 @@ class Simulator:
         self.disruptions = 0
         self.not_a_member = 0
         self.faults = True
+        self._settled_at = 0
+        """No convergence is judged before (the liveness phase sets it)."""
         self._blackout = False
         self._partition_until = 0
         self._next_partition = (
@@ -670,6 +672,7 @@ class Simulator:
     def start_liveness(self) -> None:
         """Heal everything and stop the faults; from now on the cluster must converge."""
         self.faults = False
+        self._settled_at = self.now + QUIET_TICKS
         self._emit("liveness: heal, no loss, restart every node, no more faults")
         self.network.heal()
         self.network.calm()
@@ -697,8 +700,8 @@ class Simulator:
     def _converged(self) -> bool:
         """The final configuration has a leader among its voters that committed its whole log,
         and every member follows it and applied all of it into the same state."""
-        if not self.workload.done():
-            return False
+        if not self.workload.done() or self.now < self._settled_at:
+            return False  # a fault's effect may still land (a stall inside CheckQuorum's window)
         leader = self.leader()
         if leader is None:
             return False
