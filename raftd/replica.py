@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +115,9 @@ class Replica:
         self.queued_reads: list[tuple[Token, ReadQuery]] = []
         self.queued_conf_changes: list[tuple[Token, ConfChange]] = []
         self.queued_health: list[Token] = []
+        self.self_removal_tokens: list[Token] = []
+        """remove-node requests of this (leading) node, answered once another node leads."""
+        self.self_removal_term = 0
         self.transfer: tuple[Token, str] | None = None
         """The client waiting for the leadership transfer in flight, and its target."""
         self.proposals: dict[int, Proposal] = {}
@@ -145,6 +148,18 @@ class Replica:
                 context: batch for context, batch in self.read_batches.items()
                 if any(token in self.pending for token, _ in batch)
             }
+
+    def accepts_from(self, node: str, configured: Collection[str]) -> bool:
+        """Whether a peer datagram from ``node`` is heard: from any node.
+
+        Filtering by membership cannot be right: a node's view of the configuration lags
+        (a joining node knows only ``configured``, the initial members; a learner promoted
+        unawares has not applied the change yet), and the nodes it does not know may be the
+        ones it must vote for or follow. A removed node cannot disrupt either: PreVote and the
+        leader lease keep its campaigns from raising terms while a leader lives. Who may
+        speak at all is decided by the cluster secret (``secret_file``), checked earlier.
+        """
+        return bool(node)
 
     def step(self, msg: Message) -> None:
         if isinstance(msg, MsgSnap):
@@ -257,6 +272,11 @@ class Replica:
                 self.proposals[index] = Proposal(term=raft.current_term, tokens=[token])
 
     def _check_transfer(self, outbox: Outbox) -> None:
+        raft = self.node.raft
+        if self.self_removal_tokens and raft.current_term > self.self_removal_term:
+            tokens, self.self_removal_tokens = self.self_removal_tokens, []
+            for token in tokens:
+                self._respond(outbox, token, result(success=True))
         if self.transfer is None:
             return
         token, target = self.transfer
@@ -420,6 +440,12 @@ class Replica:
         if proposal is None:
             return
         ok = proposal.term == entry.term
+        if ok and cc.type is ConfChangeType.REMOVE and cc.node_id == raft.id:
+            # Answer once another node leads: an operator who stops this node on the answer
+            # must not strand the others before they learned that the removal committed.
+            self.self_removal_tokens.extend(proposal.tokens)
+            self.self_removal_term = raft.current_term
+            return
         for token in proposal.tokens:
             self._respond(outbox, token, result(success=ok) if ok else
                           error(ErrorCode.NOT_LEADER, "entry was replaced"))

@@ -492,8 +492,7 @@ class Server:
                 asyncio.get_running_loop().call_soon(self._report_sent, m.dst)
 
     def _is_peer(self, node: str) -> bool:
-        """Current members, and the configured ones (a blank node knows only those)."""
-        return node in self.node.raft.members or node in self.config.cluster.members
+        return self.replica.accepts_from(node, self.config.cluster.members)
 
     def _address_of(self, node: str) -> Address:
         address = self.addresses.get(node)

@@ -70,6 +70,8 @@ class Snapshotter:
         last = self.storage.snapshot_meta().index
         if applied - last < self.policy.every_entries:
             return False
+        if applied < self.storage.conf_index():
+            return False  # re-applying after a restart: the configuration is ahead of applied
         needed = max(self.policy.min_log_bytes, self.storage.snapshot_size())
         return self.storage.log_bytes_since(last) >= needed and time.monotonic() >= self.not_before
 

@@ -82,7 +82,11 @@ class MsgHeartbeat(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgHeartbeatResp(Message):
+    """``catching_up``: the sender may not vote yet (core.bootstrap); a leader never promotes
+    such a learner, or a voter set could need a vote that cannot be cast."""
+
     context: int = 0
+    catching_up: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +116,15 @@ class MsgSnap(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgTimeoutNow(Message):
-    """Leadership transfer: the receiver campaigns at once, skipping PreVote (thesis §3.10)."""
+    """Leadership transfer: the receiver campaigns at once, skipping PreVote (thesis §3.10).
+
+    ``leader_commit``: the receiver's log matches the leader's to its end, so it may commit
+    this far; it campaigns once it has applied that far (its configuration then matches the
+    leader's: after removing itself, a leader of two voters hands over to the remaining one,
+    which must know it is now alone).
+    """
+
+    leader_commit: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,6 +65,7 @@ class Progress:
         "recent_active",
         "inflights",
         "stalled_heartbeats",
+        "catching_up",
         "pending_snapshot",
     )
 
@@ -77,6 +78,8 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.stalled_heartbeats = 0
         self.pending_snapshot: Index = 0
+        self.catching_up = True
+        """As the follower last said (heartbeat answers); until it says, assume it is."""
 
     def become_snapshot(self, index: Index) -> None:
         self.state = ProgressState.SNAPSHOT

@@ -104,6 +104,8 @@ class Raft:
         self.broadcast_commit: Index = 0
         self.lead_transferee: NodeId = NO_NODE
         """The voter we are handing leadership to (thesis §3.10); NO_NODE when none."""
+        self.campaign_after_apply: Index = 0
+        """A TimeoutNow arrived before we applied up to the leader's commit: campaign then."""
 
         self.ticks = 0
         self.probe_view: dict[NodeId, tuple[int, Term, Index, Term]] = {}
@@ -196,6 +198,7 @@ class Raft:
         self.progress = {}
         self.broadcast_commit = 0
         self.lead_transferee = NO_NODE
+        self.campaign_after_apply = 0
 
     def _reset_randomized_election_timeout(self) -> None:
         lo, hi = self.cfg.election_ticks
@@ -242,20 +245,32 @@ class Raft:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat(context=self.read_only.last_round())
             self._maybe_promote_learner()
+            self._hand_off()
 
     def _maybe_promote_learner(self) -> None:
         """Promote one caught-up, recently heard-from learner (etcd's learner-first joins)."""
         for learner in self.auto_promote:
-            pr = self.progress.get(learner)
-            if pr is None or not pr.recent_active:
-                continue
-            if pr.match_index + self.cfg.promote_lag_entries < self.log.last_index():
+            if not self._learner_ready(learner):
                 continue
             try:
                 self.propose_conf_change(ConfChange(type=ConfChangeType.PROMOTE, node_id=learner))
             except ProposalDropped:
                 pass  # another change or a transfer is in flight: try at a later heartbeat
             return
+
+    def _learner_ready(self, learner: NodeId) -> bool:
+        """Whether ``learner`` can be promoted: recently heard from, close to our log, and able
+        to vote at once (not catching up: it holds a committed entry of our term). Promoting
+        one that cannot vote could leave the voters without a quorum (etcd refuses too)."""
+        pr = self.progress.get(learner)
+        if pr is None or not pr.recent_active or pr.catching_up:
+            return False
+        if pr.match_index + self.cfg.promote_lag_entries < self.log.last_index():
+            return False
+        known_commit = min(pr.match_index, self.log.commit_index)
+        return known_commit >= self.log.first_index() and (
+            self.log.term(known_commit) == self.current_term
+        )
 
     def _quorum_active(self) -> bool:
         active = sum(1 for v in self.voters if v == self.id or self.progress[v].recent_active)
@@ -320,7 +335,11 @@ class Raft:
         grant = (
             can_vote
             and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
-            and (self.promotable() or self._catch_up_vote_ok(m))
+            # Not promotable(): a learner whose promotion is committed but not yet applied here
+            # must be able to vote (as in etcd); a candidate counts only its own voters.
+            and (
+                (not self.catching_up and not self.probing) or self._catch_up_vote_ok(m)
+            )
         )
         if pre:
             term = m.term if grant else self.current_term
@@ -423,7 +442,8 @@ class Raft:
             self.log.commit_to(min(m.leader_commit, self.log.last_index()))
             self._maybe_finish_catching_up()
             self._send(
-                MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src, context=m.context)
+                MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src,
+                                 context=m.context, catching_up=self.catching_up)
             )
         elif isinstance(m, MsgReadIndexResp):
             if m.index > 0:
@@ -433,8 +453,12 @@ class Raft:
         elif isinstance(m, MsgReadIndex):
             self._refuse_read(m)
         elif isinstance(m, MsgTimeoutNow):
-            # Skip PreVote: the leader asked us, and its followers must not wait out a lease.
-            self.campaign(pre_vote=False, transfer=True)
+            self.log.commit_to(min(m.leader_commit, self.log.last_index()))
+            if self.log.applied_index >= self.log.commit_index:
+                # Skip PreVote: the leader asked us; its followers must not wait out a lease.
+                self.campaign(pre_vote=False, transfer=True)
+            else:
+                self.campaign_after_apply = self.log.commit_index
 
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
@@ -566,6 +590,8 @@ class Raft:
                 f"the change at index {self.pending_conf_index} is not applied yet"
             )
         apply_change(self.conf_state(), cc)  # raises InvalidConfChange before anything changes
+        if cc.type is ConfChangeType.PROMOTE and not self._learner_ready(cc.node_id):
+            raise ConfChangeInProgress(f"{cc.node_id} has not caught up yet; retry later")
         index = self.log.last_index() + 1
         self._append([Entry(term=self.current_term, index=index, type=EntryType.CONF_CHANGE,
                             data=cc.encode())])
@@ -588,7 +614,7 @@ class Raft:
             if self.lead_transferee not in self.voters:
                 self.lead_transferee = NO_NODE
             if self.id not in self.voters:
-                self._hand_off_and_step_down()
+                self._hand_off()
             elif self.log.maybe_commit(
                 committed_index(self.voters, self._match()), self.current_term
             ):
@@ -603,12 +629,29 @@ class Raft:
         others = [v for v in self.voters if v != self.id and v in self.progress]
         return max(others, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
 
-    def _hand_off_and_step_down(self) -> None:
-        """We removed ourselves: let the most caught-up voter campaign at once."""
-        best = self.most_caught_up_voter()
-        if best != NO_NODE and self.progress[best].match_index == self.log.last_index():
-            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=best))
-        self.become_follower(self.current_term, NO_NODE)
+    def _hand_off(self) -> None:
+        """We removed ourselves: lead on (taking no proposals) until a remaining voter, caught
+        up and told our commit index by TimeoutNow, takes over; its higher term then makes us
+        follow. Stepping down at once could strand the others under the old configuration
+        (two voters: the survivor would need our vote), as the simulator showed.
+        Retried at every heartbeat until someone else leads."""
+        if self.role is not StateRole.LEADER or self.id in self.voters:
+            return
+        if self.lead_transferee == NO_NODE:
+            best = self.most_caught_up_voter()
+            if best != NO_NODE:
+                self.transfer_leader(best)
+
+    def _send_timeout_now(self, to: NodeId) -> None:
+        self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=to,
+                                 leader_commit=self.log.commit_index))
+
+    def on_applied(self) -> None:
+        """The runtime applied more entries: a pending TimeoutNow may campaign now."""
+        target = self.campaign_after_apply
+        if target and self.log.applied_index >= target:
+            self.campaign_after_apply = 0
+            self.campaign(pre_vote=False, transfer=True)
 
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to`` once its log matches ours (thesis §3.10).
@@ -625,7 +668,7 @@ class Raft:
         self.lead_transferee = to
         self.election_elapsed = 0
         if self.progress[to].match_index == self.log.last_index():
-            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=to))
+            self._send_timeout_now(to)
 
     def _append(self, entries: list[Entry]) -> None:
         last = self.log.append(entries)
@@ -652,7 +695,7 @@ class Raft:
             pr.pending_snapshot = 0
             pr.become_replicate()
         if m.src == self.lead_transferee and pr.match_index == self.log.last_index():
-            self._send(MsgTimeoutNow(term=self.current_term, src=self.id, dst=m.src))
+            self._send_timeout_now(m.src)
         if self.log.maybe_commit(committed_index(self.voters, self._match()), self.current_term):
             self._on_commit_advanced()
 
@@ -670,6 +713,7 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
+        pr.catching_up = m.catching_up
         last = self.log.last_index()
         if pr.state is ProgressState.PROBE and pr.match_index < last < pr.next_index:
             pr.next_index = last  # nothing left to send, yet no ack: probe with our last entry

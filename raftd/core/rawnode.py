@@ -153,6 +153,7 @@ class RawNode:
             r.log.stable_to(last.index, last.term)
         if rd.committed_entries:
             r.log.applied_to(rd.committed_entries[-1].index)
+            r.on_applied()
         self_msgs, self._self_msgs = self._self_msgs, []
         for m in self_msgs:
             r.step(m)

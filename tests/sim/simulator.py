@@ -578,8 +578,8 @@ class Simulator:
             return
         raft = replica.node.raft
         src = msg.src
-        if src not in raft.members and src not in node.configured:
-            self.not_a_member += 1  # raftd.server.Server._is_peer
+        if not replica.accepts_from(src, node.configured):
+            self.not_a_member += 1  # as raftd.server.Server._is_peer
             node.dropped += 1
             if self._trace is not None:
                 self._emit(f"{node.id} drops (not a member) {describe(msg)}")
@@ -659,6 +659,8 @@ class Simulator:
             return
         if storage.log_bytes_since(last) < storage.snapshot_size():
             return  # production: at least max(snapshot_min_log_bytes, last snapshot) bytes
+        if applied < storage.conf_index():
+            return  # production: re-applying after a restart, the configuration is ahead
         meta = SnapshotMeta(index=applied, term=raft.log.term(applied),
                             conf_state=raft.conf_state())
         capture = replica.sm.capture()

@@ -244,8 +244,7 @@ def test_a_lagging_learner_never_votes() -> None:
     assert sim.checker.config.learners == ("n4",)
 
 
-# -- known production bugs (tests.sim.test_sim.KNOWN_BUGS), reproduced by hand -------------
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B1: raftd.server drops the new leader's datagrams")
+# -- production bugs the simulation found (now fixed), reproduced by hand ---------------------
 def test_a_node_joins_while_the_leader_was_added_later() -> None:
     """n4 joins and is promoted, then leads; n5, configured with the initial voters as the
     README's add-node example, must still hear from it and catch up."""
@@ -267,8 +266,6 @@ def test_a_node_joins_while_the_leader_was_added_later() -> None:
     sim.converge()  # n5, a member, must have caught up
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B2: a promoted learner that does not know "
-                   "it yet refuses to vote")
 def test_a_voter_promoted_unawares_votes() -> None:
     """n2, a caught-up pinned learner, is promoted while n1's datagrams to it are lost, so the
     promotion commits on n1 alone; n1 restarts and needs n2's vote to lead again."""
@@ -279,16 +276,20 @@ def test_a_voter_promoted_unawares_votes() -> None:
         type=ConfChangeType.ADD_LEARNER, node_id="n2", auto_promote=False))])
     n2 = sim.nodes["n2"]
     run_until(sim, lambda: n2.replica is not None and not n2.replica.node.raft.catching_up)
+    # Proposed while n2 is caught up (a promotion is refused otherwise), then cut at once:
+    # the entry commits on n1 alone (the voters are still {n1}) and never reaches n2.
+    leader = sim.leader()
+    assert leader is not None
+    run_until(sim, lambda: leader.node.raft._learner_ready("n2"))
+    leader.node.propose_conf_change(ConfChange(type=ConfChangeType.PROMOTE, node_id="n2"))
     sim.network.cut([("n1", "n2")])
-    run_procedure(sim, "promote", [Change(ConfChange(type=ConfChangeType.PROMOTE,
-                                                     node_id="n2"))])
+    run_until(sim, lambda: "n2" in leader.node.raft.voters)
     sim.crash(sim.nodes["n1"])
     sim.start(sim.nodes["n1"])
     sim.start_liveness()
     sim.converge()
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B3: a blank learner is promoted")
 def test_a_learner_is_promoted_only_once_caught_up() -> None:
     """n2 joins a one-node cluster and is promoted automatically (default lag); n1 restarts
     right then: n2 must be able to vote for it, i.e. must have caught up before promotion."""
@@ -304,8 +305,6 @@ def test_a_learner_is_promoted_only_once_caught_up() -> None:
     sim.converge()
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B4: the survivor campaigns under the old "
-                   "configuration")
 def test_remove_the_leader_of_two_voters_and_stop_it() -> None:
     """A one-node cluster moves to new hardware: add n2 (promoted once caught up), remove the
     old leader n1 and stop it, as the README says; the datagrams n1 sent after committing the

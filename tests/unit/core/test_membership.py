@@ -87,12 +87,29 @@ def test_removing_the_leader_hands_leadership_over() -> None:
     net = cluster()
     net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
     net.stabilize()
+    net.tick("n1", 3)  # its next heartbeats meet the new leader's term: it steps down
     assert net["n1"].raft.role is StateRole.FOLLOWER
     assert "n1" not in net["n2"].raft.voters
     leaders = [i for i in ("n2", "n3") if net[i].raft.role is StateRole.LEADER]
     assert len(leaders) == 1
     net.propose(leaders[0], b"after")
     assert net["n2"].applied[-1].data == b"after"
+
+
+def test_removed_leader_of_two_voters_hands_over_and_the_survivor_leads_alone() -> None:
+    net = Network(2)
+    net.campaign("n1")
+    net.propose("n1", b"x")
+    net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.stabilize()
+    net.tick("n1", 3)
+    net.down.add("n1")  # the operator stops the removed node
+    for _ in range(60):
+        net.tick_all()
+    assert net.leaders() == ["n2"]
+    assert net["n2"].raft.voters == ("n2",)
+    net.propose("n2", b"alone")
+    assert net["n2"].applied[-1].data == b"alone"
 
 
 def test_removed_follower_shrinks_the_quorum() -> None:
