@@ -5,7 +5,7 @@ through ``Simulator.tick`` and places its fault by hand; the simulator's checker
 after every step, and ``converge`` ends with the full end-of-run checks (every acknowledged
 write present, the same state everywhere, equal to the committed log's model). Membership
 scenarios hand the operator (``tests.sim.membership``) its procedure; the last ones reproduce
-the production bugs of ``test_sim.KNOWN_BUGS`` and are strict xfails until those are fixed.
+production bugs the simulation found (now fixed), as regression tests.
 """
 
 from __future__ import annotations
