@@ -59,7 +59,7 @@ from raftd.core import (
     Snapshot,
     StateRole,
 )
-from raftd.core.messages import MsgSnap, MsgTimeoutNow
+from raftd.core.messages import MsgSnap, MsgTimeoutNow, MsgVote
 from raftd.core.state import SnapshotMeta
 from raftd.replica import Replica
 from raftd.server import REQUEST_TIMEOUT_MS, peer_header_bytes
@@ -591,9 +591,11 @@ class Simulator:
         stray = (src in checker.removed and node.id in checker.member_set
                  and not isinstance(msg, MsgTimeoutNow))
         term = raft.current_term
-        # Following another leader heard within the minimum election timeout (its lease).
+        # Following another leader heard within the minimum election timeout (its lease),
+        # which only a transfer's vote request may break.
         followed = raft.leader_id
-        in_lease = followed not in ("", src) and raft.election_elapsed < ELECTION_TICKS[0]
+        in_lease = (followed not in ("", src) and raft.election_elapsed < ELECTION_TICKS[0]
+                    and not (isinstance(msg, MsgVote) and msg.transfer))
         replica.step(msg)
         if stray:
             self.stray += 1

@@ -18,7 +18,7 @@ import pytest
 from raftd.core import ConfChange, ConfChangeType, Message, StateRole
 from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
 from tests.sim.checker import members
-from tests.sim.membership import Change, MembershipOptions, Step
+from tests.sim.membership import Change, MembershipOptions, Start, Step, Stop, Wipe
 from tests.sim.simulator import OperatorToken, Options, SimNode, Simulator
 
 FOREVER = (10**9, 10**9)
@@ -322,6 +322,43 @@ def test_remove_the_leader_of_two_voters_and_stop_it() -> None:
     sim.network.cut([("n1", "n2")])  # what n1 sent since is lost
     sim.retire("n1")
     for _ in range(20):  # longer than any datagram is in flight
+        sim.tick()
+    sim.start_liveness()
+    sim.converge()
+
+
+# -- a production bug the simulation found and not fixed yet (test_sim.KNOWN_BUGS) -----------
+@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B6: a blank node's catch-up vote trusts its "
+                   "config file's voters")
+def test_a_rejoining_blank_node_never_elects_a_stale_candidate() -> None:
+    """The README's recovery of a lost node (remove it, wipe it, start it blank with the same
+    config, add it) while the cluster no longer has the shape of that config. Voters X, A and
+    n4 (n4 added, B removed and left running); A misses entries that X and n4 commit; X, the
+    leader, is removed, wiped and restarted blank. Its config names X, A and B: both answer its
+    probes, so under the catch-up vote rule it votes for A, which does not know X was removed;
+    with that vote A leads without the entries only n4 still holds."""
+    sim = Simulator(111, adjust=calm_with_spares(3, spares=1))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    x = leader_node(sim).id
+    a, b = (i for i in sim.ids if i != x)
+    sim.start_member("n4")
+    run_procedure(sim, "add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
+                                                 node_id="n4"))])
+    run_until(sim, lambda: "n4" in sim.checker.config.voters)
+    run_procedure(sim, "remove", [Change(ConfChange(type=ConfChangeType.REMOVE, node_id=b))])
+    node_a, leader = sim.nodes[a], leader_node(sim)
+    run_until(sim, lambda: node_a.replica is not None and leader.replica is not None
+              and node_a.replica.node.raft.log.last_index()
+              == leader.replica.node.raft.log.last_index())
+    sim.network.cut([(x, a), ("n4", a)])  # now A falls behind
+    before = acked_writes(sim)
+    run_until(sim, lambda: acked_writes(sim) >= before + 5)
+    run_procedure(sim, "rejoin", [
+        Change(ConfChange(type=ConfChangeType.REMOVE, node_id=x), to=x), Stop(x), Wipe(x),
+        Start(x)])
+    sim.network.heal()
+    sim.network.cut([("n4", a)])
+    for _ in range(600):  # A campaigns; the checker raises if it leads without the entries
         sim.tick()
     sim.start_liveness()
     sim.converge()
