@@ -17,11 +17,12 @@ The rule:
    T, so every entry committed before T lies below it and is now in this node's log (leader
    completeness, Raft §5.4). It then records a vote for that leader in term T, so it cannot vote
    again in the one term it is sure to share with the current cluster.
-   Exception, so that a cluster with no leader can still elect one (a late member and a wiped
-   one are both catching up, and the only node with the data needs their votes): while it has
-   no leader, a catching-up voter keeps probing, and it may vote when EVERY other voter
-   answered within an election timeout, for a candidate whose log is at least as up to date as
-   every log it heard of, in a term no other voter had reached (``Raft._catch_up_vote_ok``).
+   There is deliberately no exception for a leaderless cluster: a blank node knows only its
+   config file's members, not the current configuration, so any rule letting it vote before
+   a leader reached it can elect a candidate that lacks committed entries (the simulator
+   found one). The price: if the catching-up nodes are needed for a quorum (a late member and
+   a wiped one in a 3-node cluster), no leader is elected until the operator intervenes
+   (``raftd start --force-new-cluster`` on the node that holds the data).
 3. If *every* other initial voter answers that it is blank or holds no entry, no entry was ever
    appended anywhere, so nothing can be lost: the node bootstraps as an ordinary follower. It
    adopts the highest term it heard and, if that term is above 0, records a vote for itself in

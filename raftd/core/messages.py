@@ -134,11 +134,10 @@ class MsgProbe(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgProbeResp(Message):
-    """``blank``: the sender is itself still probing; ``last_index``/``last_term``: its log."""
+    """``blank``: the sender is itself still probing; ``last_index``: its log length."""
 
     blank: bool
     last_index: Index
-    last_term: Term = 0
 
 
 TAGS: dict[type[Message], str] = {

@@ -107,10 +107,6 @@ class Raft:
         self.campaign_after_apply: Index = 0
         """A TimeoutNow arrived before we applied up to the leader's commit: campaign then."""
 
-        self.ticks = 0
-        self.probe_view: dict[NodeId, tuple[int, Term, Index, Term]] = {}
-        """While catching up without a leader: each other voter's latest probe answer, as
-        (tick received, its term, its last index, its last term). See ``_catch_up_vote_ok``."""
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = 0
@@ -206,7 +202,6 @@ class Raft:
 
     # -- time ------------------------------------------------------------------------------
     def tick(self) -> None:
-        self.ticks += 1
         if self.role is StateRole.LEADER:
             self._tick_leader()
         else:
@@ -214,20 +209,13 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
-        leaderless_catch_up = (
-            self.catching_up
-            and self.id in self.voters
-            and self.election_elapsed >= self.cfg.election_ticks[0]
-        )
-        if self.prober is not None or leaderless_catch_up:
+        if self.prober is not None:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
                 self.heartbeat_elapsed = 0
-                for peer in self.voters:
-                    if peer != self.id:
-                        self._send(MsgProbe(term=0, src=self.id, dst=peer))
-            if self.prober is not None:
-                return
+                for peer in self.prober.others:
+                    self._send(MsgProbe(term=0, src=self.id, dst=peer))
+            return
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.campaign(pre_vote=self.cfg.pre_vote)
@@ -337,9 +325,8 @@ class Raft:
             and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
             # Not promotable(): a learner whose promotion is committed but not yet applied here
             # must be able to vote (as in etcd); a candidate counts only its own voters.
-            and (
-                (not self.catching_up and not self.probing) or self._catch_up_vote_ok(m)
-            )
+            and not self.catching_up
+            and not self.probing
         )
         if pre:
             term = m.term if grant else self.current_term
@@ -366,15 +353,12 @@ class Raft:
                 MsgProbeResp(
                     term=self.current_term, src=self.id, dst=m.src,
                     blank=self.probing, last_index=self.log.last_index(),
-                    last_term=self.log.last_term(),
                 )
             )
             return
         if isinstance(m, MsgProbeResp):
             if self.prober is not None:
                 self._on_probe_resp(m)
-            elif self.catching_up:
-                self.probe_view[m.src] = (self.ticks, m.term, m.last_index, m.last_term)
             return
         if self.prober is not None:
             if not isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
@@ -487,34 +471,6 @@ class Raft:
         else:
             self.voted_for = self.id if term > 0 else NO_NODE
         self.become_follower(term, NO_NODE)
-
-    def _catch_up_vote_ok(self, m: MsgVote | MsgPreVote) -> bool:
-        """May a catching-up voter vote, so that a cluster with no leader can elect one?
-
-        Without this, one late member plus one wiped member leave a 3-node cluster without a
-        voting majority forever (a catching-up node waits for a leader that cannot be elected).
-        It votes only with a fresh probe answer (within an election timeout) from EVERY other
-        voter, for a candidate whose log is at least as up to date as every log it heard of,
-        and only in a term above every term the others reported: every entry a majority ever
-        held is on some other voter (only one disk was lost), so the candidate holds it; and
-        no other voter had reached this term, so its former self cannot have voted in it.
-        """
-        if not self.catching_up or self.id not in self.voters:
-            return False
-        fresh_since = self.ticks - self.cfg.election_ticks[0]
-        best = (self.log.last_term(), self.log.last_index())
-        for voter in self.voters:
-            if voter == self.id:
-                continue
-            view = self.probe_view.get(voter)
-            if view is None or view[0] < fresh_since:
-                return False
-            _, term, last_index, last_term = view
-            # The candidate's own answer may already show the term it campaigns in.
-            if term > m.term or (term == m.term and voter != m.src):
-                return False
-            best = max(best, (last_term, last_index))
-        return (m.last_log_term, m.last_log_index) >= best
 
     def _maybe_finish_catching_up(self) -> None:
         commit = self.log.commit_index

@@ -981,7 +981,17 @@ class Simulator:
         if node.id in checker.config.voters and len(checker.config.voters) < 3:
             return False
         return self.may_blank(node) and not any(
-            n.wiped for n in self.nodes.values() if n is not node and n.id in checker.member_set)
+            self._without_data(n) for n in self.nodes.values()
+            if n is not node and n.id in checker.member_set)
+
+    @staticmethod
+    def _without_data(node: SimNode) -> bool:
+        """Wiped, or blank since it joined (a late member still catching up): two of those in
+        a quorum is a majority without its data, which raftd waits out (core.bootstrap)."""
+        if node.wiped:
+            return True
+        raft = node.replica.node.raft if node.replica is not None else None
+        return raft is not None and (raft.catching_up or raft.probing)
 
     def may_blank(self, node: SimNode) -> bool:
         """Whether ``node`` may restart blank without two blank initial voters at once. A blank

@@ -327,16 +327,14 @@ def test_remove_the_leader_of_two_voters_and_stop_it() -> None:
     sim.converge()
 
 
-# -- a production bug the simulation found and not fixed yet (test_sim.KNOWN_BUGS) -----------
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUGS B6: a blank node's catch-up vote trusts its "
-                   "config file's voters")
+# -- B6: a blank node must never vote before a leader reached it ------------------------------
 def test_a_rejoining_blank_node_never_elects_a_stale_candidate() -> None:
     """The README's recovery of a lost node (remove it, wipe it, start it blank with the same
     config, add it) while the cluster no longer has the shape of that config. Voters X, A and
     n4 (n4 added, B removed and left running); A misses entries that X and n4 commit; X, the
     leader, is removed, wiped and restarted blank. Its config names X, A and B: both answer its
-    probes, so under the catch-up vote rule it votes for A, which does not know X was removed;
-    with that vote A leads without the entries only n4 still holds."""
+    probes; under the (since removed) catch-up vote rule it voted for A, which does not know X
+    was removed, and with that vote A led without the entries only n4 still holds."""
     sim = Simulator(111, adjust=calm_with_spares(3, spares=1))
     run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
     x = leader_node(sim).id

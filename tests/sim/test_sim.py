@@ -50,35 +50,10 @@ REGRESSION_SEEDS: dict[int, str] = {
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 
-REGRESSION_SEEDS_WITHOUT_MEMBERSHIP: dict[int, str] = {
-    # Liveness, raftd.core.bootstrap: a node that was blank while the cluster formed (it crashed
-    # while probing) came back catching up; then another member was wiped and came back
-    # catching up too; fewer than a majority could vote and no leader was ever elected. Fixed
-    # by letting a catching-up voter vote under Raft._catch_up_vote_ok's conditions.
-    1446: "no convergence in 3000 ticks",
-}
+REGRESSION_SEEDS_WITHOUT_MEMBERSHIP: dict[int, str] = {}
 """Regression seeds found before membership changes existed, run without them."""
 
-KNOWN_BUGS: dict[str, str] = {
-    "B6": "raftd/core/raft.py Raft._catch_up_vote_ok (raftd.core.bootstrap's exception for a "
-          "leaderless cluster) lets a blank, catching-up node vote once every *other voter of "
-          "its own configuration* answered its probes, for a candidate at least as up to date "
-          "as all of them. A blank node's configuration is its config file's [cluster] members, "
-          "i.e. the initial voters: after the cluster changed shape, the voters it asks are not "
-          "the current ones (some removed but still answering, the added ones unknown), so it "
-          "votes for a candidate that lacks entries only the current voters it never asked "
-          "hold. The README's recovery (remove-node, wipe, start blank with the same config, "
-          "add-node) does exactly this: a candidate that has not applied the removal yet counts "
-          "the blank node's vote and leads without committed entries (leader completeness; a "
-          "committed write can be overwritten). Seen at seed 3905 (before the B1-B5 fixes). "
-          "Fix: a probe answer carries the responder's configuration and its index; the "
-          "catch-up vote needs fresh answers from every voter of the newest configuration "
-          "heard of (asking the voters it learns of), never only the config file's; and the "
-          "README's rejoin should give the wiped node a config that does not list it (then "
-          "it does not see itself as a voter and never votes until re-added and promoted). "
-          "Reproduced by "
-          "test_scenarios.test_a_rejoining_blank_node_never_elects_a_stale_candidate.",
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Production bugs the simulation found and that are not fixed yet: id -> where and the fix."""
 
 KNOWN_FAILURES: dict[int, str] = {}
