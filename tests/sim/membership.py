@@ -245,6 +245,13 @@ class Operator:
         sim.submit_conf_change(target, attempt.token, step.cc)
         return False
 
+    def removing_a_voter(self) -> bool:
+        """Whether a remove-node of a voter was sent and may still commit."""
+        step = self.job[0] if self.job else None
+        return (isinstance(step, Change) and step.cc.type is ConfChangeType.REMOVE
+                and self._attempt.attempts > 0
+                and step.cc.node_id in self._sim.checker.config.voters)
+
     # -- answers -----------------------------------------------------------------------------
     def on_response(self, token: ChangeToken, response: dict[str, Any]) -> None:
         attempt = self._attempt

@@ -976,9 +976,11 @@ class Simulator:
     def _may_wipe(self, node: SimNode) -> bool:
         """Never lose a majority's disks: no other member may be wiped and not caught up yet,
         and a voter's disk is lost only while at least three voters hold theirs (with two, the
-        survivor alone cannot elect anyone, nor commit the removal of the lost one)."""
+        survivor alone cannot elect anyone, nor commit the removal of the lost one), and not
+        while the removal of a voter may commit (it could leave two voters, one blank)."""
         checker = self.checker
-        if node.id in checker.config.voters and len(checker.config.voters) < 3:
+        if node.id in checker.config.voters and (
+                len(checker.config.voters) < 3 or self.operator.removing_a_voter()):
             return False
         return self.may_blank(node) and not any(
             self._without_data(n) for n in self.nodes.values()

@@ -53,7 +53,52 @@ REGRESSION_SEEDS: dict[int, str] = {
 REGRESSION_SEEDS_WITHOUT_MEMBERSHIP: dict[int, str] = {}
 """Regression seeds found before membership changes existed, run without them."""
 
-KNOWN_BUGS: dict[str, str] = {}
+KNOWN_BUGS: dict[str, str] = {
+    # None of these fails a seed of seeds.txt; each names seeds of 1..10000 that fail at
+    # 0aee1c8 (python -m tests.sim --seed S -v replays one).
+    "B7": "Liveness, raftd/core/raft.py + raftd/replica.py: a node acts under the configuration "
+          "it applied last, though its log may hold later configuration entries: the commit "
+          "index is not durable and only a leader teaches it again. Shrunk to one or two "
+          "voters, the voter that must lead does not know it: a learner promoted unawares (it "
+          "cannot campaign) or a voter whose configuration still counts a removed, stopped "
+          "node; the nodes that know (removed ones, learners) never campaign nor pass on their "
+          "commit index. Also Raft._hand_off_and_step_down / Replica: the removed leader "
+          "answers remove-node once the survivor leads, though the survivor may still count "
+          "the removed node and so can never commit (seed 2411: stopped as the README says, "
+          "nothing ever commits again). Seeds 581 769 895 924 1124 1134 1604 1980 2411 2617 "
+          "4075 6365 6470 7136 9231 9278 9356 9517 9731. Fix: count votes and campaign under "
+          "the latest configuration in the log, applied or not (thesis 4.1), or persist the "
+          "commit index (entries up to confstate's index are known committed) and re-apply up "
+          "to it before campaigning; a node that its applied configuration excludes sends "
+          "MsgTimeoutNow with its commit index to that configuration's voters when it hears no "
+          "leader; answer remove-node only once a remaining voter applied the change.",
+    "B8": "Safety, raftd/core/raft.py Raft._handle_vote_request (since B2's fix non-voters "
+          "vote): a candidate whose applied configuration is two changes stale (restarted, "
+          "commit index lost) counts the vote of a node removed since and wins a term that a "
+          "majority of the current configuration also gave to another node: two leaders in "
+          "term 9 at seed 5237 (n2 campaigns under {n1,n2,n3} of index 4 while its log holds "
+          "the changes at 11 and 18; n3, removed at 18, votes for it; n1 leads term 9 under "
+          "{n1,n2,n4}). etcd's known issue 7625. Fix: count votes under the latest "
+          "configuration in the candidate's log (B7's first fix); at least, a node that its own "
+          "applied configuration removed must not vote.",
+    "B9": "Liveness (and a safety risk), raftd/core/raft.py Progress of a re-added node: after "
+          "the README's rejoin (remove-node, wipe, start blank under the same id, add-node) "
+          "acknowledgements and heartbeat answers the old incarnation sent before it stopped "
+          "arrive after the re-add: the leader takes the blank node for caught up "
+          "(match_index 11, catching_up=False) and promotes it at once (seeds 966 6983, "
+          "also 4003 4202); with two voters nothing commits again once the leader restarts. "
+          "Counted toward commit, such phantom acks could commit an entry a majority does not "
+          "hold. Fix: carry the sender's incarnation (the authenticated transport's per-boot "
+          "epoch) into the core and ignore a re-added peer's messages from an older one, or "
+          "never re-add a removed id (a new id per replacement, as etcd).",
+    "B10": "Liveness, raftd/replica.py: a removed node that keeps running still takes client "
+           "reads, forwards them to the leader it remembers and waits to apply the read index, "
+           "which it never will (nobody replicates to it): each such attempt costs the client "
+           "the full request timeout. Seed 7106: a read bounces between two removed nodes and "
+           "a blank one for 3000 ticks. Fix: a node that its applied configuration does not "
+           "list answers client requests at once with a redirect to the leader it knows (or "
+           "an error naming it removed).",
+}
 """Production bugs the simulation found and that are not fixed yet: id -> where and the fix."""
 
 KNOWN_FAILURES: dict[int, str] = {}
