@@ -324,9 +324,12 @@ class Raft:
             can_vote
             and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
             # Not promotable(): a learner whose promotion is committed but not yet applied here
-            # must be able to vote (as in etcd); a candidate counts only its own voters.
+            # must be able to vote (as in etcd); a candidate counts only its own voters. But a
+            # node its own configuration removed must not: a stale candidate still counting it
+            # could win a term that another leader already holds (simulator B8).
             and not self.catching_up
             and not self.probing
+            and self.id in self.members
         )
         if pre:
             term = m.term if grant else self.current_term
