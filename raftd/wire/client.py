@@ -15,12 +15,12 @@ client still awaits, so the server may forget its cached replies below it. A cli
 from __future__ import annotations
 
 import enum
-import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from raftd.wire.errors import BadRequest, FieldTooLarge
+from raftd.wire.errors import short_repr as _short
 
 __all__ = [
     "AppendRequest",
@@ -461,14 +461,3 @@ def _fits(text: str) -> bool:
         return len(text.encode()) <= MAX_KEY_BYTES
     except UnicodeEncodeError:
         return False
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel = 3  # NB: plain repr() of a value nested 1000 deep raises RecursionError
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def _short(value: object) -> str:
-    """repr() bounded for error messages: hostile input may carry megabytes, or nest deep."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -6,6 +6,8 @@ Everything a peer or client sends is untrusted: the codecs turn any malformed in
 
 from __future__ import annotations
 
+import reprlib
+
 
 class DecodeError(Exception):
     """The bytes or the decoded object do not form a valid message."""
@@ -30,3 +32,14 @@ class BadRequest(DecodeError):
 
 class FieldTooLarge(BadRequest):
     """A request field exceeds a size limit (a key over ``MAX_KEY_BYTES``): ``too_large``."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3  # NB: plain repr() of a value nested 1000 deep raises RecursionError
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short_repr(value: object) -> str:
+    """repr() bounded for error messages: hostile input may carry megabytes, or nest deep."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -28,7 +28,6 @@ table of field kinds for the decoder.
 
 from __future__ import annotations
 
-import reprlib
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -39,6 +38,7 @@ import msgpack
 from raftd.core.messages import TAGS, Message, MsgApp
 from raftd.core.state import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
 from raftd.wire.errors import DecodeError
+from raftd.wire.errors import short_repr as _short
 
 FORMAT_VERSION = 1
 """Bumped on any incompatible change; a peer speaking another version is refused."""
@@ -234,14 +234,3 @@ def _check_log_matching(msg: MsgApp) -> None:
         if not term <= entry.term <= msg.term:
             raise DecodeError(f"app.entries: term {entry.term} out of order at index {index}")
         term = entry.term
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel = 3  # NB: plain repr() of a value nested 1000 deep raises RecursionError
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def _short(value: object) -> str:
-    """repr() bounded for error messages: hostile input may carry megabytes, or nest deep."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
