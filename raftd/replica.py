@@ -180,6 +180,12 @@ class Replica:
             self.served_reads += 1
             outbox.respond(token, self._serve(query))
             return
+        raft = self.node.raft
+        if raft.id not in raft.members:
+            # Removed (or not added yet): nobody replicates to us, so we would never apply a
+            # read index; send the client on at once rather than at its deadline (sim B10).
+            outbox.respond(token, redirect(raft.leader_id or None))
+            return
         self._track(token)
         self.queued_reads.append((token, query))
 

@@ -83,10 +83,12 @@ class MsgHeartbeat(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgHeartbeatResp(Message):
     """``catching_up``: the sender may not vote yet (core.bootstrap); a leader never promotes
-    such a learner, or a voter set could need a vote that cannot be cast."""
+    such a learner, or a voter set could need a vote that cannot be cast. ``commit_index``:
+    the sender's, which tells a re-added node's answers from its old incarnation's."""
 
     context: int = 0
     catching_up: bool = False
+    commit_index: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +142,18 @@ class MsgProbeResp(Message):
     last_index: Index
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsgCommitHint(Message):
+    """A node that heard no leader for an election timeout tells the others what it knows is
+    committed. The receiver commits that far only if its entry at ``commit_index`` has
+    ``commit_term`` (then, by Log Matching, its log holds the committed prefix). Without it, a
+    voter that lost its commit index in a restart can wait forever under an old
+    configuration while the only nodes that know the change committed were removed by it."""
+
+    commit_index: Index
+    commit_term: Term
+
+
 TAGS: dict[type[Message], str] = {
     MsgApp: "app",
     MsgAppResp: "app_resp",
@@ -154,6 +168,7 @@ TAGS: dict[type[Message], str] = {
     MsgTimeoutNow: "timeout_now",
     MsgProbe: "probe",
     MsgProbeResp: "probe_resp",
+    MsgCommitHint: "commit_hint",
     MsgSnap: "snap",
 }
 

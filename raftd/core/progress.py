@@ -67,6 +67,7 @@ class Progress:
         "stalled_heartbeats",
         "catching_up",
         "pending_snapshot",
+        "added_at",
     )
 
     def __init__(self, next_index: Index, max_inflight: int) -> None:
@@ -80,6 +81,10 @@ class Progress:
         self.pending_snapshot: Index = 0
         self.catching_up = True
         """As the follower last said (heartbeat answers); until it says, assume it is."""
+        self.added_at: Index = 0
+        """For a learner: an index at or after the entry that added it. A re-added node's old
+        incarnation (removed, wiped, started again under the same id) never held it, so acks
+        and answers below it may be that incarnation's, still in flight (simulator B9)."""
 
     def become_snapshot(self, index: Index) -> None:
         self.state = ProgressState.SNAPSHOT

@@ -39,6 +39,7 @@ from raftd.core.messages import (
     Message,
     MsgApp,
     MsgAppResp,
+    MsgCommitHint,
     MsgHeartbeat,
     MsgHeartbeatResp,
     MsgPreVote,
@@ -69,6 +70,10 @@ class Raft:
         self.cfg = config
         self.id: NodeId = config.id
         self.log = RaftLog(storage)
+        # The configuration entry applied last was committed: re-apply up to it before
+        # acting under its configuration (the commit index itself is not durable).
+        self.log.commit_to(max(self.log.commit_index,
+                               min(storage.conf_index(), self.log.last_index())))
         hard_state, conf_state = storage.initial_state()
         self.voters: tuple[NodeId, ...] = ()
         self.learners: tuple[NodeId, ...] = ()
@@ -169,7 +174,7 @@ class Raft:
         self.leader_id = self.id
         last = self.log.last_index()
         for v in self.members:
-            self.progress[v] = Progress(last + 1, self.cfg.max_inflight)
+            self.progress[v] = self._new_progress(v)
         self.progress[self.id].become_replicate()
         # Any configuration entry in our uncommitted tail must be applied before another.
         self.pending_conf_index = last
@@ -216,9 +221,38 @@ class Raft:
                 for peer in self.prober.others:
                     self._send(MsgProbe(term=0, src=self.id, dst=peer))
             return
-        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
-            self.election_elapsed = 0
+        if self.election_elapsed < self.randomized_election_timeout:
+            return
+        self.election_elapsed = 0
+        self._share_commit()
+        if self.promotable():
             self.campaign(pre_vote=self.cfg.pre_vote)
+        else:
+            self.leader_id = NO_NODE  # none heard for an election timeout: know none
+
+    def _share_commit(self) -> None:
+        """No leader heard for an election timeout: tell the others what we know committed.
+
+        The nodes that know a configuration change committed may be exactly the ones it
+        removed (or learners), which never campaign; the voters it left may have lost their
+        commit index in a restart and wait under the old configuration (simulator B7).
+        """
+        commit = self.log.commit_index
+        if commit == 0 or commit < self.log.first_index() - 1:
+            return
+        hint_term = self.log.term(commit)
+        for peer in self.members:
+            if peer != self.id:
+                self._send(MsgCommitHint(term=0, src=self.id, dst=peer,
+                                         commit_index=commit, commit_term=hint_term))
+
+    def _learn_commit(self, m: MsgCommitHint) -> None:
+        if self.role is StateRole.LEADER or self.prober is not None:
+            return  # a leader counts replicas; a blank node holds nothing to commit
+        if self.log.commit_index < m.commit_index <= self.log.last_index() and (
+            self.log.match_term(m.commit_index, m.commit_term)
+        ):
+            self.log.commit_to(m.commit_index)
 
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
@@ -253,6 +287,8 @@ class Raft:
         pr = self.progress.get(learner)
         if pr is None or not pr.recent_active or pr.catching_up:
             return False
+        if pr.match_index < pr.added_at:
+            return False  # what we know of it may be its old incarnation's (Progress.added_at)
         if pr.match_index + self.cfg.promote_lag_entries < self.log.last_index():
             return False
         known_commit = min(pr.match_index, self.log.commit_index)
@@ -270,6 +306,8 @@ class Raft:
     def campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
         if not self.promotable() or self.role is StateRole.LEADER:
             return
+        if self._unapplied_conf_change():
+            return  # our voters may be about to change: count them once applied (etcd too)
         if pre_vote:
             self.become_pre_candidate()
             term = self.current_term + 1
@@ -301,6 +339,12 @@ class Raft:
                         last_log_index=last_index, last_log_term=last_term, transfer=transfer,
                     )
                 )
+
+    def _unapplied_conf_change(self) -> bool:
+        lo, hi = self.log.applied_index + 1, self.log.commit_index + 1
+        return lo < hi and any(
+            e.type is EntryType.CONF_CHANGE for e in self.log.slice(lo, hi)
+        )
 
     def _poll(self, voter: NodeId, *, granted: bool) -> None:
         self.votes.setdefault(voter, granted)
@@ -362,6 +406,9 @@ class Raft:
         if isinstance(m, MsgProbeResp):
             if self.prober is not None:
                 self._on_probe_resp(m)
+            return
+        if isinstance(m, MsgCommitHint):
+            self._learn_commit(m)  # a fact about the log, whatever the sender's term
             return
         if self.prober is not None:
             if not isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
@@ -430,7 +477,8 @@ class Raft:
             self._maybe_finish_catching_up()
             self._send(
                 MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src,
-                                 context=m.context, catching_up=self.catching_up)
+                                 context=m.context, catching_up=self.catching_up,
+                                 commit_index=self.log.commit_index)
             )
         elif isinstance(m, MsgReadIndexResp):
             if m.index > 0:
@@ -567,7 +615,7 @@ class Raft:
         if self.role is StateRole.LEADER:
             for node in self.members:
                 if node not in self.progress:
-                    self.progress[node] = Progress(self.log.last_index() + 1, self.cfg.max_inflight)
+                    self.progress[node] = self._new_progress(node)
             for node in [n for n in self.progress if n not in self.members]:
                 del self.progress[node]
             if self.lead_transferee not in self.voters:
@@ -579,6 +627,13 @@ class Raft:
             ):
                 self._on_commit_advanced()
         return conf
+
+    def _new_progress(self, node: NodeId) -> Progress:
+        last = self.log.last_index()
+        pr = Progress(last + 1, self.cfg.max_inflight)
+        if node in self.learners:
+            pr.added_at = last  # our configuration lists it, so its (re-)adding is <= last
+        return pr
 
     def most_caught_up_voter(self) -> NodeId:
         """The other voter with the highest ``match_index`` (a leader's view); NO_NODE if none.
@@ -672,7 +727,8 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
-        pr.catching_up = m.catching_up
+        # Only an answer that knows our commit past added_at is surely this incarnation's.
+        pr.catching_up = m.catching_up or m.commit_index < pr.added_at
         last = self.log.last_index()
         if pr.state is ProgressState.PROBE and pr.match_index < last < pr.next_index:
             pr.next_index = last  # nothing left to send, yet no ack: probe with our last entry

@@ -33,6 +33,12 @@ class Storage(Protocol):
 
     def snapshot(self) -> Snapshot: ...
 
+    def conf_index(self) -> Index:
+        """Index of the configuration entry applied last (0: none since the snapshot).
+
+        It was applied, so it is committed: a restarted node knows its commit index is at
+        least this, and re-applies up to it before it acts under that configuration."""
+
 
 class MemoryStorage:
     """Reference Storage kept in a list; also the write API DiskStorage mirrors.
@@ -44,6 +50,7 @@ class MemoryStorage:
     def __init__(self, conf_state: ConfState | None = None) -> None:
         self._hard_state: HardState | None = None
         self._conf_state = conf_state or ConfState()
+        self._conf_index: Index = 0
         self._snapshot = Snapshot()
         self._entries: list[Entry] = [Entry(term=0, index=0)]
 
@@ -79,14 +86,23 @@ class MemoryStorage:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    def conf_index(self) -> Index:
+        return self._conf_index
+
     # -- write side (the runtime's) ----------------------------------------------------------
     def set_hard_state(self, hs: HardState) -> None:
         self._hard_state = hs
+
+    def set_conf_state(self, conf: ConfState, index: Index) -> None:
+        """Record that the configuration entry at ``index`` was applied."""
+        self._conf_state = conf
+        self._conf_index = index
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the leader."""
         self._snapshot = snapshot
         self._conf_state = snapshot.meta.conf_state
+        self._conf_index = 0
         self._entries = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)]
 
     def create_snapshot(self, snapshot: Snapshot) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from raftd.core import ConfChange, ConfChangeType, Message, StateRole
 from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
+from raftd.wire.client import GetRequest
 from tests.sim.checker import members
 from tests.sim.membership import Change, MembershipOptions, Start, Step, Stop, Wipe
 from tests.sim.simulator import OperatorToken, Options, SimNode, Simulator
@@ -358,5 +359,42 @@ def test_a_rejoining_blank_node_never_elects_a_stale_candidate() -> None:
     sim.network.cut([("n4", a)])
     for _ in range(600):  # A campaigns; the checker raises if it leads without the entries
         sim.tick()
+    sim.start_liveness()
+    sim.converge()
+
+
+# -- B10: a removed node sends clients on at once ---------------------------------------------
+class _Answers:
+    """An outbox that keeps client answers and drops datagrams."""
+
+    def __init__(self) -> None:
+        self.answers: list[dict[str, object]] = []
+
+    def send(self, messages: Sequence[Message]) -> None:
+        pass
+
+    def respond(self, token: object, response: dict[str, object]) -> None:
+        self.answers.append(response)
+
+
+def test_a_removed_node_redirects_reads_at_once() -> None:
+    """A removed node that keeps running is replicated to by nobody, so a read index it got
+    from the leader would never be applied there: it must send the client on at once, not
+    hold the read until the client's deadline (seed 7106)."""
+    sim = Simulator(91, adjust=calm_with_spares(3, spares=0))
+    run_until(sim, lambda: sim.leader() is not None and acked_writes(sim) >= 3)
+    leader = leader_node(sim)
+    removed = next(n for n in sim.nodes.values() if n is not leader)
+    run_procedure(sim, "remove", [Change(ConfChange(type=ConfChangeType.REMOVE,
+                                                    node_id=removed.id))])
+    run_until(sim, lambda: removed.replica is not None
+              and removed.id not in removed.replica.node.raft.members)
+    assert removed.replica is not None
+    outbox = _Answers()
+    removed.replica.submit_read("t", GetRequest(key="k"), outbox)  # type: ignore[arg-type]
+    assert outbox.answers and outbox.answers[0]["type"] == "redirect"
+    stale = GetRequest(key="k", consistency="stale")
+    removed.replica.submit_read("s", stale, outbox)  # type: ignore[arg-type]
+    assert outbox.answers[1]["type"] == "result"  # a stale read is local, as asked
     sim.start_liveness()
     sim.converge()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from raftd.core import (
@@ -11,7 +13,7 @@ from raftd.core import (
     InvalidConfChange,
     StateRole,
 )
-from raftd.core.messages import MsgApp
+from raftd.core.messages import MsgApp, MsgAppResp, MsgCommitHint, MsgHeartbeatResp
 from tests.unit.core.harness import Network
 
 
@@ -124,3 +126,96 @@ def test_removed_follower_shrinks_the_quorum() -> None:
     net.down.discard("n2")
     net.tick("n1", 4)
     assert net["n1"].raft.log.commit_index >= index
+
+
+def test_restart_commits_up_to_the_configuration_it_applied_last() -> None:
+    """The commit index is not durable, but an applied configuration entry was committed:
+    a restarted node re-applies up to it before it acts under that configuration."""
+    net = cluster()
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.stabilize()
+    net["n2"].restart()
+    raft = net["n2"].raft
+    assert raft.log.commit_index >= index > raft.log.applied_index
+    raft.election_elapsed = raft.randomized_election_timeout
+    net["n2"].node.campaign()
+    assert raft.role is StateRole.FOLLOWER  # not before the change is applied again
+    net.handle_ready(net["n2"])
+    assert raft.log.applied_index >= index
+    assert raft.voters == ("n1", "n2")
+
+
+def test_removed_node_teaches_the_survivor_that_its_removal_committed() -> None:
+    """Simulator B7 (seed 231): the leader of two removes itself; the survivor acknowledges
+    the entry but never hears that it committed; then both restart. The survivor still counts
+    the removed node, which never votes again; only the removed node knows the change
+    committed, and it tells the survivor (MsgCommitHint), which then leads alone."""
+    net = Network(2)
+    net.campaign("n1")
+    net.propose("n1", b"x")
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.handle_ready(net["n1"])
+    while net.queue:  # the entry reaches n2 (and n1's own ack reaches n1)
+        m = net.queue.popleft()
+        net[m.dst].node.step(m)
+    net.handle_ready(net["n2"])  # n2's ack is queued; then n2 hears nothing more
+    net.cut.add(("n1", "n2"))
+    net.stabilize()
+    assert net["n1"].raft.voters == ("n2",)
+    assert net["n2"].raft.log.commit_index < index
+    net["n1"].restart()
+    net["n2"].restart()
+    net.heal()
+    net.tick_all(100)
+    assert net.leaders() == ["n2"]
+    assert net["n2"].raft.voters == ("n2",)
+    net.propose("n2", b"alone")
+    assert net["n2"].applied[-1].data == b"alone"
+
+
+def test_a_hint_commits_only_what_matches_our_log() -> None:
+    """MsgCommitHint carries the term of the committed entry: a follower whose entry at that
+    index has another term (an uncommitted tail of an old leader) must not commit it."""
+    net = cluster()
+    raft = net["n2"].raft
+    commit = raft.log.commit_index
+    raft.log.commit_index = commit - 2
+    hint = MsgCommitHint(term=0, src="n3", dst="n2", commit_index=commit,
+                         commit_term=raft.log.term(commit) + 1)
+    net["n2"].node.step(hint)
+    assert raft.log.commit_index == commit - 2
+    net["n2"].node.step(replace(hint, commit_term=raft.log.term(commit)))
+    assert raft.log.commit_index == commit
+
+
+def test_old_incarnation_of_a_re_added_node_cannot_get_it_promoted() -> None:
+    """Simulator B9 (seeds 966, 2617): remove n4, wipe it, start it blank and add it again.
+    Acks the old n4 sent before it stopped arrive after the re-add; the leader must not take
+    the blank node for caught up and promote it (a voter that cannot vote)."""
+    net = cluster()
+    net.add_node("n4")
+    net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4", auto=False))
+    net.tick_all(10)
+    old = net["n4"].raft
+    assert old.log.last_index() == net["n1"].raft.log.last_index()
+    term = net["n1"].raft.current_term
+    phantoms = [
+        MsgAppResp(term=term, src="n4", dst="n1", index=old.log.last_index()),
+        MsgHeartbeatResp(term=term, src="n4", dst="n1", catching_up=False,
+                         commit_index=old.log.commit_index),
+    ]
+    net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n4"))
+    net.stabilize()
+    net.down.add("n4")  # stopped and wiped; started blank below only once re-added
+    net.tick("n1", 4)
+    net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4"))
+    net.stabilize()
+    for m in phantoms:
+        net["n1"].node.step(m)
+    net.tick("n1", 4)  # heartbeats: the promotion check runs
+    assert net["n1"].raft.learners == ("n4",)
+    net.add_node("n4")  # the blank incarnation comes up and catches up: now promoted
+    net.down.discard("n4")
+    net.tick_all(20)
+    assert net["n1"].raft.voters == ("n1", "n2", "n3", "n4")
+    assert net["n4"].raft.log.last_index() == net["n1"].raft.log.last_index()
