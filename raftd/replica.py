@@ -181,7 +181,7 @@ class Replica:
             outbox.respond(token, self._serve(query))
             return
         raft = self.node.raft
-        if raft.id not in raft.members:
+        if raft.id not in raft.members and raft.role is not StateRole.LEADER:
             # Removed (or not added yet): nobody replicates to us, so we would never apply a
             # read index; send the client on at once rather than at its deadline (sim B10).
             outbox.respond(token, redirect(raft.leader_id or None))

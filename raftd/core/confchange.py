@@ -12,6 +12,19 @@ proposes it only when every earlier configuration entry is applied (``pending_co
 at most one change is ever in flight and any two consecutive configurations differ by one
 server: their majorities overlap, so two leaders can never be elected in one term.
 
+Taking effect on apply has a price that the simulator found: a node's applied configuration
+lags its log, and the commit index is not durable. Three rules keep the cluster live:
+a restarted node commits up to the configuration entry it applied last (durable in
+``confstate``, so known committed); a node that heard no leader for an election timeout tells
+the members it knows what it knows committed (``MsgCommitHint``: the nodes a removal left may
+only learn it from the removed ones); a node does not campaign while a committed configuration
+entry is still unapplied (its voters are about to change).
+
+Re-adding a removed id (the README's rejoin: remove, wipe, start blank, add) needs care:
+acknowledgements of the old incarnation may still be in flight. It never held the entry that
+re-added it, so the leader promotes a learner only on acks at or past that entry
+(``Progress.added_at``), never on what the old incarnation said.
+
 The configuration lives in the log (CONF_CHANGE entries) and in snapshots (``ConfState``).
 """
 

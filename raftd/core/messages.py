@@ -152,6 +152,9 @@ class MsgCommitHint(Message):
 
     commit_index: Index
     commit_term: Term
+    ask: Index = 0
+    """A receiver whose log ends before ``commit_index`` asks back: "is ``ask`` (my last
+    index) committed? then tell me its term" (a node whose log ends there can check that)."""
 
 
 TAGS: dict[type[Message], str] = {

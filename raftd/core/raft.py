@@ -71,9 +71,10 @@ class Raft:
         self.id: NodeId = config.id
         self.log = RaftLog(storage)
         # The configuration entry applied last was committed: re-apply up to it before
-        # acting under its configuration (the commit index itself is not durable).
-        self.log.commit_to(max(self.log.commit_index,
-                               min(storage.conf_index(), self.log.last_index())))
+        # acting under its configuration (the commit index itself is not durable). A log
+        # shorter than that lost synced entries (fsync off): then trust nothing of it.
+        if storage.conf_index() <= self.log.last_index():
+            self.log.commit_to(storage.conf_index())
         hard_state, conf_state = storage.initial_state()
         self.voters: tuple[NodeId, ...] = ()
         self.learners: tuple[NodeId, ...] = ()
@@ -224,11 +225,9 @@ class Raft:
         if self.election_elapsed < self.randomized_election_timeout:
             return
         self.election_elapsed = 0
+        self.leader_id = NO_NODE  # none heard for an election timeout: know none (no lease)
         self._share_commit()
-        if self.promotable():
-            self.campaign(pre_vote=self.cfg.pre_vote)
-        else:
-            self.leader_id = NO_NODE  # none heard for an election timeout: know none
+        self.campaign(pre_vote=self.cfg.pre_vote)
 
     def _share_commit(self) -> None:
         """No leader heard for an election timeout: tell the others what we know committed.
@@ -247,11 +246,22 @@ class Raft:
                                          commit_index=commit, commit_term=hint_term))
 
     def _learn_commit(self, m: MsgCommitHint) -> None:
-        if self.role is StateRole.LEADER or self.prober is not None:
-            return  # a leader counts replicas; a blank node holds nothing to commit
-        if self.log.commit_index < m.commit_index <= self.log.last_index() and (
-            self.log.match_term(m.commit_index, m.commit_term)
-        ):
+        if self.prober is not None or m.src not in self.members:
+            return  # a blank node holds nothing; a stranger may be of another cluster
+        if m.ask:
+            # Another node's log ends at ``ask``, before our commit index: vouch for it.
+            if self.log.first_index() - 1 <= m.ask <= self.log.commit_index:
+                self._send(MsgCommitHint(term=0, src=self.id, dst=m.src, commit_index=m.ask,
+                                         commit_term=self.log.term(m.ask)))
+            return
+        if self.role is StateRole.LEADER or m.commit_index <= self.log.commit_index:
+            return  # a leader counts replicas
+        last = self.log.last_index()
+        if m.commit_index > last:
+            if self.log.commit_index < last:
+                self._send(MsgCommitHint(term=0, src=self.id, dst=m.src, commit_index=0,
+                                         commit_term=0, ask=last))
+        elif self.log.match_term(m.commit_index, m.commit_term):
             self.log.commit_to(m.commit_index)
 
     def _tick_leader(self) -> None:
@@ -456,6 +466,10 @@ class Raft:
         elif isinstance(m, MsgHeartbeatResp):
             self._on_heartbeat_response(m)
         elif isinstance(m, MsgReadIndex):
+            if m.src not in self.members:
+                # Nobody replicates to it: it would never apply the read index (sim B10).
+                self._refuse_read(m)
+                return
             self._leader_read([ReadRequest(requester=m.src, context=m.context)])
 
     def _step_follower(self, m: Message) -> None:
@@ -666,6 +680,8 @@ class Raft:
         if target and self.log.applied_index >= target:
             self.campaign_after_apply = 0
             self.campaign(pre_vote=False, transfer=True)
+            if self.role is StateRole.FOLLOWER and self._unapplied_conf_change():
+                self.campaign_after_apply = self.log.commit_index  # try again once applied
 
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to`` once its log matches ours (thesis §3.10).

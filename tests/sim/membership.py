@@ -167,6 +167,9 @@ class Operator:
         """Procedures started, by name."""
         self.completed = 0
         self.abandoned = 0
+        self.abandoned_removals: set[str] = set()
+        """Voters whose remove-node was sent and then given up on: the entry may sit in a log
+        and commit much later, so for disk loss it counts as a removal in progress."""
         self.answers: dict[str, int] = {}
         """Answers to change requests, by kind (``ok``, ``redirect`` or the error code)."""
 
@@ -247,10 +250,17 @@ class Operator:
 
     def removing_a_voter(self) -> bool:
         """Whether a remove-node of a voter was sent and may still commit."""
+        voters = self._sim.checker.config.voters
+        return (self._sent_removal() in voters
+                or any(node in voters for node in self.abandoned_removals))
+
+    def _sent_removal(self) -> str | None:
+        """The node of the remove-node being sent (at least once), if the job is at one."""
         step = self.job[0] if self.job else None
-        return (isinstance(step, Change) and step.cc.type is ConfChangeType.REMOVE
-                and self._attempt.attempts > 0
-                and step.cc.node_id in self._sim.checker.config.voters)
+        if (isinstance(step, Change) and step.cc.type is ConfChangeType.REMOVE
+                and self._attempt.attempts > 0):
+            return step.cc.node_id
+        return None
 
     # -- answers -----------------------------------------------------------------------------
     def on_response(self, token: ChangeToken, response: dict[str, Any]) -> None:
@@ -295,6 +305,9 @@ class Operator:
 
     def _abandon(self, why: str) -> None:
         self.abandoned += 1
+        removal = self._sent_removal()
+        if removal is not None:
+            self.abandoned_removals.add(removal)
         self._emit(f"operator: {self.procedure} abandoned: {why}")
         self.job.clear()
         self._attempt = Attempt()

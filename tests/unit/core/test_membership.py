@@ -174,18 +174,62 @@ def test_removed_node_teaches_the_survivor_that_its_removal_committed() -> None:
 
 
 def test_a_hint_commits_only_what_matches_our_log() -> None:
-    """MsgCommitHint carries the term of the committed entry: a follower whose entry at that
-    index has another term (an uncommitted tail of an old leader) must not commit it."""
+    """MsgCommitHint carries the term of the committed entry: a node whose entry at that index
+    has another term (the uncommitted tail of an old leader) must not commit it; nor does a
+    node commit on the word of a stranger."""
     net = cluster()
-    raft = net["n2"].raft
-    commit = raft.log.commit_index
-    raft.log.commit_index = commit - 2
-    hint = MsgCommitHint(term=0, src="n3", dst="n2", commit_index=commit,
-                         commit_term=raft.log.term(commit) + 1)
-    net["n2"].node.step(hint)
-    assert raft.log.commit_index == commit - 2
-    net["n2"].node.step(replace(hint, commit_term=raft.log.term(commit)))
-    assert raft.log.commit_index == commit
+    net.isolate("n1")
+    net["n1"].node.propose(b"stale-1")  # n1's tail: never committed
+    net["n1"].node.propose(b"stale-2")
+    net.stabilize()
+    net.tick_all(30)  # n2 or n3 leads in a new term and commits over n1's tail
+    leader = net[net.leaders()[-1]].raft
+    assert leader.id != "n1"
+    net.propose(leader.id, b"new")
+    stale = net["n1"].raft
+    index = stale.log.commit_index + 2
+    assert leader.log.commit_index >= index and stale.log.last_index() >= index
+    assert leader.log.term(index) != stale.log.term(index)
+    before = stale.log.commit_index
+    hint = MsgCommitHint(term=0, src=leader.id, dst="n1", commit_index=index,
+                         commit_term=leader.log.term(index))
+    net["n1"].node.step(hint)
+    assert stale.log.commit_index == before
+    net["n1"].node.step(replace(hint, commit_index=index - 2, src="n9",
+                                commit_term=stale.log.term(index - 2)))
+    assert stale.log.commit_index == before  # n9 is no member: ignored
+    net["n1"].node.step(replace(hint, commit_index=index - 2,
+                                commit_term=stale.log.term(index - 2)))
+    assert stale.log.commit_index == index - 2  # the entries both logs share
+
+
+def test_a_node_whose_log_ends_before_the_hint_asks_back() -> None:
+    """Simulator seed 1288: a node holds entries up to i but lost its commit index in a
+    restart, and the node that knows the commit index knows one past i. The hint cannot be
+    checked at its index, so the receiver asks whether i is committed and commits i on the
+    answer (only the exchange below is delivered)."""
+    net = cluster()
+    net.cut.add(("n1", "n2"))
+    net["n1"].node.propose(b"one more")  # committed with n3; n2 never gets it
+    net.stabilize()
+    net["n2"].restart()
+    knower, lagging = net["n1"].raft, net["n2"].raft
+    last = lagging.log.last_index()
+    assert lagging.log.commit_index < last < knower.log.commit_index
+    net.heal()
+
+    def exchange(src: str, dst: str) -> None:
+        net.handle_ready(net[src])
+        for m in [m for m in net.queue if m.src == src and m.dst == dst]:
+            net[dst].node.step(m)
+        net.queue.clear()
+
+    net["n2"].node.step(MsgCommitHint(
+        term=0, src="n1", dst="n2", commit_index=knower.log.commit_index,
+        commit_term=knower.log.term(knower.log.commit_index)))
+    exchange("n2", "n1")  # n2 asks about its last index
+    exchange("n1", "n2")  # n1 vouches for it
+    assert lagging.log.commit_index == last
 
 
 def test_old_incarnation_of_a_re_added_node_cannot_get_it_promoted() -> None:
