@@ -368,6 +368,8 @@ class SimNode:
         self.armed = False
         self.wiped = False
         """Restarted blank and not yet caught up: no other node may be wiped meanwhile."""
+        self.without_data = True
+        """Blank (from the start, or wiped) and not yet caught up, whether up or down now."""
         self.tick_skip = tick_skip
         self.seen: tuple[StateRole, int, str] | None = None
         """Role, term and leader last traced (verbose runs only)."""
@@ -485,8 +487,10 @@ class Simulator:
             self.start(node)
 
     def recovering_member(self) -> bool:
-        """Whether a member lost its disk and has not caught up yet."""
-        return any(n.wiped for n in self.nodes.values() if n.id in self.checker.member_set)
+        """Whether a voter is without its data (lost its disk, or blank since it started)
+        and has not caught up yet: removing anyone could leave a majority without data."""
+        return any(n.without_data for n in self.nodes.values()
+                   if n.id in self.checker.config.voters)
 
     def retire(self, node_id: str) -> None:
         """The operator stops the process for good (after removing the node)."""
@@ -636,8 +640,8 @@ class Simulator:
             self.checker.check_config(node.id, applied, raft.conf_state(), "its configuration")
         if self._trace is not None:
             self._trace_role(node)
-        if node.wiped and not (raft.catching_up or raft.probing):
-            node.wiped = False
+        if not (raft.catching_up or raft.probing):
+            node.wiped = node.without_data = False
 
     def _snapshot(self, node: SimNode, replica: Replica) -> None:
         """``raftd.snapshotter.Snapshotter``'s policy and steps, without its thread and clock."""
@@ -909,7 +913,7 @@ class Simulator:
             self.crash(node)
         self.wipes += 1
         node.fs = SimFileSystem()
-        node.wiped = True
+        node.wiped = node.without_data = True
         self.checker.on_wipe(node.id)
         self._emit(f"{node.id} loses its disk")
 
@@ -988,12 +992,10 @@ class Simulator:
 
     @staticmethod
     def _without_data(node: SimNode) -> bool:
-        """Wiped, or blank since it joined (a late member still catching up): two of those in
-        a quorum is a majority without its data, which raftd waits out (core.bootstrap)."""
-        if node.wiped:
-            return True
-        raft = node.replica.node.raft if node.replica is not None else None
-        return raft is not None and (raft.catching_up or raft.probing)
+        """Wiped, or blank since it started (a late member, even one down now, that never
+        caught up): two of those in a quorum is a majority without its data, which raftd
+        waits out (core.bootstrap)."""
+        return node.without_data
 
     def may_blank(self, node: SimNode) -> bool:
         """Whether ``node`` may restart blank without two blank initial voters at once. A blank
