@@ -26,7 +26,7 @@ from raftctl.blocking import Client
 from raftctl.errors import RaftctlError
 from raftctl.localcluster import LocalCluster
 from raftd.federated import crypto
-from raftd.federated.coordinator import model_context
+from raftd.federated.coordinator import MAX_STATUS_ROUNDS, model_context
 from raftd.federated.data import Shard, Split, write_split
 from raftd.federated.model import Model, ModelSpec, decode_params
 
@@ -145,7 +145,9 @@ class FederatedRun:
 
     def status(self, wait: tuple[int, int | None] | None = None) -> dict[str, Any]:
         """The leader's ``fl_status``, recorded in `seen` (waits like a participant can)."""
-        body: dict[str, Any] = {"type": "fl_status"}
+        # Every round record there is (up to the server's bound), not only the last ten: the
+        # observer may be stuck on a dead node while rounds go by, and must still see each.
+        body: dict[str, Any] = {"type": "fl_status", "recent": MAX_STATUS_ROUNDS}
         if wait is not None:
             body.update(wait_s=WAIT_S, round=wait[0], term=wait[1])
         st: dict[str, Any] = self._until(30.0, "fl_status", lambda: self.client.request(body))

@@ -72,6 +72,8 @@ CHECK_INTERVAL_S = 0.05
 """How often the leader looks at its round deadline and rotation clock."""
 MAX_WAIT_S = 2.0
 """Longest ``fl_status`` long poll: well below the client library's default 5 s deadline."""
+MAX_STATUS_ROUNDS = 100
+"""Most round records one ``fl_status`` returns (``recent``; 10 by default)."""
 RETRY_ANNOUNCE_S = 0.1
 MAX_SEALED_BYTES = MAX_UPDATE_BYTES + 1024
 WORKERS = 2
@@ -118,6 +120,7 @@ class _Watcher:
     round: int
     term: int | None
     reply: Reply
+    recent: int
     timer: asyncio.TimerHandle | None = None
 
 
@@ -343,12 +346,12 @@ class FederatedApp:
         reply(redirect(raft.leader_id or None))
         return True
 
-    def _status(self) -> dict[str, Any]:
+    def _status(self, recent: int = 10) -> dict[str, Any]:
         raft = self.server.node.raft
         leading = raft.role is StateRole.LEADER
         buffer = self.buffer if self.active else None
         return result(
-            **self.state.status(),
+            **self.state.status(recent),
             node=self.id,
             leader=raft.leader_id or None,
             term=raft.current_term,
@@ -362,20 +365,25 @@ class FederatedApp:
 
     def _status_request(self, body: dict[str, Any], reply: Reply) -> None:
         wait = _field(body, "wait_s", float, optional=True)
+        recent = _field(body, "recent", int, optional=True)
+        if recent is None:
+            recent = 10
+        elif not 0 <= recent <= MAX_STATUS_ROUNDS:
+            raise BadBody(f"recent must be 0 to {MAX_STATUS_ROUNDS}")
         raft = self.server.node.raft
         if raft.role is not StateRole.LEADER:
             if raft.leader_id:
                 reply(redirect(raft.leader_id))
             else:
-                reply(self._status())  # no leader: our own view, marked stale
+                reply(self._status(recent))  # no leader: our own view, marked stale
             return
         if wait is None or wait <= 0:
-            reply(self._status())
+            reply(self._status(recent))
             return
         watcher = _Watcher(_field(body, "round", int), _field(body, "term", int, optional=True),
-                           reply)
+                           reply, recent)
         if self._changed(watcher):
-            reply(self._status())
+            reply(self._status(recent))
             return
         watcher.timer = asyncio.get_running_loop().call_later(
             min(wait, MAX_WAIT_S), self._release, watcher)
@@ -389,7 +397,7 @@ class FederatedApp:
     def _release(self, watcher: _Watcher) -> None:
         if watcher in self.watchers:
             self.watchers.remove(watcher)
-            watcher.reply(self._status())
+            watcher.reply(self._status(watcher.recent))
 
     def _wake_watchers(self, *, force: bool = False) -> None:
         for watcher in [w for w in self.watchers if force or self._changed(w)]:

@@ -20,7 +20,9 @@ pytest.importorskip("numpy", reason="needs the rafty[federated] extra")
 pytest.importorskip("sklearn", reason="needs the rafty[federated] extra")
 pytest.importorskip("cryptography", reason="needs the rafty[federated] extra")
 
+from raftctl.errors import BadRequest
 from raftctl.fl.demo import FederatedRun
+from raftd.federated.coordinator import MAX_STATUS_ROUNDS
 
 ROUNDS = 20
 """Participants train this far; round 10 is judged on accuracy, the rest gives the rotation
@@ -92,3 +94,7 @@ def test_federated_training_survives_the_aggregator_and_rotates(tmp_path: Path) 
         assert judged is not None and judged >= central - 0.03, (judged, central)
         _, model = run.global_model()
         assert model.evaluate(run.test.X, run.test.y) >= central - 0.03
+
+        # fl_status returns at most MAX_STATUS_ROUNDS records, and says so when asked more.
+        with pytest.raises(BadRequest, match="recent"):
+            run.client.request({"type": "fl_status", "recent": MAX_STATUS_ROUNDS + 1})
