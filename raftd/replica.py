@@ -118,6 +118,7 @@ class Replica:
         self.self_removal_tokens: list[Token] = []
         """remove-node requests of this (leading) node, answered once another node leads."""
         self.self_removal_term = 0
+        self.self_removal_index = 0
         self.transfer: tuple[Token, str] | None = None
         """The client waiting for the leadership transfer in flight, and its target."""
         self.proposals: dict[int, Proposal] = {}
@@ -279,7 +280,8 @@ class Replica:
 
     def _check_transfer(self, outbox: Outbox) -> None:
         raft = self.node.raft
-        if self.self_removal_tokens and raft.current_term > self.self_removal_term:
+        if (self.self_removal_tokens and raft.current_term > self.self_removal_term
+                and raft.voter_applied(self.self_removal_index)):
             tokens, self.self_removal_tokens = self.self_removal_tokens, []
             for token in tokens:
                 self._respond(outbox, token, result(success=True))
@@ -447,10 +449,12 @@ class Replica:
             return
         ok = proposal.term == entry.term
         if ok and cc.type is ConfChangeType.REMOVE and cc.node_id == raft.id:
-            # Answer once another node leads: an operator who stops this node on the answer
-            # must not strand the others before they learned that the removal committed.
+            # Answer once another node leads and a remaining voter said it applied the change:
+            # an operator who stops this node on the answer must not strand the others under
+            # the old configuration (a survivor's term may rise before it applied, seed 14218).
             self.self_removal_tokens.extend(proposal.tokens)
             self.self_removal_term = raft.current_term
+            self.self_removal_index = entry.index
             return
         for token in proposal.tokens:
             self._respond(outbox, token, result(success=ok) if ok else

@@ -83,12 +83,13 @@ class MsgHeartbeat(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgHeartbeatResp(Message):
     """``catching_up``: the sender may not vote yet (core.bootstrap); a leader never promotes
-    such a learner, or a voter set could need a vote that cannot be cast. ``commit_index``:
-    the sender's, which tells a re-added node's answers from its old incarnation's."""
+    such a learner, or a voter set could need a vote that cannot be cast. ``applied_index``:
+    the sender's (its configuration is durable that far), which tells a re-added node's
+    answers from its old incarnation's, and a removed leader when it may say it is gone."""
 
     context: int = 0
     catching_up: bool = False
-    commit_index: Index = 0
+    applied_index: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

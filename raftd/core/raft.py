@@ -112,6 +112,8 @@ class Raft:
         """The voter we are handing leadership to (thesis §3.10); NO_NODE when none."""
         self.campaign_after_apply: Index = 0
         """A TimeoutNow arrived before we applied up to the leader's commit: campaign then."""
+        self.reported_applied: dict[NodeId, Index] = {}
+        """The highest applied index each peer reported (heartbeat answers)."""
 
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -420,6 +422,9 @@ class Raft:
         if isinstance(m, MsgCommitHint):
             self._learn_commit(m)  # a fact about the log, whatever the sender's term
             return
+        if isinstance(m, MsgHeartbeatResp) and m.applied_index > self.reported_applied.get(
+                m.src, 0):
+            self.reported_applied[m.src] = m.applied_index  # a fact too, whatever the term
         if self.prober is not None:
             if not isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
                 return  # a blank node has nothing safe to say about votes
@@ -444,7 +449,8 @@ class Raft:
         elif m.term < self.current_term:
             if isinstance(m, MsgApp | MsgHeartbeat | MsgSnap):
                 # Tell a deposed leader about the new term so that it steps down.
-                self._send(MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src))
+                self._send(MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src,
+                                            applied_index=self.log.applied_index))
             elif isinstance(m, MsgPreVote):
                 self._send(
                     MsgPreVoteResp(term=self.current_term, src=self.id, dst=m.src, reject=True)
@@ -492,7 +498,7 @@ class Raft:
             self._send(
                 MsgHeartbeatResp(term=self.current_term, src=self.id, dst=m.src,
                                  context=m.context, catching_up=self.catching_up,
-                                 commit_index=self.log.commit_index)
+                                 applied_index=self.log.applied_index)
             )
         elif isinstance(m, MsgReadIndexResp):
             if m.index > 0:
@@ -649,6 +655,11 @@ class Raft:
             pr.added_at = last  # our configuration lists it, so its (re-)adding is <= last
         return pr
 
+    def voter_applied(self, index: Index) -> bool:
+        """Whether another voter of our configuration said it applied ``index``: after our own
+        removal at ``index``, the others then count their voters without us, durably."""
+        return any(self.reported_applied.get(v, 0) >= index for v in self.voters if v != self.id)
+
     def most_caught_up_voter(self) -> NodeId:
         """The other voter with the highest ``match_index`` (a leader's view); NO_NODE if none.
 
@@ -724,10 +735,12 @@ class Raft:
         elif pr.state is ProgressState.PROBE or pr.match_index >= pr.pending_snapshot:
             pr.pending_snapshot = 0
             pr.become_replicate()
-        if m.src == self.lead_transferee and pr.match_index == self.log.last_index():
-            self._send_timeout_now(m.src)
         if self.log.maybe_commit(committed_index(self.voters, self._match()), self.current_term):
             self._on_commit_advanced()
+        # After the commit: this ack may be what commits our last entry (e.g. our own removal),
+        # and the target must know that before it counts its voters (seed 14218).
+        if m.src == self.lead_transferee and pr.match_index == self.log.last_index():
+            self._send_timeout_now(m.src)
 
     def _match(self) -> dict[NodeId, Index]:
         return {v: pr.match_index for v, pr in self.progress.items()}
@@ -743,8 +756,8 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
-        # Only an answer that knows our commit past added_at is surely this incarnation's.
-        pr.catching_up = m.catching_up or m.commit_index < pr.added_at
+        # Only an answer that applied past added_at is surely this incarnation's.
+        pr.catching_up = m.catching_up or m.applied_index < pr.added_at
         last = self.log.last_index()
         if pr.state is ProgressState.PROBE and pr.match_index < last < pr.next_index:
             pr.next_index = last  # nothing left to send, yet no ack: probe with our last entry

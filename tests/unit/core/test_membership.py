@@ -13,7 +13,14 @@ from raftd.core import (
     InvalidConfChange,
     StateRole,
 )
-from raftd.core.messages import MsgApp, MsgAppResp, MsgCommitHint, MsgHeartbeatResp
+from raftd.core import Message
+from raftd.core.messages import (
+    MsgApp,
+    MsgAppResp,
+    MsgCommitHint,
+    MsgHeartbeatResp,
+    MsgTimeoutNow,
+)
 from tests.unit.core.harness import Network
 
 
@@ -246,7 +253,7 @@ def test_old_incarnation_of_a_re_added_node_cannot_get_it_promoted() -> None:
     phantoms = [
         MsgAppResp(term=term, src="n4", dst="n1", index=old.log.last_index()),
         MsgHeartbeatResp(term=term, src="n4", dst="n1", catching_up=False,
-                         commit_index=old.log.commit_index),
+                         applied_index=old.log.applied_index),
     ]
     net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n4"))
     net.stabilize()
@@ -263,3 +270,43 @@ def test_old_incarnation_of_a_re_added_node_cannot_get_it_promoted() -> None:
     net.tick_all(20)
     assert net["n1"].raft.voters == ("n1", "n2", "n3", "n4")
     assert net["n4"].raft.log.last_index() == net["n1"].raft.log.last_index()
+
+
+def test_transfer_target_learns_that_the_leaders_removal_committed() -> None:
+    """Seed 14218: a transfer to n2 is in flight when n2's ack commits the leader's removal.
+    The TimeoutNow that ack triggers must carry that commit, so that n2 counts its voters
+    without n1 (which no longer votes) and leads alone; and n2's heartbeat answers tell the
+    removed leader that it applied the change (when remove-node may be answered)."""
+    net = Network(2)
+    net.campaign("n1")
+    net.propose("n1", b"x")
+    net.drop_types.add(MsgApp)
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.stabilize()
+    net["n1"].node.transfer_leader("n2")  # n2 lacks the entry: no TimeoutNow yet
+    net.drop_types.clear()
+    sent: list[MsgTimeoutNow] = []
+    send = net.send
+
+    def record(m: Message) -> None:
+        if isinstance(m, MsgTimeoutNow):
+            sent.append(m)
+        send(m)
+
+    net.send = record  # type: ignore[method-assign]
+    net.tick("n1", 6)  # heartbeats find the entry missing; n2 gets it and acks it
+    assert sent and sent[0].leader_commit >= index
+    net.down.add("n1")
+    for _ in range(60):
+        net.tick_all()
+    assert net.leaders() == ["n2"] and net["n2"].raft.voters == ("n2",)
+
+
+def test_a_removed_leader_hears_when_a_remaining_voter_applied_its_removal() -> None:
+    net = Network(3)
+    net.campaign("n1")
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.stabilize()
+    assert not net["n1"].raft.voter_applied(index)  # the others learn the commit later
+    net.tick("n1", 4)  # heartbeats carry the commit; the answers say what was applied
+    assert net["n1"].raft.voter_applied(index)
