@@ -47,11 +47,16 @@ class MsgAppResp(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgVote(Message):
-    """RequestVote (Raft §5.2); ``transfer`` marks a campaign started by TimeoutNow."""
+    """RequestVote (Raft §5.2); ``transfer`` marks a campaign started by TimeoutNow.
+
+    ``conf_version``: the log index the candidate's configuration is as of (it applied that
+    far). A node that its own configuration leaves out votes only for a candidate with a
+    later configuration, one that lists it again (``Raft._handle_vote_request``)."""
 
     last_log_index: Index
     last_log_term: Term
     transfer: bool = False
+    conf_version: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,10 +66,12 @@ class MsgVoteResp(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgPreVote(Message):
-    """PreVote (thesis §9.6): ``term`` is the term the sender *would* campaign in."""
+    """PreVote (thesis §9.6): ``term`` is the term the sender *would* campaign in;
+    ``conf_version`` as for MsgVote."""
 
     last_log_index: Index
     last_log_term: Term
+    conf_version: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -75,6 +75,8 @@ class Raft:
         # shorter than that lost synced entries (fsync off): then trust nothing of it.
         if storage.conf_index() <= self.log.last_index():
             self.log.commit_to(storage.conf_index())
+        self._conf_version_floor = storage.conf_index()
+        """Our configuration (from confstate) is as of this index until we re-applied it."""
         hard_state, conf_state = storage.initial_state()
         self.voters: tuple[NodeId, ...] = ()
         self.learners: tuple[NodeId, ...] = ()
@@ -145,6 +147,10 @@ class Raft:
         self.learners = tuple(sorted(conf.learners))
         self.auto_promote = tuple(sorted(conf.auto_promote))
         self.members = tuple(sorted(self.voters + self.learners))
+
+    def conf_version(self) -> Index:
+        """The log index our configuration is as of: all entries to it applied."""
+        return max(self.log.applied_index, self._conf_version_floor)
 
     def promotable(self) -> bool:
         return self.id in self.voters and not self.catching_up and not self.probing
@@ -334,6 +340,7 @@ class Raft:
                 MsgVoteResp(term=term, src=self.id, dst=self.id, reject=False)
             )
         last_index, last_term = self.log.last_index(), self.log.last_term()
+        version = self.conf_version()
         for peer in self.voters:
             if peer == self.id:
                 continue
@@ -342,13 +349,14 @@ class Raft:
                     MsgPreVote(
                         term=term, src=self.id, dst=peer,
                         last_log_index=last_index, last_log_term=last_term,
+                        conf_version=version,
                     )
                 )
             else:
                 self._send(
                     MsgVote(
-                        term=term, src=self.id, dst=peer,
-                        last_log_index=last_index, last_log_term=last_term, transfer=transfer,
+                        term=term, src=self.id, dst=peer, last_log_index=last_index,
+                        last_log_term=last_term, transfer=transfer, conf_version=version,
                     )
                 )
 
@@ -381,11 +389,13 @@ class Raft:
             and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
             # Not promotable(): a learner whose promotion is committed but not yet applied here
             # must be able to vote (as in etcd); a candidate counts only its own voters. But a
-            # node its own configuration removed must not: a stale candidate still counting it
-            # could win a term that another leader already holds (simulator B8).
+            # node its own configuration leaves out votes only for a candidate whose
+            # configuration is later than ours (so lists us again): a stale candidate still
+            # counting a removed node could win a term another leader holds (simulator B8),
+            # while one that added us back may need our vote (seed 19951).
             and not self.catching_up
             and not self.probing
-            and self.id in self.members
+            and (self.id in self.members or m.conf_version > self.conf_version())
         )
         if pre:
             term = m.term if grant else self.current_term

@@ -65,6 +65,10 @@ REGRESSION_SEEDS: dict[int, str] = {
     # remove-node on the term rise and was stopped. Fixed: TimeoutNow after the commit; the
     # answer waits until a remaining voter reports it applied the removal.
     14218: "no convergence",
+    # Liveness: a voter that never saw its own re-adding (its applied configuration leaves it
+    # out) refused every vote (the B8 rule), and no majority remained without it. Fixed: it
+    # votes for a candidate whose configuration is later than its own (MsgVote.conf_version).
+    19951: "no convergence",
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 

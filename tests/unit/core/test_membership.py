@@ -19,6 +19,8 @@ from raftd.core.messages import (
     MsgAppResp,
     MsgCommitHint,
     MsgHeartbeatResp,
+    MsgPreVote,
+    MsgPreVoteResp,
     MsgTimeoutNow,
 )
 from tests.unit.core.harness import Network
@@ -310,3 +312,29 @@ def test_a_removed_leader_hears_when_a_remaining_voter_applied_its_removal() -> 
     assert not net["n1"].raft.voter_applied(index)  # the others learn the commit later
     net.tick("n1", 4)  # heartbeats carry the commit; the answers say what was applied
     assert net["n1"].raft.voter_applied(index)
+
+
+def test_a_node_left_out_votes_only_for_a_later_configuration() -> None:
+    """A node its own configuration leaves out refuses a candidate whose configuration is as
+    old as its own (simulator B8: a stale candidate still counting it) but votes for one whose
+    configuration is later (it was added again: seed 19951, where the voter that had to vote
+    never saw its own re-adding)."""
+    net = cluster()
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.stabilize()
+    net.tick("n1", 4)
+    node = net["n3"]
+    assert "n3" not in node.raft.members and node.raft.conf_version() >= index
+    net.down.add("n1")
+    net.tick("n3", 25)  # no leader heard for an election timeout: no lease
+    raft = node.raft
+    ask = MsgPreVote(term=raft.current_term + 1, src="n2", dst="n3",
+                     last_log_index=raft.log.last_index() + 5, last_log_term=raft.current_term,
+                     conf_version=raft.conf_version())
+    answers: list[Message] = []
+    for version in (raft.conf_version(), raft.conf_version() + 3):
+        node.node.step(replace(ask, conf_version=version))
+        rd = node.node.ready()
+        answers += [m for m in rd.messages if isinstance(m, MsgPreVoteResp)]
+        node.node.advance(rd)
+    assert [m.reject for m in answers] == [True, False]
