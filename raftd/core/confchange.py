@@ -20,6 +20,14 @@ the members it knows what it knows committed (``MsgCommitHint``: the nodes a rem
 only learn it from the removed ones); a node does not campaign while a committed configuration
 entry is still unapplied (its voters are about to change).
 
+Who votes. A node votes while its applied configuration lists it (a learner too: its
+promotion may be committed but not applied here). A node that its configuration leaves out
+votes only for a candidate whose configuration is as of a later index (``conf_version`` in the
+vote request), i.e. one that lists it again: a stale candidate still counting a removed node
+could otherwise win a term that another leader holds. A leader that removed itself answers
+remove-node only once a remaining voter reported it applied the change, so an operator who
+stops it then strands no one.
+
 Re-adding a removed id (the README's rejoin: remove, wipe, start blank, add) needs care:
 acknowledgements of the old incarnation may still be in flight. It never held the entry that
 re-added it, so the leader promotes a learner only on acks at or past that entry
