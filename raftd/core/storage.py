@@ -34,7 +34,7 @@ class Storage(Protocol):
     def snapshot(self) -> Snapshot: ...
 
     def conf_index(self) -> Index:
-        """Index of the configuration entry applied last (0: none since the snapshot).
+        """Index of the configuration entry applied last (0: none recorded).
 
         It was applied, so it is committed: a restarted node knows its commit index is at
         least this, and re-applies up to it before it acts under that configuration."""
