@@ -161,7 +161,8 @@ class DiskStorage:
         return hs, self._configured
 
     def conf_index(self) -> Index:
-        """Log index of the configuration entry applied last (0: none recorded; it may be below the snapshot)."""
+        """Log index of the configuration entry applied last (0: none recorded; it may lie
+        below the snapshot)."""
         return self._applied_conf[1] if self._applied_conf is not None else 0
 
     def set_conf_state(self, conf: ConfState, index: Index) -> None:
