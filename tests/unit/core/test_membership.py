@@ -11,9 +11,9 @@ from raftd.core import (
     ConfChangeInProgress,
     ConfChangeType,
     InvalidConfChange,
+    Message,
     StateRole,
 )
-from raftd.core import Message
 from raftd.core.messages import (
     MsgApp,
     MsgAppResp,
