@@ -170,6 +170,8 @@ class Operator:
         self.abandoned_removals: set[str] = set()
         """Voters whose remove-node was sent and then given up on: the entry may sit in a log
         and commit much later, so for disk loss it counts as a removal in progress."""
+        self.abandoned_promotions: set[str] = set()
+        """Learners whose promote was sent and then given up on (the same way)."""
         self.answers: dict[str, int] = {}
         """Answers to change requests, by kind (``ok``, ``redirect`` or the error code)."""
 
@@ -254,11 +256,18 @@ class Operator:
         return (self._sent_removal() in voters
                 or any(node in voters for node in self.abandoned_removals))
 
+    def promoting(self, node: str) -> bool:
+        """Whether a promote of ``node`` was sent and may still commit."""
+        return self._sent(ConfChangeType.PROMOTE) == node or node in self.abandoned_promotions
+
     def _sent_removal(self) -> str | None:
         """The node of the remove-node being sent (at least once), if the job is at one."""
+        return self._sent(ConfChangeType.REMOVE)
+
+    def _sent(self, kind: ConfChangeType) -> str | None:
+        """The node of the change of ``kind`` being sent (at least once), if the job is at one."""
         step = self.job[0] if self.job else None
-        if (isinstance(step, Change) and step.cc.type is ConfChangeType.REMOVE
-                and self._attempt.attempts > 0):
+        if isinstance(step, Change) and step.cc.type is kind and self._attempt.attempts > 0:
             return step.cc.node_id
         return None
 
@@ -308,6 +317,9 @@ class Operator:
         removal = self._sent_removal()
         if removal is not None:
             self.abandoned_removals.add(removal)
+        promotion = self._sent(ConfChangeType.PROMOTE)
+        if promotion is not None:
+            self.abandoned_promotions.add(promotion)
         self._emit(f"operator: {self.procedure} abandoned: {why}")
         self.job.clear()
         self._attempt = Attempt()

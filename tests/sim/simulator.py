@@ -979,12 +979,18 @@ class Simulator:
 
     def _may_wipe(self, node: SimNode) -> bool:
         """Never lose a majority's disks: no other member may be wiped and not caught up yet,
-        and a voter's disk is lost only while at least three voters hold theirs (with two, the
-        survivor alone cannot elect anyone, nor commit the removal of the lost one), and not
-        while the removal of a voter may commit (it could leave two voters, one blank)."""
+        and a voter's disk (or a learner's that may be promoted) is lost only while at least
+        three voters hold theirs (with two, the survivor alone cannot elect anyone, nor commit
+        the removal of the lost one), and not while the removal of a voter may commit (it
+        could leave two voters, one blank)."""
         checker = self.checker
-        if node.id in checker.config.voters and (
-                len(checker.config.voters) < 3 or self.operator.removing_a_voter()):
+        conf = checker.config
+        # A learner whose promotion may commit counts as the voter it may become any moment.
+        promoted = node.id in conf.learners and (
+            node.id in conf.auto_promote or self.operator.promoting(node.id))
+        voters = len(conf.voters) + promoted
+        if (node.id in conf.voters or promoted) and (
+                voters < 3 or self.operator.removing_a_voter()):
             return False
         return self.may_blank(node) and not any(
             self._without_data(n) for n in self.nodes.values()
