@@ -793,7 +793,9 @@ class Raft:
         self.broadcast_commit = self.log.commit_index
         if self.reads_to_start:
             requests, self.reads_to_start = self.reads_to_start, []
-            if len(self.voters) == 1:
+            # Alone, we are the quorum. Not so a leader that removed itself: its one voter
+            # may already lead a later term (seed 28654 served a stale read that way).
+            if self.voters == (self.id,):
                 self._release_reads([ReadRound(index=self.log.commit_index, requests=requests)])
             else:
                 number = self.read_only.add(self.log.commit_index, requests, self.id)

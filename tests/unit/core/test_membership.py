@@ -338,3 +338,23 @@ def test_a_node_left_out_votes_only_for_a_later_configuration() -> None:
         answers += [m for m in rd.messages if isinstance(m, MsgPreVoteResp)]
         node.node.advance(rd)
     assert [m.reject for m in answers] == [True, False]
+
+
+def test_a_leader_that_removed_itself_serves_no_read_alone() -> None:
+    """Seed 28654: the leader of two removed itself and still leads (handing over); its one
+    voter is the other node, which may already lead a later term. A read must wait for that
+    voter's ack, not be released as if the leader alone were the quorum."""
+    net = Network(2)
+    net.campaign("n1")
+    net.drop_types.add(MsgTimeoutNow)  # the hand-over does not happen yet
+    net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.stabilize()
+    net.tick("n1", 2)
+    assert net["n1"].raft.role is StateRole.LEADER and net["n1"].raft.voters == ("n2",)
+    net.isolate("n1")
+    net["n1"].node.read_index(7)
+    net.stabilize()
+    assert net["n1"].read_states == []
+    net.heal()
+    net.tick("n1", 2)  # the heartbeat round reaches n2, which acks it
+    assert [context for _, context in net["n1"].read_states] == [7]
