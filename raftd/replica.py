@@ -119,6 +119,8 @@ class Replica:
         """remove-node requests of this (leading) node, answered once another node leads."""
         self.self_removal_term = 0
         self.self_removal_index = 0
+        self.removal_answers: list[tuple[int, list[Token]]] = []
+        """remove-node requests of other nodes (index, tokens) waiting for majority_applied."""
         self.transfer: tuple[Token, str] | None = None
         """The client waiting for the leadership transfer in flight, and its target."""
         self.proposals: dict[int, Proposal] = {}
@@ -283,6 +285,10 @@ class Replica:
         if (self.self_removal_tokens and raft.current_term > self.self_removal_term
                 and raft.voter_applied(self.self_removal_index)):
             tokens, self.self_removal_tokens = self.self_removal_tokens, []
+            for token in tokens:
+                self._respond(outbox, token, result(success=True))
+        while self.removal_answers and raft.majority_applied(self.removal_answers[0][0]):
+            _, tokens = self.removal_answers.pop(0)
             for token in tokens:
                 self._respond(outbox, token, result(success=True))
         if self.transfer is None:
@@ -455,6 +461,11 @@ class Replica:
             self.self_removal_tokens.extend(proposal.tokens)
             self.self_removal_term = raft.current_term
             self.self_removal_index = entry.index
+            return
+        if ok and cc.type is ConfChangeType.REMOVE:
+            # The same for another node: answered once a majority of the new configuration
+            # applied it, so that its quorum works without the removed node from then on.
+            self.removal_answers.append((entry.index, proposal.tokens))
             return
         for token in proposal.tokens:
             self._respond(outbox, token, result(success=ok) if ok else

@@ -667,8 +667,19 @@ class Raft:
 
     def voter_applied(self, index: Index) -> bool:
         """Whether another voter of our configuration said it applied ``index``: after our own
-        removal at ``index``, the others then count their voters without us, durably."""
+        removal at ``index``, it then counts its voters without us, durably."""
         return any(self.reported_applied.get(v, 0) >= index for v in self.voters if v != self.id)
+
+    def majority_applied(self, index: Index) -> bool:
+        """Whether a majority of our voters applied ``index`` (we, or as they reported). After
+        a removal at ``index``, its configuration then elects and commits without the removed
+        node even if the others never learn the commit: the operator may stop it."""
+        applied = sum(
+            1 for v in self.voters
+            if (self.log.applied_index if v == self.id else self.reported_applied.get(v, 0))
+            >= index
+        )
+        return applied >= majority(len(self.voters))
 
     def most_caught_up_voter(self) -> NodeId:
         """The other voter with the highest ``match_index`` (a leader's view); NO_NODE if none.

@@ -358,3 +358,17 @@ def test_a_leader_that_removed_itself_serves_no_read_alone() -> None:
     net.heal()
     net.tick("n1", 2)  # the heartbeat round reaches n2, which acks it
     assert [context for _, context in net["n1"].read_states] == [7]
+
+
+def test_a_removal_counts_as_done_once_a_majority_of_the_new_configuration_applied_it() -> None:
+    """Seed 36653: remove-node of another node is answered (and the operator stops it) only
+    once a majority of the new configuration applied the change, so that configuration can
+    elect and commit without the removed node even if the leader then loses its disk."""
+    net = Network(3)
+    net.campaign("n1")
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.stabilize()
+    assert net["n1"].raft.voters == ("n1", "n2")
+    assert not net["n1"].raft.majority_applied(index)  # n2 learns the commit later
+    net.tick("n1", 4)
+    assert net["n1"].raft.majority_applied(index)
