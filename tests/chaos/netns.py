@@ -220,9 +220,12 @@ class Network:
         self._created_namespaces.clear()
         for link in reversed(self._created_links):
             # A namespace's deletion took its veth pair along; the bridge is left to delete.
+            # The kernel frees a deleted namespace's veth ends asynchronously: a link seen a
+            # moment ago may be gone by the time we delete it, which is what we wanted.
             if _run(["ip", "link", "show", link], check=False).returncode == 0:
                 done = _run(["ip", "link", "del", link], check=False)
-                if done.returncode != 0:
+                still_there = _run(["ip", "link", "show", link], check=False).returncode == 0
+                if done.returncode != 0 and still_there:
                     problems.append(f"link {link}: {done.stderr.strip()}")
         self._created_links.clear()
         return problems
