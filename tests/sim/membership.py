@@ -253,16 +253,12 @@ class Operator:
     def removing_a_voter(self) -> bool:
         """Whether a remove-node of a voter was sent and may still commit."""
         voters = self._sim.checker.config.voters
-        return (self._sent_removal() in voters
+        return (self._sent(ConfChangeType.REMOVE) in voters
                 or any(node in voters for node in self.abandoned_removals))
 
     def promoting(self, node: str) -> bool:
         """Whether a promote of ``node`` was sent and may still commit."""
         return self._sent(ConfChangeType.PROMOTE) == node or node in self.abandoned_promotions
-
-    def _sent_removal(self) -> str | None:
-        """The node of the remove-node being sent (at least once), if the job is at one."""
-        return self._sent(ConfChangeType.REMOVE)
 
     def _sent(self, kind: ConfChangeType) -> str | None:
         """The node of the change of ``kind`` being sent (at least once), if the job is at one."""
@@ -314,7 +310,7 @@ class Operator:
 
     def _abandon(self, why: str) -> None:
         self.abandoned += 1
-        removal = self._sent_removal()
+        removal = self._sent(ConfChangeType.REMOVE)
         if removal is not None:
             self.abandoned_removals.add(removal)
         promotion = self._sent(ConfChangeType.PROMOTE)

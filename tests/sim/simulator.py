@@ -369,7 +369,8 @@ class SimNode:
         self.wiped = False
         """Restarted blank and not yet caught up: no other node may be wiped meanwhile."""
         self.without_data = True
-        """Blank (from the start, or wiped) and not yet caught up, whether up or down now."""
+        """Blank (from the start, or wiped) and not yet caught up, whether up or down now: two
+        such members in a quorum are a majority without its data, which raftd waits out."""
         self.tick_skip = tick_skip
         self.seen: tuple[StateRole, int, str] | None = None
         """Role, term and leader last traced (verbose runs only)."""
@@ -993,15 +994,8 @@ class Simulator:
                 voters < 3 or self.operator.removing_a_voter()):
             return False
         return self.may_blank(node) and not any(
-            self._without_data(n) for n in self.nodes.values()
+            n.without_data for n in self.nodes.values()
             if n is not node and n.id in checker.member_set)
-
-    @staticmethod
-    def _without_data(node: SimNode) -> bool:
-        """Wiped, or blank since it started (a late member, even one down now, that never
-        caught up): two of those in a quorum is a majority without its data, which raftd
-        waits out (core.bootstrap)."""
-        return node.without_data
 
     def may_blank(self, node: SimNode) -> bool:
         """Whether ``node`` may restart blank without two blank initial voters at once. A blank

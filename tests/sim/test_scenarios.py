@@ -156,6 +156,14 @@ def calm_with_spares(nodes: int, spares: int, requests: int = 120,
     return adjust
 
 
+def restart_then_converge(sim: Simulator, node: str) -> None:
+    """Crash ``node`` and start it again at once, then heal everything and converge."""
+    sim.crash(sim.nodes[node])
+    sim.start(sim.nodes[node])
+    sim.start_liveness()
+    sim.converge()
+
+
 def run_procedure(sim: Simulator, name: str, job: list[Step], ticks: int = 3000) -> None:
     sim.operator.start(name, job)
     run_until(sim, lambda: not sim.operator.job, ticks)
@@ -285,10 +293,7 @@ def test_a_voter_promoted_unawares_votes() -> None:
     leader.node.propose_conf_change(ConfChange(type=ConfChangeType.PROMOTE, node_id="n2"))
     sim.network.cut([("n1", "n2")])
     run_until(sim, lambda: "n2" in leader.node.raft.voters)
-    sim.crash(sim.nodes["n1"])
-    sim.start(sim.nodes["n1"])
-    sim.start_liveness()
-    sim.converge()
+    restart_then_converge(sim, "n1")
 
 
 def test_a_learner_is_promoted_only_once_caught_up() -> None:
@@ -300,10 +305,7 @@ def test_a_learner_is_promoted_only_once_caught_up() -> None:
     sim.operator.start("add", [Change(ConfChange(type=ConfChangeType.ADD_LEARNER,
                                                  node_id="n2"))])
     run_until(sim, lambda: "n2" in sim.checker.config.voters)
-    sim.crash(sim.nodes["n1"])
-    sim.start(sim.nodes["n1"])
-    sim.start_liveness()
-    sim.converge()
+    restart_then_converge(sim, "n1")
 
 
 def test_remove_the_leader_of_two_voters_and_stop_it() -> None:
