@@ -54,6 +54,10 @@ Token = Hashable
 
 DEFAULT_LIST_LIMIT = 1000
 BATCH_HEADER_BYTES = 16
+BATCHES_IN_FLIGHT = 1
+"""Write batches a leader keeps proposed but not yet applied. Writes that arrive meanwhile wait
+for the next turn after a commit (unless they fill a whole entry), so under load batches grow
+instead of multiplying: fewer entries, fsyncs and datagrams per write on every node."""
 
 
 class Outbox(Protocol):
@@ -312,13 +316,16 @@ class Replica:
     def _propose_writes(self, outbox: Outbox, now_ms: int) -> None:
         if not self.queued_writes:
             return
-        writes, self.queued_writes = self.queued_writes, []
         raft = self.node.raft
+        budget = self.max_entry_bytes - BATCH_HEADER_BYTES
+        if (raft.role is StateRole.LEADER and len(self.proposals) >= BATCHES_IN_FLIGHT
+                and sum(len(packed) for _, packed in self.queued_writes) < budget):
+            return  # a commit runs a turn, which proposes them
+        writes, self.queued_writes = self.queued_writes, []
         if raft.role is not StateRole.LEADER:
             for token, _ in writes:
                 self._respond(outbox, token, redirect(raft.leader_id or None))
             return
-        budget = self.max_entry_bytes - BATCH_HEADER_BYTES
         batch: list[bytes] = []
         tokens: list[Token] = []
         size = 0

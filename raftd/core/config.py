@@ -28,6 +28,16 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
 
+    @property
+    def lease_ticks(self) -> int:
+        """Ticks after hearing from a leader during which (pre-)vote requests are ignored (the
+        leader lease of thesis §4.2.3): the minimum election timeout less two ticks of slack,
+        but longer than a heartbeat interval. The nodes' tick timers run out of phase and a
+        heartbeat reaches them at slightly different times: without the slack, a node whose
+        timer ran out at the minimum finds the others a tick short of it and is ignored, and
+        the cluster waits for the next timer (4% of the elections of ``bench election``)."""
+        return max(self.heartbeat_ticks + 1, self.election_ticks[0] - 2)
+
     def validate(self) -> None:
         lo, hi = self.election_ticks
         if not self.id:

@@ -446,7 +446,7 @@ class Raft:
                 in_lease = (
                     self.cfg.check_quorum
                     and self.leader_id != NO_NODE
-                    and self.election_elapsed < self.cfg.election_ticks[0]
+                    and self.election_elapsed < self.cfg.lease_ticks
                 )
                 if in_lease and not force:
                     return

@@ -263,7 +263,7 @@ class RunResult:
     """Datagrams from removed nodes that members handled (but a removed leader's hand-off)."""
     disruptions: int
     """Of those, the ones that raised the term of a member that was following another leader
-    heard from within the minimum election timeout (that leader's lease)."""
+    heard from within that leader's lease (``Config.lease_ticks``)."""
     not_a_member: int
     """Datagrams dropped as from a node neither member nor configured (``raftd.server``)."""
 
@@ -596,10 +596,10 @@ class Simulator:
         stray = (src in checker.removed and node.id in checker.member_set
                  and not isinstance(msg, MsgTimeoutNow))
         term = raft.current_term
-        # Following another leader heard within the minimum election timeout (its lease),
+        # Following another leader heard within its lease (``Config.lease_ticks``),
         # which only a transfer's vote request may break.
         followed = raft.leader_id
-        in_lease = (followed not in ("", src) and raft.election_elapsed < ELECTION_TICKS[0]
+        in_lease = (followed not in ("", src) and raft.election_elapsed < raft.cfg.lease_ticks
                     and not (isinstance(msg, MsgVote) and msg.transfer))
         replica.step(msg)
         if stray:

@@ -81,6 +81,24 @@ def test_prevote_keeps_partitioned_node_from_disrupting() -> None:
     assert net["n1"].raft.current_term == 1
 
 
+@pytest.mark.parametrize("elapsed, elected", [(-1, False), (0, True)])
+def test_lease_ends_a_little_before_the_minimum_election_timeout(
+    elapsed: int, elected: bool
+) -> None:
+    """Tick timers run out of phase: when the leader dies, the first node whose timer runs
+    out at the minimum must find the others out of their lease, though they may be a tick or
+    two behind it (``Config.lease_ticks``); inside it they ignore its (pre-)votes."""
+    net = Network(3)
+    elect(net)
+    net.down.add("n1")
+    lease = net["n3"].config.lease_ticks
+    assert lease < net["n3"].config.election_ticks[0]
+    net.tick("n3", lease + elapsed)
+    assert net["n3"].raft.leader_id == "n1"  # still follows the dead leader
+    net.campaign("n2")
+    assert net.leaders() == (["n2"] if elected else [])
+
+
 def test_without_prevote_partitioned_node_disrupts_on_return() -> None:
     net = Network(3, pre_vote=False, check_quorum=False)
     elect(net)
