@@ -249,6 +249,8 @@ class Replica:
         self._start_reads(outbox)
         while self.node.has_ready():
             self._handle_ready(self.node.ready(), outbox)
+            if self.queued_writes:
+                self._propose_writes(outbox, now_ms)  # an applied batch made room for them
         self._check_transfer(outbox)
 
     def _propose_health_check(self, outbox: Outbox, now_ms: int) -> None:

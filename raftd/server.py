@@ -18,6 +18,7 @@ node drops InstallSnapshot and the AppendEntries whose entries ``storage.can_app
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -141,8 +142,11 @@ class Server:
         raft = config.raft
         members = tuple(config.cluster.members)
         fs = OsFileSystem()
+        # Zero-filling the WAL's next segment takes tens of ms: not on the event loop.
+        self.wal_thread = concurrent.futures.ThreadPoolExecutor(1, "raftd-wal")
         self.storage = DiskStorage(
-            fs, str(config.node.data_dir), conf_state=ConfState(voters=members), fsync=raft.fsync
+            fs, str(config.node.data_dir), conf_state=ConfState(voters=members),
+            fsync=raft.fsync, background=self.wal_thread,
         )
         # With a cluster secret every datagram is sealed (wire.auth), which costs some bytes.
         secret = config.cluster.secret
@@ -287,6 +291,7 @@ class Server:
         self.peers.close()
         self.storage.sync()
         self.storage.close()
+        self.wal_thread.shutdown()
 
     def _fatal(self, what: str, exc: BaseException) -> None:
         log.critical("%s: %s; exiting", what, exc, exc_info=exc)

@@ -59,6 +59,7 @@ import logging
 import os.path
 from array import array
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import msgpack
 
@@ -96,7 +97,9 @@ class DiskStorage:
         conf_state: ConfState,
         fsync: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        background: Executor | None = None,
     ) -> None:
+        """``background``: where the WAL makes its next segment (see ``raftd.storage.wal``)."""
         self._fs = fs
         self._fsync = fsync
         self._dir = data_dir
@@ -111,7 +114,8 @@ class DiskStorage:
             self._applied_conf = hardstate.load_conf(fs, data_dir)
             snapshots.discard_temporary(fs, data_dir)
             self._snap_file = snapshots.load_latest(fs, data_dir)
-            self._wal, entries = WAL.open(fs, data_dir, segment_bytes=segment_bytes)
+            self._wal, entries = WAL.open(fs, data_dir, segment_bytes=segment_bytes,
+                                          background=background)
             try:
                 base, entries, discarded = _recover_log(
                     self._snap_file, self._wal.replayed_restart, entries, self._wal.replayed_origin

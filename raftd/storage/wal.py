@@ -24,12 +24,15 @@ write goes to a new segment, so an older build refuses a data dir it would misre
 clear "version 3" error.
 
 Preallocation and a full disk. Every segment is allocated whole (``segment_bytes``,
-``posix_fallocate``) before it receives a record, so appends inside it never need new disk
-space and a full disk shows up when a segment is created, not in the middle of a record. The
+``FileHandle.allocate``: reserved and zero-filled) before it receives a record, so appends
+inside it never need new disk space nor any metadata change (an fdatasync flushes data only),
+and a full disk shows up when a segment is created, not in the middle of a record. The
 next segment is made ahead of time as a *spare* (``SPARE_NAME``: allocated, header written and
 fsync'd) once the current one is half full (or right at open when there is no current segment
 to write to), and becomes the next segment by a rename when the current one cannot take a
-batch. When the spare cannot be allocated (ENOSPC), its partial file is removed and the WAL
+batch. Writing 64 MiB of zeros takes tens of milliseconds, so with a ``background`` executor
+the spare is made there (it touches nothing but the spare's file) and adopted on the caller's
+thread once done; a rollover that finds it unfinished waits for it. When the spare cannot be allocated (ENOSPC), its partial file is removed and the WAL
 enters the *no-space* condition (``no_space``, logged once): appends go on inside the current
 segment, ``retry_space`` tries the allocation again (the runtime calls it on a timer), and an
 append that would need the missing segment raises ``NoSpace`` before writing anything. A batch
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import Executor, Future, wait
 import os.path
 import re
 import struct
@@ -171,7 +175,7 @@ class WAL:
 
     def __init__(
         self, fs: FileSystem, dir: str, segments: list[_Segment], segment_bytes: int,
-        replay: _Replay | None = None,
+        replay: _Replay | None = None, background: Executor | None = None,
     ) -> None:
         self._fs = fs
         self._dir = dir
@@ -189,11 +193,15 @@ class WAL:
         self._failure: Exception | None = None
         self._spare = False
         """Whether the spare (the next segment, preallocated) exists."""
+        self._background = background
+        self._spare_job: Future[None] | None = None
+        """The spare being made on ``background``, until adopted."""
         self._no_space = False
 
     @classmethod
     def open(
-        cls, fs: FileSystem, dir: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        cls, fs: FileSystem, dir: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        background: Executor | None = None,
     ) -> tuple[WAL, list[Entry]]:
         """Recover the log in ``dir`` (which must exist): the WAL and its surviving entries.
 
@@ -215,7 +223,7 @@ class WAL:
             segment = _replay_segment(fs, path, seq, is_last, replay)
             if segment is not None:
                 segments.append(segment)
-        wal = cls(fs, dir, segments, segment_bytes, replay)
+        wal = cls(fs, dir, segments, segment_bytes, replay, background)
         try:
             wal._prepare_spare()
         except BaseException:
@@ -281,6 +289,8 @@ class WAL:
 
     def close(self) -> None:
         """Close the current segment; unsynced writes stay with the OS (not fsync'd here)."""
+        if self._spare_job is not None:
+            wait([self._spare_job])  # open() removes a spare it may have left half made
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -302,11 +312,11 @@ class WAL:
     def retry_space(self) -> bool:
         """In the no-space condition, try to preallocate the next segment again; whether the
         condition is (now) clear. Costs nothing outside the condition."""
+        self._adopt_spare()
         if not self._no_space:
             return True
         self._check_usable()
-        with contextlib.suppress(NoSpace):
-            self._create_spare()
+        self._start_spare()
         return not self._no_space
 
     # -- internals -----------------------------------------------------------------------------
@@ -353,6 +363,7 @@ class WAL:
 
     def _roll(self, first_index: Index) -> None:
         """Close the current segment (fsync'd) and rename the spare into place after it."""
+        self._adopt_spare(wait_for_it=True)
         if not self._spare:
             if self._no_space:
                 raise NoSpace(os.path.join(self._dir, SPARE_NAME),
@@ -375,20 +386,53 @@ class WAL:
         self._handle = self._fs.open_at(path, _HEADER.size)
 
     def _prepare_spare(self) -> None:
-        """Create the spare once the current segment is half full (or there is none); a full
+        """Start the spare once the current segment is half full (or there is none); a full
         disk only sets the no-space condition."""
-        if self._spare or self._no_space:
+        self._adopt_spare()
+        if self._spare or self._no_space or self._spare_job is not None:
             return
         if self._handle is not None:
             segment = self._segments[-1]
             if segment.end - _HEADER.size < (segment.size - _HEADER.size) // 2:
                 return
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        """Make the spare: on ``background`` if there is one, else now (NoSpace suppressed)."""
+        if self._spare_job is not None:
+            return
+        if self._background is not None:
+            self._spare_job = self._background.submit(self._write_spare)
+            return
         with contextlib.suppress(NoSpace):
             self._create_spare()
 
+    def _adopt_spare(self, *, wait_for_it: bool = False) -> None:
+        """Take in the outcome of the spare made on ``background``, if it is done (or wait)."""
+        job = self._spare_job
+        if job is None or not (wait_for_it or job.done()):
+            return
+        self._spare_job = None
+        try:
+            job.result()
+        except NoSpace:
+            self._enter_no_space()
+        else:
+            self._spare_made()
+
     def _create_spare(self) -> None:
-        """Preallocate the next segment under ``SPARE_NAME``, its header durable. On ENOSPC,
-        remove what was made, enter the no-space condition and raise NoSpace."""
+        """Make the spare now. On ENOSPC enter the no-space condition and raise NoSpace."""
+        try:
+            self._write_spare()
+        except NoSpace:
+            self._enter_no_space()
+            raise
+        self._spare_made()
+
+    def _write_spare(self) -> None:
+        """Preallocate the next segment under ``SPARE_NAME``, its header durable; on ENOSPC
+        remove what was made and raise NoSpace. Touches nothing but that file, so it may run
+        on ``background``."""
         path = os.path.join(self._dir, SPARE_NAME)
         try:
             handle = self._fs.create(path)
@@ -403,13 +447,15 @@ class WAL:
                 raise
             with contextlib.suppress(OSError):
                 self._fs.remove(path)  # not made durable: open removes a leftover spare anyway
-            self._enter_no_space()
             raise NoSpace(path, f"preallocating the next WAL segment ({self._segment_bytes} "
                           "bytes)") from e
+
+    def _spare_made(self) -> None:
         self._spare = True
         if self._no_space:
             self._no_space = False
-            logger.warning("%s: disk space is available again; the WAL takes writes", path)
+            logger.warning("%s: disk space is available again; the WAL takes writes",
+                           os.path.join(self._dir, SPARE_NAME))
 
     def _enter_no_space(self) -> None:
         if not self._no_space:

@@ -11,6 +11,8 @@ import errno
 import logging
 import random
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from raftd.core.errors import CorruptLog
 from raftd.core.state import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from raftd.storage import hardstate, snapshots
 from raftd.storage.disk import DiskStorage
-from raftd.storage.files import FileSystem, NoSpace, OsFileSystem
+from raftd.storage.files import FileHandle, FileSystem, NoSpace, OsFileSystem
 from raftd.storage.wal import SPARE_NAME
 from tests.sim.disk import SimFileSystem, SimulatedCrash
 from tests.unit.storage.tmpfs import mounted_tmpfs
@@ -30,8 +32,12 @@ SEG = 4096
 HEADER = 8
 
 
-def open_disk(fs: FileSystem, dir: str = "d", segment_bytes: int = SEG) -> DiskStorage:
-    return DiskStorage(fs, dir, conf_state=CONF, segment_bytes=segment_bytes)
+def open_disk(
+    fs: FileSystem, dir: str = "d", segment_bytes: int = SEG,
+    background: ThreadPoolExecutor | None = None,
+) -> DiskStorage:
+    return DiskStorage(fs, dir, conf_state=CONF, segment_bytes=segment_bytes,
+                       background=background)
 
 
 def batch(first: int, n: int = 2, size: int = 100, term: int = 1) -> list[Entry]:
@@ -97,6 +103,78 @@ def test_segments_are_preallocated_and_a_zero_tail_ends_the_log(
     s = open_disk(fs, str(tmp_path))
     assert log_of(s) == written + more
     s.close()
+
+
+class _HeldSpare(OsFileSystem):
+    """The real disk, but making the spare waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.release.set()
+        self.asked = threading.Event()
+
+    def create(self, path: str) -> FileHandle:
+        if path.endswith(SPARE_NAME):
+            self.asked.set()
+            assert self.release.wait(60), "the test never released the spare"
+        return super().create(path)
+
+
+def test_spare_made_in_the_background_is_adopted_and_a_rollover_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    fs = _HeldSpare()
+    written: list[Entry] = []
+    with ThreadPoolExecutor(1) as background:
+        s = open_disk(fs, str(tmp_path), background=background)
+        first = batch(1)
+        s.append(first)  # the first segment (its spare started at open) is adopted
+        written += first
+        fs.release.clear()  # the second segment's spare is held back
+        fs.asked.clear()
+        while len(written) < 24:  # 12 batches: past half of the segment, short of its end
+            b = batch(len(written) + 1)
+            s.append(b)
+            written += b
+        assert fs.asked.wait(60)  # started once the segment was half full
+        assert not (tmp_path / SPARE_NAME).exists() and len(wal_names(fs, str(tmp_path))) == 1
+        threading.Timer(0.05, fs.release.set).start()
+        while len(wal_names(fs, str(tmp_path))) < 3:
+            b = batch(len(written) + 1)
+            s.append(b)  # the rollover waits for the held spare
+            written += b
+        s.sync()
+        s.close()
+    assert all(p.stat().st_size == SEG for p in tmp_path.glob("*.wal"))
+    s = open_disk(fs, str(tmp_path))
+    assert log_of(s) == written
+    s.close()
+
+
+def test_full_disk_found_by_the_background_spare_sets_no_space(tmp_path: Path) -> None:
+    seg = 512 << 10
+    with mounted_tmpfs(tmp_path / "mnt", "2m") as mnt, ThreadPoolExecutor(1) as background:
+        (mnt / "filler").write_bytes(bytes(seg + (256 << 10)))
+        fs = OsFileSystem()
+        dir = str(mnt / "data")
+        s = open_disk(fs, dir, segment_bytes=seg, background=background)
+        acked: list[Entry] = []
+        while not s.no_space():  # the refusal is adopted at a later write, or the rollover
+            b = batch(len(acked) + 1, size=4000)
+            s.append(b)
+            s.sync()
+            acked += b
+        assert not (mnt / "data" / SPARE_NAME).exists()
+        (mnt / "filler").unlink()
+        for _ in range(1000):  # the runtime calls it every second; each starts one attempt
+            if s.retry_space():
+                break
+            background.submit(lambda: None).result()  # the attempt has run
+        assert not s.no_space() and (mnt / "data" / SPARE_NAME).exists()
+        s.close()
+        s = open_disk(fs, dir, segment_bytes=seg)
+        assert log_of(s) == acked
+        s.close()
 
 
 def test_leftover_spare_is_removed_at_open(tmp_path: Path) -> None:
