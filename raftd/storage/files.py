@@ -20,11 +20,12 @@ which is deliberately not an ``OSError``: no handler written for ordinary I/O er
 it by accident, and the server logs it and exits non-zero.
 
 A full disk is not fatal. Writes land at a handle's own offset (``pwrite``), so a file can be
-preallocated (``FileHandle.allocate``, ``posix_fallocate``, then zeros written over it: the
-blocks are reserved and their extents already written) and then filled in place without ever needing new space: the WAL allocates each segment
-whole before writing to it, which turns ENOSPC into an error of segment creation rather than of
-an arbitrary append. Storage code raises ``NoSpace`` (an ``OSError``, errno ENOSPC) once it has
-undone whatever a refused write left behind, so a caller may carry on and retry later.
+preallocated (``FileHandle.allocate``: ``posix_fallocate``, then zeros written over it, so the
+blocks are reserved and their extents already written) and then filled in place without ever
+needing new space: the WAL allocates each segment whole before writing to it, which turns
+ENOSPC into an error of segment creation rather than of an arbitrary append. Storage code
+raises ``NoSpace`` (an ``OSError``, errno ENOSPC) once it has undone whatever a refused write
+left behind, so a caller may carry on and retry later.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class OsFile:
         end = os.fstat(self._fd).st_size
         if _fallocate is None:
             if end < size:
-                os.ftruncate(self._fd, size)  # no posix_fallocate (macOS): sparse, nothing reserved
+                os.ftruncate(self._fd, size)  # no posix_fallocate (macOS): sparse, unreserved
             return
         _fallocate(self._fd, 0, size)
         # fallocate leaves "unwritten" extents: the first write into each converts it, a

@@ -32,10 +32,11 @@ fsync'd) once the current one is half full (or right at open when there is no cu
 to write to), and becomes the next segment by a rename when the current one cannot take a
 batch. Writing 64 MiB of zeros takes tens of milliseconds, so with a ``background`` executor
 the spare is made there (it touches nothing but the spare's file) and adopted on the caller's
-thread once done; a rollover that finds it unfinished waits for it. When the spare cannot be allocated (ENOSPC), its partial file is removed and the WAL
-enters the *no-space* condition (``no_space``, logged once): appends go on inside the current
-segment, ``retry_space`` tries the allocation again (the runtime calls it on a timer), and an
-append that would need the missing segment raises ``NoSpace`` before writing anything. A batch
+thread once done; a rollover that finds it unfinished waits for it. When the spare cannot be
+allocated (ENOSPC), its partial file is removed and the WAL enters the *no-space* condition
+(``no_space``, logged once): appends go on inside the current segment, ``retry_space`` tries
+the allocation again (the runtime calls it on a timer), and an append that would need the
+missing segment raises ``NoSpace`` before writing anything. A batch
 larger than a whole segment gets a fresh segment grown to fit it (the same rules on failure).
 Should a write still hit ENOSPC (a file system that does not really reserve space), the bytes
 it left are zeroed again before ``NoSpace`` is raised, so no partial record remains.
@@ -65,12 +66,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import Executor, Future, wait
 import os.path
 import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 
 import msgpack
