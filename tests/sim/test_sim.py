@@ -83,13 +83,29 @@ REGRESSION_SEEDS: dict[int, str] = {
     # counted n2. Fixed: a removal is answered once a majority of the new configuration
     # reported it applied the change.
     36653: "no convergence",
+    # The simulator's bound: faults stalled the cluster through the whole safety phase, and
+    # one client at issue_rate 0.15 needed more than liveness_ticks for its 160 requests. The
+    # bound now adds the clients' backlog (Workload.backlog_ticks).
+    40135: "no convergence",
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 
 REGRESSION_SEEDS_WITHOUT_MEMBERSHIP: dict[int, str] = {}
 """Regression seeds found before membership changes existed, run without them."""
 
-KNOWN_BUGS: dict[str, str] = {}
+KNOWN_BUGS: dict[str, str] = {
+    "B11": "seed 40356 (sweep 40001+ at 25cfcfe, also at 598303f with other batching): a leader"
+    " that removed itself answers remove-node once the term rose and ONE remaining voter"
+    " reported it applied the removal (Replica._check_transfer, Raft.voter_applied). That"
+    " voter lost its disk right after; the operator wiped the removed node and re-added it, and"
+    " the last voter with data never learnt the removal committed, so it waits for two voters"
+    " without data. Fix tried: hand over (Raft._hand_off) and answer only on"
+    " majority_applied(last index); it fixes the seed but the answer then comes after a few"
+    " more heartbeats, past raftctl's first attempt: the retry gets 'not a member'"
+    " (tests/integration/test_membership.py::test_remove_the_leader) and the operator of"
+    " test_a_rejoining_blank_node_never_elects_a_stale_candidate abandons the rejoin. Needs"
+    " the fix plus an idempotent remove-node answer for an already removed node.",
+}
 """Production bugs the simulation found and that are not fixed yet: id -> where and the fix.
 (B7, B9 and B10 of the 10,000-seed sweep at 0aee1c8 are fixed: see REGRESSION_SEEDS and the
 scenarios of test_scenarios.py.)"""

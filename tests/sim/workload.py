@@ -18,6 +18,7 @@ round-tripped through msgpack too, so the simulation sees what a TCP client woul
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from raftd.wire.client import AppendRequest, GetRequest, parse_request
 from tests.sim.checker import SafetyChecker, Violation
 
 MAX_READS_IN_FLIGHT = 2
+REQUEST_TICKS = 30
+"""What ``backlog_ticks`` allows one request once issued, without faults: a few round trips."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,13 @@ class Workload:
     # -- status ------------------------------------------------------------------------------
     def done(self) -> bool:
         return self.issued == self.options.requests and not self.open
+
+    def backlog_ticks(self) -> int:
+        """Ticks the clients need, without faults, for the requests not yet answered: each
+        client issues at ``issue_rate`` per tick, one request after another."""
+        opts = self.options
+        per_client = -(-(opts.requests - self.answered) // opts.clients)
+        return per_client * (math.ceil(1 / opts.issue_rate) + REQUEST_TICKS)
 
     def outstanding(self) -> list[str]:
         return [
