@@ -58,7 +58,12 @@ from raftd.federated.model import (
     encode_params,
     initial_params,
 )
-from raftd.federated.state import APP_NAME, MAX_NAME_CHARS, FederatedState
+from raftd.federated.state import (
+    APP_NAME,
+    DEFAULT_STATUS_ROUNDS,
+    MAX_NAME_CHARS,
+    FederatedState,
+)
 from raftd.wire.client import AppRequest, ErrorCode, error, redirect, result
 
 if TYPE_CHECKING:
@@ -73,7 +78,7 @@ CHECK_INTERVAL_S = 0.05
 MAX_WAIT_S = 2.0
 """Longest ``fl_status`` long poll: well below the client library's default 5 s deadline."""
 MAX_STATUS_ROUNDS = 100
-"""Most round records one ``fl_status`` returns (``recent``; 10 by default)."""
+"""Most round records one ``fl_status`` returns (``recent``; DEFAULT_STATUS_ROUNDS if absent)."""
 RETRY_ANNOUNCE_S = 0.1
 MAX_SEALED_BYTES = MAX_UPDATE_BYTES + 1024
 WORKERS = 2
@@ -346,7 +351,7 @@ class FederatedApp:
         reply(redirect(raft.leader_id or None))
         return True
 
-    def _status(self, recent: int = 10) -> dict[str, Any]:
+    def _status(self, recent: int) -> dict[str, Any]:
         raft = self.server.node.raft
         leading = raft.role is StateRole.LEADER
         buffer = self.buffer if self.active else None
@@ -367,7 +372,7 @@ class FederatedApp:
         wait = _field(body, "wait_s", float, optional=True)
         recent = _field(body, "recent", int, optional=True)
         if recent is None:
-            recent = 10
+            recent = DEFAULT_STATUS_ROUNDS
         elif not 0 <= recent <= MAX_STATUS_ROUNDS:
             raise BadBody(f"recent must be 0 to {MAX_STATUS_ROUNDS}")
         raft = self.server.node.raft

@@ -37,6 +37,8 @@ MAX_PUBLIC_KEY_BYTES = 1024
 MAX_MODEL_BYTES = (8 << 20) + 4096
 MAX_LISTED_PARTICIPANTS = 64
 """A round record names its contributors up to this many; beyond, only the count is kept."""
+DEFAULT_STATUS_ROUNDS = 10
+"""Round records a status carries unless asked for more (``fl_status``'s ``recent``)."""
 
 Result = dict[str, Any]
 Listener = Callable[[str], None]
@@ -200,7 +202,7 @@ class FederatedState:
                         "evaluated": record.get("evaluated", 0)}
         return None
 
-    def status(self, recent: int = 10) -> dict[str, Any]:
+    def status(self, recent: int = DEFAULT_STATUS_ROUNDS) -> dict[str, Any]:
         """What ``raftctl fl status`` shows (and participants need), without the model."""
         return {
             "round": self.round,

@@ -36,10 +36,10 @@ thread once done; a rollover that finds it unfinished waits for it. When the spa
 allocated (ENOSPC), its partial file is removed and the WAL enters the *no-space* condition
 (``no_space``, logged once): appends go on inside the current segment, ``retry_space`` tries
 the allocation again (the runtime calls it on a timer), and an append that would need the
-missing segment raises ``NoSpace`` before writing anything. A batch
-larger than a whole segment gets a fresh segment grown to fit it (the same rules on failure).
-Should a write still hit ENOSPC (a file system that does not really reserve space), the bytes
-it left are zeroed again before ``NoSpace`` is raised, so no partial record remains.
+missing segment raises ``NoSpace`` before writing anything. A batch larger than a whole
+segment gets a fresh segment grown to fit it (the same rules on failure). Should a write still
+hit ENOSPC (a file system that does not really reserve space), the bytes it left are zeroed
+again before ``NoSpace`` is raised, so no partial record remains.
 
 Rollover: the old segment is fsync'd before the next one is renamed into place and its
 directory entry made durable, even when the caller never syncs (fsync = false); the spare's
@@ -300,7 +300,10 @@ class WAL:
     @property
     def no_space(self) -> bool:
         """Whether the next segment could not be preallocated (the disk is full); appends then
-        only fit in what is left of the current segment (``room``)."""
+        only fit in what is left of the current segment (``room``). A spare being made on
+        ``background`` counts as soon as it is done, so that the runtime, which asks before
+        it appends, learns of a full disk before an append needs the missing segment."""
+        self._adopt_spare()
         return self._no_space
 
     def room(self) -> int:
@@ -415,7 +418,8 @@ class WAL:
             return
         self._spare_job = None
         try:
-            job.result()
+            with self._failure_is_final():
+                job.result()
         except NoSpace:
             self._enter_no_space()
         else:

@@ -11,7 +11,9 @@ import errno
 import logging
 import random
 import struct
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,16 +122,31 @@ class _HeldSpare(OsFileSystem):
         return super().create(path)
 
 
+def _inside(thread: threading.Thread, function: str) -> bool:
+    """Whether ``function`` is on ``thread``'s stack right now."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_spare_made_in_the_background_is_adopted_and_a_rollover_waits_for_it(
     tmp_path: Path,
 ) -> None:
     fs = _HeldSpare()
     written: list[Entry] = []
+
+    def append_until(segments: int) -> None:
+        while len(wal_names(fs, str(tmp_path))) < segments:
+            b = batch(len(written) + 1)
+            s.append(b)
+            written.extend(b)
+
     with ThreadPoolExecutor(1) as background:
         s = open_disk(fs, str(tmp_path), background=background)
-        first = batch(1)
-        s.append(first)  # the first segment (its spare started at open) is adopted
-        written += first
+        append_until(1)  # the first segment (its spare started at open) is adopted
         fs.release.clear()  # the second segment's spare is held back
         fs.asked.clear()
         while len(written) < 24:  # 12 batches: past half of the segment, short of its end
@@ -138,11 +155,16 @@ def test_spare_made_in_the_background_is_adopted_and_a_rollover_waits_for_it(
             written += b
         assert fs.asked.wait(60)  # started once the segment was half full
         assert not (tmp_path / SPARE_NAME).exists() and len(wal_names(fs, str(tmp_path))) == 1
-        threading.Timer(0.05, fs.release.set).start()
-        while len(wal_names(fs, str(tmp_path))) < 3:
-            b = batch(len(written) + 1)
-            s.append(b)  # the rollover waits for the held spare
-            written += b
+        writer = threading.Thread(target=append_until, args=(2,))
+        writer.start()
+        deadline = time.monotonic() + 60
+        while not _inside(writer, "_roll"):  # the segment is full: it must wait there
+            assert writer.is_alive() and time.monotonic() < deadline
+            time.sleep(0.001)
+        assert writer.is_alive() and len(wal_names(fs, str(tmp_path))) == 1
+        fs.release.set()
+        writer.join(60)
+        append_until(3)
         s.sync()
         s.close()
     assert all(p.stat().st_size == SEG for p in tmp_path.glob("*.wal"))
@@ -159,11 +181,12 @@ def test_full_disk_found_by_the_background_spare_sets_no_space(tmp_path: Path) -
         dir = str(mnt / "data")
         s = open_disk(fs, dir, segment_bytes=seg, background=background)
         acked: list[Entry] = []
-        while not s.no_space():  # the refusal is adopted at a later write, or the rollover
+        while not s.no_space():  # seen as soon as the background refused the next segment
             b = batch(len(acked) + 1, size=4000)
             s.append(b)
             s.sync()
             acked += b
+            background.submit(lambda: None).result()  # a spare started meanwhile is done
         assert not (mnt / "data" / SPARE_NAME).exists()
         (mnt / "filler").unlink()
         for _ in range(1000):  # the runtime calls it every second; each starts one attempt
