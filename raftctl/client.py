@@ -22,6 +22,12 @@ Theory of operation:
   write refused as ``session_expired`` on its only attempt was not applied: it is resent as seq 1
   of a fresh session. After more attempts it may have been, so it raises ``SessionExpired``
   (later writes use a fresh session). Reads are simply retried.
+- Membership changes have no session: ``add_node`` and ``remove_node`` are plain retries.
+  When an attempt ended without a verdict (the connection dropped, no answer in time, or
+  ``timeout`` / ``not_leader`` / ``shutting_down``) and a later one hears "already a member"
+  (add) or "not a member" (remove), the earlier attempt did the change: it returns success.
+  A leader that removes itself answers only after handing over, so its answer is the one most
+  likely lost.
 - ``raftctl.blocking.Client`` runs an ``AsyncClient`` on a private event loop thread.
 """
 
@@ -131,6 +137,7 @@ class _Attempts:
         self.reached = False
         self.no_leader = False
         self.sent = 0  # times the request was written to a connection
+        self.undecided = False  # an attempt ended without saying whether it took effect
         self.last = ""
 
     def record(self, endpoint: str, problem: str, *, no_leader: bool = False) -> None:
@@ -430,7 +437,15 @@ class AsyncClient:
         request: dict[str, Any] = {"type": "config", "action": action, "address": address}
         if learner:
             request["learner"] = True
-        response = await self._request(request)
+        rid, frame = self._frame(request)
+        attempts = _Attempts(self.timeout)
+        try:
+            response, _ = await self._call(rid, frame, attempts, follow=True)
+        except BadRequest as exc:
+            done = _DONE_BEFORE.get(action)
+            if attempts.undecided and done is not None and str(exc).endswith(done):
+                return  # an earlier attempt made the change; its answer was lost
+            raise
         if response.get("success") is not True:
             raise _server_error(response, ServerError("failed", "configuration change refused"))
 
@@ -538,12 +553,15 @@ class AsyncClient:
                 response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
             except (ConnectFailed, ConnectionLost) as exc:
                 attempts.record(endpoint, str(exc))
+                attempts.undecided |= isinstance(exc, ConnectionLost)
                 self._forget(endpoint)
             except TimeoutError:
                 attempts.record(endpoint, f"{endpoint}: no answer within {wait:.2f}s")
+                attempts.undecided = True
                 self._forget(endpoint)
             else:
                 kind = response.get("type")
+                attempts.undecided |= kind == "error" and response.get("code") in _UNDECIDED
                 if kind == "result" or kind is None:
                     if write and response.get("success") is True:
                         self.leader = endpoint  # only the leader acknowledges writes
@@ -644,6 +662,13 @@ def _unwrap(response: Response) -> Response:
     for name in ("type", "success", "id"):
         response.pop(name, None)
     return response
+
+
+_UNDECIDED = frozenset({"timeout", "not_leader", "shutting_down"})
+"""Error codes that may answer a request the cluster went on to apply."""
+
+_DONE_BEFORE = {"add": "is already a member", "delete": "is not a member"}
+"""How the leader refuses a membership change that an earlier attempt already made."""
 
 
 def _retryable(response: Response) -> bool:

@@ -114,12 +114,14 @@ class Connection:
     async def request(self, rid: int, frame: bytes, timeout: float) -> Response:
         """Send ``frame`` and await the response with ``id == rid``.
 
-        Raises ``_ConnectionLost``, or ``TimeoutError`` after ``timeout`` seconds.
+        Raises ``ConnectFailed`` if the connection was already closed (nothing was sent),
+        ``ConnectionLost`` if it broke while the request was out, or ``TimeoutError`` after
+        ``timeout`` seconds.
         """
         if self._writer.transport.is_closing():
             self.close("connection lost")  # seen before the reader noticed
         if self.closed:
-            raise ConnectionLost(f"{self.endpoint}: {self.close_reason}")
+            raise ConnectFailed(f"{self.endpoint}: {self.close_reason}")
         if timeout <= 0:
             raise TimeoutError
         future: asyncio.Future[Response | None] = self._loop.create_future()

@@ -120,7 +120,8 @@ class Replica:
         self.queued_conf_changes: list[tuple[Token, ConfChange]] = []
         self.queued_health: list[Token] = []
         self.self_removal_tokens: list[Token] = []
-        """remove-node requests of this (leading) node, answered once another node leads."""
+        """remove-node requests of this (leading) node, answered once another node leads and
+        a majority of the remaining voters applied the change."""
         self.self_removal_term = 0
         self.self_removal_index = 0
         self.removal_answers: list[tuple[int, list[Token]]] = []
@@ -289,7 +290,7 @@ class Replica:
     def _check_transfer(self, outbox: Outbox) -> None:
         raft = self.node.raft
         if (self.self_removal_tokens and raft.current_term > self.self_removal_term
-                and raft.voter_applied(self.self_removal_index)):
+                and raft.majority_applied(self.self_removal_index)):
             tokens, self.self_removal_tokens = self.self_removal_tokens, []
             for token in tokens:
                 self._respond(outbox, token, result(success=True))
@@ -451,7 +452,7 @@ class Replica:
         if entry.index <= self.storage.conf_index():
             return  # applied before a restart: the node started in its configuration
         before = raft.conf_state()
-        conf = self.node.apply_conf_change(cc)
+        conf = self.node.apply_conf_change(cc, entry.index)
         # Durable before anything else happens: a restarted node must not fall back to an
         # older configuration while it waits to learn the commit index again.
         self.storage.set_conf_state(conf, entry.index)
@@ -464,9 +465,9 @@ class Replica:
             return
         ok = proposal.term == entry.term
         if ok and cc.type is ConfChangeType.REMOVE and cc.node_id == raft.id:
-            # Answer once another node leads and a remaining voter said it applied the change:
-            # an operator who stops this node on the answer must not strand the others under
-            # the old configuration (a survivor's term may rise before it applied, seed 14218).
+            # Answer once another node leads and a majority of the remaining voters said they
+            # applied the change: an operator who stops (or wipes) this node on the answer
+            # must not strand the others under the old configuration (seeds 14218, 40356).
             self.self_removal_tokens.extend(proposal.tokens)
             self.self_removal_term = raft.current_term
             self.self_removal_index = entry.index

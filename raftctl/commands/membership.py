@@ -49,8 +49,10 @@ def promote(app: App, address: str) -> None:
 def remove_node(app: App, address: str) -> None:
     """Remove the member at ADDRESS from the cluster.
 
-    Removing the leader makes it hand leadership over first. The removed node stops taking
-    part; stop its process afterwards. Exit status 1 if it is not a member.
+    Removing the leader makes it hand leadership over first, once most of the remaining
+    voters applied the change. The removed node stops taking part; stop its process
+    afterwards. Exit status 1 if it is not a member (unless an earlier attempt of this
+    command, whose answer was lost, removed it).
     """
     with app.client() as client:
         client.remove_node(address)

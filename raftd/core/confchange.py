@@ -24,9 +24,10 @@ Who votes. A node votes while its applied configuration lists it (a learner too:
 promotion may be committed but not applied here). A node that its configuration leaves out
 votes only for a candidate whose configuration is as of a later index (``conf_version`` in the
 vote request), i.e. one that lists it again: a stale candidate still counting a removed node
-could otherwise win a term that another leader holds. A leader that removed itself answers
-remove-node only once a remaining voter reported it applied the change, so an operator who
-stops it then strands no one.
+could otherwise win a term that another leader holds. A leader that removed itself hands
+over, and answers remove-node, only once a majority of the remaining voters reported they
+applied the change, so an operator who stops or wipes it then strands no one, even if one of
+those voters loses its disk next (one reporting voter was not enough: simulator B11).
 
 Re-adding a removed id (the README's rejoin: remove, wipe, start blank, add) needs care:
 acknowledgements of the old incarnation may still be in flight. It never held the entry that

@@ -81,7 +81,9 @@ class Raft:
         self.voters: tuple[NodeId, ...] = ()
         self.learners: tuple[NodeId, ...] = ()
         self.auto_promote: tuple[NodeId, ...] = ()
-        self._set_conf(conf_state)
+        self.conf_index: Index = 0
+        """Index of the entry (or snapshot) our configuration comes from."""
+        self._set_conf(conf_state, storage.conf_index())
         self.pending_conf_index: Index = 0
         """Index of the last configuration entry proposed; no other until it is applied."""
 
@@ -142,7 +144,8 @@ class Raft:
             voters=self.voters, learners=self.learners, auto_promote=self.auto_promote
         )
 
-    def _set_conf(self, conf: ConfState) -> None:
+    def _set_conf(self, conf: ConfState, index: Index) -> None:
+        self.conf_index = index
         self.voters = tuple(sorted(conf.voters))
         self.learners = tuple(sorted(conf.learners))
         self.auto_promote = tuple(sorted(conf.auto_promote))
@@ -596,7 +599,7 @@ class Raft:
             index = meta.index
         else:
             self.log.restore(m.snapshot)
-            self._set_conf(meta.conf_state)
+            self._set_conf(meta.conf_state, meta.index)
             index = meta.index
         self._after_persist(
             MsgAppResp(term=self.current_term, src=self.id, dst=m.src, index=index)
@@ -635,13 +638,14 @@ class Raft:
         self.pending_conf_index = index
         return index
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """The runtime applies a committed configuration entry (the same on every node)."""
+    def apply_conf_change(self, cc: ConfChange, index: Index) -> ConfState:
+        """The runtime applies the committed configuration entry at ``index`` (the same on
+        every node)."""
         try:
             conf = apply_change(self.conf_state(), cc)
         except InvalidConfChange:
             return self.conf_state()  # e.g. a promotion proposed twice across leaders: a no-op
-        self._set_conf(conf)
+        self._set_conf(conf, index)
         if self.role is StateRole.LEADER:
             for node in self.members:
                 if node not in self.progress:
@@ -665,11 +669,6 @@ class Raft:
             pr.added_at = last  # our configuration lists it, so its (re-)adding is <= last
         return pr
 
-    def voter_applied(self, index: Index) -> bool:
-        """Whether another voter of our configuration said it applied ``index``: after our own
-        removal at ``index``, it then counts its voters without us, durably."""
-        return any(self.reported_applied.get(v, 0) >= index for v in self.voters if v != self.id)
-
     def majority_applied(self, index: Index) -> bool:
         """Whether a majority of our voters applied ``index`` (we, or as they reported). After
         a removal at ``index``, its configuration then elects and commits without the removed
@@ -690,13 +689,19 @@ class Raft:
         return max(others, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
 
     def _hand_off(self) -> None:
-        """We removed ourselves: lead on (taking no proposals) until a remaining voter, caught
-        up and told our commit index by TimeoutNow, takes over; its higher term then makes us
-        follow. Stepping down at once could strand the others under the old configuration
-        (two voters: the survivor would need our vote), as the simulator showed.
-        Retried at every heartbeat until someone else leads."""
+        """We removed ourselves: lead on until a majority of the new configuration applied
+        the removal, then let a caught-up remaining voter, told our commit index by
+        TimeoutNow, take over (no proposals meanwhile); its higher term makes us follow.
+
+        Stepping down at once could strand the others under the old configuration (two
+        voters: the survivor would need our vote). Handing over once ONE voter applied the
+        removal is not enough either (simulator B11, seed 40356): that voter lost its disk,
+        and the one left with data never learnt the removal was committed, so it still
+        counted us. Retried at every heartbeat until someone else leads."""
         if self.role is not StateRole.LEADER or self.id in self.voters:
             return
+        if not self.majority_applied(self.conf_index):
+            return  # our heartbeats carry the commit index; their answers say what was applied
         if self.lead_transferee == NO_NODE:
             best = self.most_caught_up_voter()
             if best != NO_NODE:

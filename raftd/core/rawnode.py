@@ -82,8 +82,8 @@ class RawNode:
     def propose_conf_change(self, cc: ConfChange) -> Index:
         return self.raft.propose_conf_change(cc)
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        return self.raft.apply_conf_change(cc)
+    def apply_conf_change(self, cc: ConfChange, index: Index) -> ConfState:
+        return self.raft.apply_conf_change(cc, index)
 
     def report_snapshot(self, peer: NodeId, *, ok: bool) -> None:
         self.raft.report_snapshot(peer, ok=ok)

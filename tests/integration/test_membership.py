@@ -22,9 +22,11 @@ from tests.integration.helpers import (
     DEADLINE,
     Response,
     diagnostic,
+    freeze,
     holds_throughout,
     missing_or_wrong,
     read_all,
+    thaw,
     wait_caught_up,
     wait_for_leader,
     wait_until,
@@ -199,6 +201,42 @@ def test_remove_the_leader(make_cluster: ClusterFactory) -> None:
     assert cluster.is_running(old)
     log = cluster.log_paths[old].read_text(errors="replace")
     assert "this node was removed from the cluster" in log
+
+
+def test_remove_the_leader_succeeds_when_its_answer_is_lost(make_cluster: ClusterFactory) -> None:
+    """The leader removes itself but dies before it could answer: it hands over (and answers)
+    only once a majority of the new configuration applied the change, and one of the two left
+    is paused. The client's retry then hears "not a member" from the new leader, which means
+    its first attempt did it: remove-node succeeds instead of failing on its own success."""
+    cluster = make_cluster(3)
+    cluster.start_all()
+    old = wait_for_leader(cluster)
+    eps = cluster.endpoints
+    paused, other = (i for i in range(3) if i != old)
+    freeze(cluster, paused)
+    outcome: list[BaseException | None] = []
+
+    def remove() -> None:
+        try:
+            # Not the paused node first: one attempt there would wait half the deadline.
+            with Client([eps[old], eps[other], eps[paused]], timeout=DEADLINE) as admin:
+                admin.remove_node(eps[old])
+        except BaseException as e:  # reported by the assertion below
+            outcome.append(e)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=remove, daemon=True)
+    thread.start()
+    log = cluster.log_paths[old]
+    wait_until(lambda: "this node was removed from the cluster" in log.read_text(errors="replace"),
+               "the leader to apply its own removal")
+    assert cluster.is_running(old) and not outcome  # it waits for the paused node to apply it
+    cluster.kill(old)
+    thaw(cluster, paused)
+    thread.join(DEADLINE + 5)
+    assert outcome == [None]
+    wait_voters(cluster, [paused, other], [eps[paused], eps[other]])
 
 
 def test_transfer_leadership_under_write_load(make_cluster: ClusterFactory) -> None:

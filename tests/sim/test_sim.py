@@ -87,28 +87,21 @@ REGRESSION_SEEDS: dict[int, str] = {
     # one client at issue_rate 0.15 needed more than liveness_ticks for its 160 requests. The
     # bound now adds the clients' backlog (Workload.backlog_ticks).
     40135: "no convergence",
+    # Liveness (B11): a leader that removed itself handed over and answered once ONE remaining
+    # voter applied the removal; that voter lost its disk, and the voter left with data, not
+    # knowing the removal committed, still counted the (wiped) removed node. Fixed: it hands
+    # over and answers once a majority of the remaining voters applied it.
+    40356: "no convergence",
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 
 REGRESSION_SEEDS_WITHOUT_MEMBERSHIP: dict[int, str] = {}
 """Regression seeds found before membership changes existed, run without them."""
 
-KNOWN_BUGS: dict[str, str] = {
-    "B11": "seed 40356 (sweep 40001+ at 25cfcfe, also at 598303f with other batching): a leader"
-    " that removed itself answers remove-node once the term rose and ONE remaining voter"
-    " reported it applied the removal (Replica._check_transfer, Raft.voter_applied). That"
-    " voter lost its disk right after; the operator wiped the removed node and re-added it, and"
-    " the last voter with data never learnt the removal committed, so it waits for two voters"
-    " without data. Fix tried: hand over (Raft._hand_off) and answer only on"
-    " majority_applied(last index); it fixes the seed but the answer then comes after a few"
-    " more heartbeats, past raftctl's first attempt: the retry gets 'not a member'"
-    " (tests/integration/test_membership.py::test_remove_the_leader) and the operator of"
-    " test_a_rejoining_blank_node_never_elects_a_stale_candidate abandons the rejoin. Needs"
-    " the fix plus an idempotent remove-node answer for an already removed node.",
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Production bugs the simulation found and that are not fixed yet: id -> where and the fix.
-(B7, B9 and B10 of the 10,000-seed sweep at 0aee1c8 are fixed: see REGRESSION_SEEDS and the
-scenarios of test_scenarios.py.)"""
+(B7, B9 and B10 of the 10,000-seed sweep at 0aee1c8, and B11 of the sweep from 40001, are
+fixed: see REGRESSION_SEEDS and the scenarios of test_scenarios.py.)"""
 
 KNOWN_FAILURES: dict[int, str] = {}
 """Seeds of ``seeds.txt`` that fail because of bugs of ``KNOWN_BUGS`` (seed -> their ids)."""

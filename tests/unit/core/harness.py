@@ -113,7 +113,7 @@ class Network:
                 self.send(m)
             for e in rd.committed_entries:
                 if e.type is EntryType.CONF_CHANGE:
-                    conf = n.node.apply_conf_change(ConfChange.decode(e.data))
+                    conf = n.node.apply_conf_change(ConfChange.decode(e.data), e.index)
                     n.storage.set_conf_state(conf, e.index)  # durable, as raftd.replica does
             n.applied.extend(rd.committed_entries)
             n.read_states.extend((r.index, r.context) for r in rd.read_states)

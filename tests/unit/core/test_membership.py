@@ -11,6 +11,7 @@ from raftd.core import (
     ConfChangeInProgress,
     ConfChangeType,
     InvalidConfChange,
+    NO_NODE,
     Message,
     StateRole,
 )
@@ -98,7 +99,8 @@ def test_removing_the_leader_hands_leadership_over() -> None:
     net = cluster()
     net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
     net.stabilize()
-    net.tick("n1", 3)  # its next heartbeats meet the new leader's term: it steps down
+    assert net["n1"].raft.lead_transferee == NO_NODE  # the others have not applied it yet
+    net.tick("n1", 6)  # heartbeats carry the commit, answers the applied index: it hands over
     assert net["n1"].raft.role is StateRole.FOLLOWER
     assert "n1" not in net["n2"].raft.voters
     leaders = [i for i in ("n2", "n3") if net[i].raft.role is StateRole.LEADER]
@@ -304,14 +306,23 @@ def test_transfer_target_learns_that_the_leaders_removal_committed() -> None:
     assert net.leaders() == ["n2"] and net["n2"].raft.voters == ("n2",)
 
 
-def test_a_removed_leader_hears_when_a_remaining_voter_applied_its_removal() -> None:
+def test_a_removed_leader_hands_over_only_once_a_majority_of_the_others_applied_it() -> None:
+    """Simulator B11 (seed 40356): a leader that removed itself handed over (and answered)
+    once ONE remaining voter applied the removal; that voter lost its disk, and the voter
+    left with data, not knowing the removal committed, still counted the removed node."""
     net = Network(3)
     net.campaign("n1")
+    net.isolate("n3")
     index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
     net.stabilize()
-    assert not net["n1"].raft.voter_applied(index)  # the others learn the commit later
-    net.tick("n1", 4)  # heartbeats carry the commit; the answers say what was applied
-    assert net["n1"].raft.voter_applied(index)
+    net.tick("n1", 12)  # n2 applies the removal and says so; n3 hears nothing
+    raft = net["n1"].raft
+    assert net["n2"].raft.log.applied_index >= index and not raft.majority_applied(index)
+    assert raft.role is StateRole.LEADER and raft.lead_transferee == NO_NODE
+    net.heal()
+    net.tick("n1", 12)
+    assert net["n1"].raft.role is StateRole.FOLLOWER
+    assert net["n3"].raft.log.applied_index >= index
 
 
 def test_a_node_left_out_votes_only_for_a_later_configuration() -> None:
