@@ -116,6 +116,7 @@ class Replica:
         """Observer of every applied entry, in order (the simulator's safety checker)."""
         self.ticks = 0
         self.queued_writes: list[tuple[Token, bytes]] = []
+        self.queued_write_bytes = 0
         self.queued_reads: list[tuple[Token, ReadQuery]] = []
         self.queued_conf_changes: list[tuple[Token, ConfChange]] = []
         self.queued_health: list[Token] = []
@@ -182,6 +183,7 @@ class Replica:
         """Queue a write (see ``statemachine.encode_command``) for the next turn."""
         self._track(token)
         self.queued_writes.append((token, packed_command))
+        self.queued_write_bytes += len(packed_command)
 
     def submit_read(self, token: Token, query: ReadQuery, outbox: Outbox) -> None:
         if isinstance(query, GetRequest) and query.consistency == "stale":
@@ -322,9 +324,9 @@ class Replica:
         raft = self.node.raft
         budget = self.max_entry_bytes - BATCH_HEADER_BYTES
         if (raft.role is StateRole.LEADER and len(self.proposals) >= BATCHES_IN_FLIGHT
-                and sum(len(packed) for _, packed in self.queued_writes) < budget):
+                and self.queued_write_bytes < budget):
             return  # a commit runs a turn, which proposes them
-        writes, self.queued_writes = self.queued_writes, []
+        writes, self.queued_writes, self.queued_write_bytes = self.queued_writes, [], 0
         if raft.role is not StateRole.LEADER:
             for token, _ in writes:
                 self._respond(outbox, token, redirect(raft.leader_id or None))

@@ -10,7 +10,11 @@ commit), on every node, as in etcd. That is safe with single-server changes beca
 lost-change scenario of single-server changes described by Ongaro (raft-dev, 2015); and (2)
 proposes it only when every earlier configuration entry is applied (``pending_conf_index``), so
 at most one change is ever in flight and any two consecutive configurations differ by one
-server: their majorities overlap, so two leaders can never be elected in one term.
+server: their majorities overlap, so two leaders can never be elected in one term. It also
+waits until a majority of its voters reported they applied the last change (``conf_index``);
+until then a change, even one refused as "not a member", is ``conf_change_in_progress``: a
+retried remove-node told "not a member" lets the operator wipe the node, which is safe only
+once enough voters know it is gone (simulator seed 2303).
 
 Taking effect on apply has a price that the simulator found: a node's applied configuration
 lags its log, and the commit index is not durable. Three rules keep the cluster live:

@@ -625,9 +625,18 @@ class Raft:
             raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
         if not self._committed_in_current_term():
             raise ConfChangeInProgress("the new leader has not committed an entry of its term yet")
+        if self.id not in self.voters:
+            raise TransferInProgress("this node removed itself; it is handing leadership over")
         if self.pending_conf_index > self.log.applied_index:
             raise ConfChangeInProgress(
                 f"the change at index {self.pending_conf_index} is not applied yet"
+            )
+        if not self.majority_applied(self.conf_index):
+            # Until then "not a member" would tell a retried remove-node that the node may be
+            # stopped and wiped, while the voters that know it was removed may be too few to
+            # elect without it (seed 2303); and the next change must start from a settled one.
+            raise ConfChangeInProgress(
+                f"the change at index {self.conf_index} is not applied by a majority yet"
             )
         apply_change(self.conf_state(), cc)  # raises InvalidConfChange before anything changes
         if cc.type is ConfChangeType.PROMOTE and not self._learner_ready(cc.node_id):
@@ -645,7 +654,12 @@ class Raft:
             conf = apply_change(self.conf_state(), cc)
         except InvalidConfChange:
             return self.conf_state()  # e.g. a promotion proposed twice across leaders: a no-op
+        voters = self.voters
         self._set_conf(conf, index)
+        if self.role in (StateRole.PRE_CANDIDATE, StateRole.CANDIDATE) and voters != self.voters:
+            # The votes were asked of other voters: start again under the new ones, if we
+            # are one (a commit hint can make a candidate apply its own removal: seed 2446).
+            self.become_follower(self.current_term, NO_NODE)
         if self.role is StateRole.LEADER:
             for node in self.members:
                 if node not in self.progress:

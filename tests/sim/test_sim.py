@@ -92,6 +92,16 @@ REGRESSION_SEEDS: dict[int, str] = {
     # knowing the removal committed, still counted the (wiped) removed node. Fixed: it hands
     # over and answers once a majority of the remaining voters applied it.
     40356: "no convergence",
+    # Liveness: a leader answered a retried remove-node "not a member" the moment it applied
+    # the removal (its own); the operator wiped the node, and the one voter left had not
+    # learnt the commit. Fixed: a leader refuses every change (conf_change_in_progress) until
+    # a majority applied the last one, and one that removed itself takes no change at all.
+    2303: "no convergence",
+    3413: "no convergence",
+    # Crash: a pre-candidate learnt from a commit hint that its own removal committed, applied
+    # it as a candidate and won: become_leader had no progress for itself. Fixed: a change of
+    # voters ends a campaign.
+    2446: "KeyError",
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 

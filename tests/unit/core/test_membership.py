@@ -14,6 +14,7 @@ from raftd.core import (
     NO_NODE,
     Message,
     StateRole,
+    TransferInProgress,
 )
 from raftd.core.messages import (
     MsgApp,
@@ -23,6 +24,7 @@ from raftd.core.messages import (
     MsgPreVote,
     MsgPreVoteResp,
     MsgTimeoutNow,
+    MsgVoteResp,
 )
 from tests.unit.core.harness import Network
 
@@ -383,3 +385,49 @@ def test_a_removal_counts_as_done_once_a_majority_of_the_new_configuration_appli
     assert not net["n1"].raft.majority_applied(index)  # n2 learns the commit later
     net.tick("n1", 4)
     assert net["n1"].raft.majority_applied(index)
+
+
+def test_a_candidate_whose_voters_change_gives_up_its_campaign() -> None:
+    """Seed 2446: a pre-candidate learnt from a commit hint that its own removal committed,
+    applied it as a candidate, then won the votes: become_leader crashed on a leader outside
+    its configuration. A change of voters now ends the campaign; the next one asks the new
+    voters (and a removed node never campaigns)."""
+    net = cluster()
+    raft = net["n3"].raft
+    index = raft.log.last_index() + 1
+    raft.become_candidate()
+    term = raft.current_term
+    raft.apply_conf_change(change(ConfChangeType.REMOVE, "n3"), index)
+    assert raft.role is StateRole.FOLLOWER and raft.current_term == term
+    assert raft.voted_for == "n3"  # the vote of this term stands
+    for voter in ("n1", "n2"):
+        raft.step(MsgVoteResp(term=term, src=voter, dst="n3", reject=False))
+    assert raft.role is StateRole.FOLLOWER
+    raft.campaign(pre_vote=True)
+    assert raft.role is StateRole.FOLLOWER
+
+
+def test_a_change_is_refused_as_in_progress_until_a_majority_applied_the_last() -> None:
+    """Seed 2303: a retried remove-node heard "not a member" from the leader the moment it
+    applied the removal; the operator stopped and wiped the node, and the only other voter,
+    which had not learnt the commit, still counted it. "not a member" (or any next change)
+    now waits until a majority of the new configuration applied the last change."""
+    net = cluster()
+    node = net["n1"].node
+    node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.stabilize()
+    assert net["n1"].raft.voters == ("n1", "n2")
+    with pytest.raises(ConfChangeInProgress, match="not applied by a majority"):
+        node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.tick("n1", 4)  # the heartbeats carry the commit; n2 applies it and says so
+    with pytest.raises(InvalidConfChange, match="not a member"):
+        node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+
+
+def test_a_leader_that_removed_itself_takes_no_more_changes() -> None:
+    net = cluster()
+    net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+    net.stabilize()
+    assert net["n1"].raft.role is StateRole.LEADER and "n1" not in net["n1"].raft.voters
+    with pytest.raises(TransferInProgress, match="handing leadership over"):
+        net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
