@@ -25,9 +25,10 @@ Theory of operation:
 - Membership changes have no session: ``add_node`` and ``remove_node`` are plain retries.
   When an attempt ended without a verdict (the connection dropped, no answer in time, or
   ``timeout`` / ``not_leader`` / ``shutting_down``) and a later one hears "already a member"
-  (add) or "not a member" (remove), the earlier attempt did the change: it returns success.
-  A leader that removes itself answers only after handing over, so its answer is the one most
-  likely lost.
+  (add) or "not a member" (remove), the earlier attempt did the change: it returns success,
+  provided the cluster's status, read first, showed the node's membership the other way (a
+  mistyped address gets its error). A leader that removes itself answers only after handing
+  over, so its answer is the one most likely lost.
 - ``raftctl.blocking.Client`` runs an ``AsyncClient`` on a private event loop thread.
 """
 
@@ -430,6 +431,20 @@ class AsyncClient:
         leader = volatile.get("leaderId") if type(volatile) is dict else None
         return leader if type(leader) is str else None
 
+    async def _is_member(self, address: str) -> bool | None:
+        """Whether ``address`` is a voter or learner as the leader (or else any node) sees
+        it; None when no node tells."""
+        try:
+            volatile = (await self.status()).get("volatile")
+        except RaftctlError:
+            return None
+        if type(volatile) is not dict:
+            return None
+        members = [volatile.get("voters"), volatile.get("learners")]
+        if not all(type(m) is list for m in members):
+            return None
+        return any(address in m for m in members)
+
     async def _get(self, key: str, consistency: str) -> Response:
         return await self._request({"type": "get", "key": key, "consistency": consistency})
 
@@ -437,13 +452,16 @@ class AsyncClient:
         request: dict[str, Any] = {"type": "config", "action": action, "address": address}
         if learner:
             request["learner"] = True
+        done = _DONE_BEFORE.get(action)
+        # A lost answer is inferred only for a node whose membership the change would alter
+        # as the cluster saw it at the start: a mistyped address never was a member.
+        inferable = done is not None and await self._is_member(address) == (action == "delete")
         rid, frame = self._frame(request)
         attempts = _Attempts(self.timeout)
         try:
             response, _ = await self._call(rid, frame, attempts, follow=True)
         except BadRequest as exc:
-            done = _DONE_BEFORE.get(action)
-            if attempts.undecided and done is not None and str(exc).endswith(done):
+            if inferable and attempts.undecided and done is not None and str(exc).endswith(done):
                 return  # an earlier attempt made the change; its answer was lost
             raise
         if response.get("success") is not True:

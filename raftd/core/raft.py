@@ -82,8 +82,9 @@ class Raft:
         self.learners: tuple[NodeId, ...] = ()
         self.auto_promote: tuple[NodeId, ...] = ()
         self.conf_index: Index = 0
-        """Index of the entry (or snapshot) our configuration comes from."""
-        self._set_conf(conf_state, storage.conf_index())
+        """Index of the entry (or snapshot) our configuration comes from, or a later one."""
+        # A configuration installed with a snapshot may be newer than confstate's index.
+        self._set_conf(conf_state, max(storage.conf_index(), self.log.first_index() - 1))
         self.pending_conf_index: Index = 0
         """Index of the last configuration entry proposed; no other until it is applied."""
 
@@ -416,9 +417,10 @@ class Raft:
     # -- message dispatch ------------------------------------------------------------------
     def step(self, m: Message) -> None:
         if isinstance(m, MsgProbe):
+            # Only a node that lost data probes: what we think it holds or applied may be gone.
+            self.reported_applied.pop(m.src, None)
             pr = self.progress.get(m.src)
             if pr is not None and self.role is StateRole.LEADER:
-                # Only a node that lost data probes: what we think it holds may be gone.
                 pr.match_index = 0
                 pr.become_probe()
             self._send(
@@ -703,9 +705,10 @@ class Raft:
         return max(others, key=lambda v: (self.progress[v].match_index, v), default=NO_NODE)
 
     def _hand_off(self) -> None:
-        """We removed ourselves: lead on until a majority of the new configuration applied
-        the removal, then let a caught-up remaining voter, told our commit index by
-        TimeoutNow, take over (no proposals meanwhile); its higher term makes us follow.
+        """We removed ourselves: lead on (writes commit on the new voters' acks alone) until a
+        majority of the new configuration applied the removal, then let a caught-up remaining
+        voter, told our commit index by TimeoutNow, take over (no proposals during the
+        transfer); its higher term makes us follow.
 
         Stepping down at once could strand the others under the old configuration (two
         voters: the survivor would need our vote). Handing over once ONE voter applied the

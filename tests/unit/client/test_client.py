@@ -90,17 +90,61 @@ def test_items_page_through_a_prefix(node: FakeNode) -> None:
     assert [item.value for item in asyncio.run(main())] == [k.upper() for k in keys]
 
 
+def status(leader: str, voters: list[str], learners: list[str] | None = None) -> Response:
+    return ok(status="leader", volatile={"leaderId": leader, "address": leader,
+                                         "voters": voters, "learners": learners or []})
+
+
 def test_membership_change_waits_out_a_change_in_progress(node: FakeNode) -> None:
     answers = iter(
         [error("conf_change_in_progress", "one change at a time", retryable=True), ok()]
     )
-    with script(node, lambda request: next(answers)) as client:
+
+    def answer(request: Response) -> Response:
+        if request["type"] == "diagnostic":
+            return status(node.address, [node.address])
+        return next(answers)
+
+    with script(node, answer) as client:
         client.add_node("127.0.0.1:7004", learner=True)
-    assert [r["action"] for r in node.requests] == ["add", "add"]
-    assert node.requests[0] == {
+    assert node.types() == ["diagnostic", "config", "config"]
+    assert node.requests[1] == {
         "type": "config", "action": "add", "address": "127.0.0.1:7004", "learner": True,
-        "id": node.requests[0]["id"],
+        "id": node.requests[1]["id"],
     }
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_a_retried_removal_told_not_a_member_succeeds_only_if_it_was_one(member: bool) -> None:
+    """The first attempt gets no answer (the leader died with it, or a paused node held it);
+    the retry hears "not a member". That is the first attempt's doing if the cluster listed
+    the node when the command began; otherwise the address was wrong all along."""
+    target = "127.0.0.1:7003"
+    with FakeNode(lambda r: None) as silent, FakeNode(lambda r: None) as leader:
+        voters = [silent.address, leader.address] + ([target] if member else [])
+        # The silent node leads when the status is read, then never answers the change.
+        silent.answer = lambda r: status(silent.address, voters) if r["type"] == "diagnostic" \
+            else None
+        leader.answer = lambda r: error("bad_request", f"{target} is not a member")
+        with Client([silent.address, leader.address], timeout=2.0) as client:
+            if member:
+                client.remove_node(target)
+            else:
+                with pytest.raises(BadRequest, match="not a member"):
+                    client.remove_node(target)
+        assert (silent.types(), leader.types()) == (["diagnostic", "config"], ["config"])
+
+
+def test_a_removal_refused_at_the_first_attempt_is_an_error(node: FakeNode) -> None:
+    target = "127.0.0.1:7003"
+
+    def answer(request: Response) -> Response:
+        if request["type"] == "diagnostic":
+            return status(node.address, [node.address, target])
+        return error("bad_request", f"{target} is not a member")
+
+    with script(node, answer) as client, pytest.raises(BadRequest):
+        client.remove_node(target)  # the status was stale, and no attempt went unanswered
 
 
 def test_membership_refusal_raises(node: FakeNode) -> None:

@@ -23,6 +23,7 @@ from raftd.core.messages import (
     MsgHeartbeatResp,
     MsgPreVote,
     MsgPreVoteResp,
+    MsgProbe,
     MsgTimeoutNow,
     MsgVoteResp,
 )
@@ -431,3 +432,14 @@ def test_a_leader_that_removed_itself_takes_no_more_changes() -> None:
     assert net["n1"].raft.role is StateRole.LEADER and "n1" not in net["n1"].raft.voters
     with pytest.raises(TransferInProgress, match="handing leadership over"):
         net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n1"))
+
+
+def test_a_node_that_lost_its_data_no_longer_counts_as_having_applied() -> None:
+    """A wiped node probes; what it reported applied before is gone with its disk, and must
+    not make up a majority_applied (the removed leader's hand-over, the next change)."""
+    net = cluster()
+    net.tick("n1", 4)
+    raft = net["n1"].raft
+    assert raft.reported_applied["n2"] == raft.log.applied_index
+    net["n1"].node.step(MsgProbe(term=0, src="n2", dst="n1"))
+    assert "n2" not in raft.reported_applied

@@ -57,3 +57,21 @@ def test_snapshot_loss_is_reported_and_resent() -> None:
     net.tick("n1", 4)
     assert len(net["n3"].installed) == 1
     assert net["n3"].raft.log.commit_index == net["n1"].raft.log.commit_index
+
+
+def test_a_configuration_installed_with_a_snapshot_is_as_of_it_after_a_restart() -> None:
+    """Its conf_index (the change a majority must have applied before the next one) is the
+    snapshot's index, not the older index of the last change this node applied itself."""
+    net = Network(3)
+    net.campaign("n1")
+    net.isolate("n3")
+    for i in range(20):
+        net.propose("n1", b"v%d" % i)
+    meta = compact_leader(net, "n1")
+    net.heal()
+    net.tick("n1", 4)
+    n3 = net["n3"]
+    assert [s.meta for s in n3.installed] == [meta]
+    assert n3.raft.conf_index == meta.index
+    n3.restart()
+    assert n3.raft.conf_index == meta.index
