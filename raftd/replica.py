@@ -381,14 +381,20 @@ class Replica:
                      rd.snapshot.meta.index, rd.snapshot.meta.term)
         if rd.entries:
             self.storage.append(rd.entries)
-        if rd.messages:
-            outbox.send(rd.messages)  # may go out while our own fsync runs (thesis §10.2.1)
+        # With entries to sync, the messages (their AppendEntries) go out while our own fsync
+        # runs (thesis §10.2.1). Without, they are commit notices and acks: the clients whose
+        # writes just committed are answered first (a datagram costs ~30 us to send here).
+        send_first = bool(rd.entries) or rd.must_sync
+        if send_first and rd.messages:
+            outbox.send(rd.messages)
         if rd.must_sync:
             self.storage.sync()
         if rd.after_persist:
             outbox.send(rd.after_persist)
         for entry in rd.committed_entries:
             self._apply(entry, outbox)
+        if not send_first and rd.messages:
+            outbox.send(rd.messages)
         for rs in rd.read_states:
             batch = self.read_batches.pop(rs.context, None)
             if batch is not None:
