@@ -28,6 +28,9 @@ class MsgApp(Message):
     prev_log_term: Term
     entries: tuple[Entry, ...]
     leader_commit: Index
+    notice: bool = False
+    """Only commit news for a follower known to match at ``prev_log_index``: answered only if
+    refused (heartbeats keep telling the leader who is alive)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

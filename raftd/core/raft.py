@@ -577,6 +577,9 @@ class Raft:
         last_new = self.log.maybe_append(
             m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries
         )
+        if last_new is not None and m.notice and not m.entries:
+            self._maybe_finish_catching_up()
+            return  # the leader knows we match: an answer would only cost both of us a turn
         if last_new is not None:
             self._after_persist(
                 MsgAppResp(term=self.current_term, src=self.id, dst=m.src, index=last_new)
@@ -667,6 +670,8 @@ class Raft:
                 if node not in self.progress:
                     self.progress[node] = self._new_progress(node)
             for node in [n for n in self.progress if n not in self.members]:
+                if node != self.id:
+                    self._send_last_news(node)
                 del self.progress[node]
             if self.lead_transferee not in self.voters:
                 self.lead_transferee = NO_NODE
@@ -850,12 +855,30 @@ class Raft:
                     term=self.current_term, src=self.id, dst=peer,
                     prev_log_index=prev, prev_log_term=self.log.term(prev),
                     entries=tuple(entries), leader_commit=self.log.commit_index,
+                    notice=not entries and pr.state is ProgressState.REPLICATE
+                    and prev == pr.match_index,
                 )
             )
             pr.sent(prev + len(entries), len(entries))
             send_if_empty = False
             if pr.state is ProgressState.PROBE or pr.next_index > last:
                 return
+
+    def _send_last_news(self, node: NodeId) -> None:
+        """Send a node we just removed what it lacks up to our commit index, and that index:
+        nobody replicates to it any more, and only so does it learn it was removed (and send
+        clients on). Best effort: a removed node that missed it still cannot disturb anyone."""
+        prev = self.progress[node].match_index
+        if prev < self.log.first_index() - 1:
+            return  # it needs a snapshot; not worth one any more
+        entries = self.log.slice(prev + 1, self.log.commit_index + 1, self.cfg.max_msg_bytes)
+        self._send(
+            MsgApp(
+                term=self.current_term, src=self.id, dst=node,
+                prev_log_index=prev, prev_log_term=self.log.term(prev),
+                entries=tuple(entries), leader_commit=self.log.commit_index,
+            )
+        )
 
     def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
         snapshot = self.log.storage.snapshot()

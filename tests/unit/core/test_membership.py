@@ -443,3 +443,20 @@ def test_a_node_that_lost_its_data_no_longer_counts_as_having_applied() -> None:
     assert raft.reported_applied["n2"] == raft.log.applied_index
     net["n1"].node.step(MsgProbe(term=0, src="n2", dst="n1"))
     assert "n2" not in raft.reported_applied
+
+
+def test_a_removed_node_learns_its_removal_from_the_leaders_last_news() -> None:
+    """The leader was waiting for n3's answer to a probe (so it sent n3 nothing, commit news
+    included) when the removal committed; nobody replicates to n3 after that. The leader
+    sends it what it lacks up to the commit index as it drops it: it learns it was removed,
+    and sends clients on (simulator scenario test_a_removed_node_redirects_reads_at_once)."""
+    net = cluster()
+    net.cut.add(("n3", "n1"))  # its answers never arrive
+    pr = net["n1"].raft.progress["n3"]
+    pr.become_probe()
+    pr.probe_sent = True
+    index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
+    net.stabilize()
+    assert net["n1"].raft.voters == ("n1", "n2")
+    raft = net["n3"].raft
+    assert raft.log.commit_index >= index and "n3" not in raft.members

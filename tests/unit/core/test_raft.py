@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -354,3 +355,26 @@ def test_read_round_whose_heartbeats_were_lost_is_confirmed_by_the_next_ones() -
     net.drop_types.clear()
     net.tick("n1", 2)  # no new read arrives: the periodic heartbeat must carry the round
     assert [ctx for _, ctx in net["n1"].read_states] == [11]
+
+
+def test_a_commit_notice_is_answered_only_when_refused() -> None:
+    """A MsgApp that is only commit news for a follower known to match (``notice``) gets no
+    answer: the leader learns nothing from it, and heartbeats say who is alive."""
+    net = Network(3)
+    net.campaign("n1")
+    net.propose("n1", b"x")
+    follower = net["n2"]
+    raft = follower.raft
+    last = raft.log.last_index()
+    notice = MsgApp(term=raft.current_term, src="n1", dst="n2", prev_log_index=last,
+                    prev_log_term=raft.log.term(last), entries=(), leader_commit=last,
+                    notice=True)
+    answers = []
+    for m in (notice, replace(notice, prev_log_index=last + 3)):
+        follower.node.step(m)
+        rd = follower.node.ready()
+        answers.append([a.reject for a in rd.messages + rd.after_persist
+                        if isinstance(a, MsgAppResp)])
+        follower.node.advance(rd)
+    assert answers == [[], [True]]
+    assert raft.log.commit_index == last

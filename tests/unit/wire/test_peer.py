@@ -79,6 +79,7 @@ def test_format_is_a_versioned_map_with_compact_entries() -> None:
         "prev_log_term": 2,
         "entries": [[2, 5, 0, b"x"], [3, 6, 1, b""]],
         "leader_commit": 4,
+        "notice": False,
     }
 
 
