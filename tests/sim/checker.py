@@ -162,6 +162,9 @@ class SafetyChecker:
         """Per node incarnation, the last index it applied."""
         self.durable_applied: dict[str, int] = {}
         """Per node, entries it applied before its last crash: its disk must still hold them."""
+        self.conf_applied: dict[str, int] = {}
+        """Per node, the index of the last configuration it applied (durable, as raftd keeps
+        it in confstate; a snapshot's counts as of its index), until its disk is lost."""
 
     # -- per-step observations ---------------------------------------------------------------
     def on_apply(self, node: str, entry: Entry) -> None:
@@ -169,6 +172,8 @@ class SafetyChecker:
         if entry.index != expected:
             raise Violation(f"{node} applied index {entry.index}, expected {expected}")
         self.applied[node] = entry.index
+        if entry.type is EntryType.CONF_CHANGE:
+            self.conf_applied[node] = max(self.conf_applied.get(node, 0), entry.index)
         committed = self.committed
         if entry.index <= len(committed):
             term, etype, data = committed[entry.index - 1]
@@ -208,6 +213,20 @@ class SafetyChecker:
             raise Violation(f"{node}: {what} at index {index} differs from the committed state: "
                             f"revision {revision} vs {expected_revision}, keys {wrong}")
 
+    def voter_sets(self) -> list[tuple[str, ...]]:
+        """The committed configuration's voters, and the previous one's until a majority of
+        the new voters applied the change: until then nodes still act under the previous one,
+        and a node the change removed may be the only one that knows it committed (raftd
+        answers remove-node only then, too)."""
+        conf = self.config
+        if len(self._confs) < 2:
+            return [conf.voters]
+        index = self._conf_indexes[-1]
+        settled = sum(1 for v in conf.voters if self.conf_applied.get(v, 0) >= index)
+        if settled * 2 > len(conf.voters):
+            return [conf.voters]
+        return [conf.voters, self._confs[-2].voters]
+
     def config_at(self, index: int) -> ConfState:
         """The configuration once the first ``index`` committed entries are applied."""
         return self._confs[bisect.bisect_right(self._conf_indexes, index) - 1]
@@ -235,6 +254,7 @@ class SafetyChecker:
         self.check_state(node, meta.index, restored.data, restored.revision, "installed snapshot")
         self.check_config(node, meta.index, meta.conf_state, "the installed snapshot's configuration")
         self.applied[node] = meta.index
+        self.conf_applied[node] = max(self.conf_applied.get(node, 0), meta.index)
 
     def observe(self, node: str, raft: Raft) -> None:
         """Called after every input a node handled; cheap, since it runs thousands of times."""
@@ -313,6 +333,7 @@ class SafetyChecker:
         """A lost disk: the node's durable history is gone, by the operator's hand."""
         self.term_floor[node] = 0
         self.durable_applied[node] = 0
+        self.conf_applied[node] = 0
         for key in [k for k in self.votes if k[0] == node]:
             del self.votes[key]
 

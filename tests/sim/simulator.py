@@ -986,16 +986,18 @@ class Simulator:
         and a voter's disk (or a learner's that may be promoted) is lost only while at least
         three voters hold theirs (with two, the survivor alone cannot elect anyone, nor commit
         the removal of the lost one), and not while the removal of a voter may commit (it
-        could leave two voters, one blank)."""
+        could leave two voters, one blank). Until a majority of the voters applied the last
+        change, both its configurations must allow it (``voter_sets``; seed 2946: the removed
+        leader lost its disk while the one voter left still counted it)."""
         checker = self.checker
         conf = checker.config
         # A learner whose promotion may commit counts as the voter it may become any moment.
         promoted = node.id in conf.learners and (
             node.id in conf.auto_promote or self.operator.promoting(node.id))
-        voters = len(conf.voters) + promoted
-        if (node.id in conf.voters or promoted) and (
-                voters < 3 or self.operator.removing_a_voter()):
-            return False
+        for voters in checker.voter_sets():
+            counted = node.id in voters or promoted
+            if counted and (len(voters) + promoted < 3 or self.operator.removing_a_voter()):
+                return False
         return self.may_blank(node) and not any(
             n.without_data for n in self.nodes.values()
             if n is not node and n.id in checker.member_set)

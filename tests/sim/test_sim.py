@@ -102,6 +102,11 @@ REGRESSION_SEEDS: dict[int, str] = {
     # it as a candidate and won: become_leader had no progress for itself. Fixed: a change of
     # voters ends a campaign.
     2446: "KeyError",
+    # The simulator's fault model: the leader that removed itself (the committed configuration
+    # no longer listed it) lost its disk while the one voter left, restarted, had not learnt
+    # that the removal committed and still counted it. Until a majority of the new voters
+    # applied a change, disk loss now respects both configurations (voter_sets).
+    2946: "no convergence",
 }
 """Seeds that once failed: they run on every ``make test`` whatever seeds are selected."""
 
