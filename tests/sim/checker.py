@@ -163,8 +163,9 @@ class SafetyChecker:
         self.durable_applied: dict[str, int] = {}
         """Per node, entries it applied before its last crash: its disk must still hold them."""
         self.conf_applied: dict[str, int] = {}
-        """Per node, the index of the last configuration it applied (durable, as raftd keeps
-        it in confstate; a snapshot's counts as of its index), until its disk is lost."""
+        """Per node, the index of the last configuration it applied, as its disk holds it
+        (raftd's confstate; a snapshot's counts as of its index): unknown (0) while it is
+        down, since a crash may have torn the write (seed 3977)."""
 
     # -- per-step observations ---------------------------------------------------------------
     def on_apply(self, node: str, entry: Entry) -> None:
@@ -328,6 +329,7 @@ class SafetyChecker:
         self.term_floor[node] = hs.current_term if hs is not None else 0
         self.durable_applied[node] = self.applied.get(node, 0)
         self.applied[node] = 0
+        self.conf_applied[node] = 0
 
     def on_wipe(self, node: str) -> None:
         """A lost disk: the node's durable history is gone, by the operator's hand."""
@@ -349,6 +351,7 @@ class SafetyChecker:
         if base:
             self.check_state(node, base, sm.data, sm.revision, "state restored from its snapshot")
         self.applied[node] = base
+        self.conf_applied[node] = max(storage.conf_index(), storage.snapshot_meta().index)
         applied = self.durable_applied.get(node, 0)
         last = max(storage.last_index(), storage.snapshot_meta().index)
         if last < applied:
