@@ -987,20 +987,24 @@ class Simulator:
         three voters hold theirs (with two, the survivor alone cannot elect anyone, nor commit
         the removal of the lost one), and not while the removal of a voter may commit (it
         could leave two voters, one blank). Until a majority of the voters applied the last
-        change, both its configurations must allow it (``voter_sets``; seed 2946: the removed
-        leader lost its disk while the one voter left still counted it)."""
+        change, both its configurations must allow it, and their voters count as members
+        (``voter_sets``; seed 2946: the removed leader lost its disk while the one voter left
+        still counted it)."""
         checker = self.checker
         conf = checker.config
         # A learner whose promotion may commit counts as the voter it may become any moment.
         promoted = node.id in conf.learners and (
             node.id in conf.auto_promote or self.operator.promoting(node.id))
-        for voters in checker.voter_sets():
+        voter_sets = checker.voter_sets()
+        for voters in voter_sets:
             counted = node.id in voters or promoted
             if counted and (len(voters) + promoted < 3 or self.operator.removing_a_voter()):
                 return False
+        # Seeds 28751, 29310: a node just removed lost its disk, then a voter did; the voters
+        # still under the previous configuration counted both.
+        counting = checker.member_set.union(*voter_sets)
         return self.may_blank(node) and not any(
-            n.without_data for n in self.nodes.values()
-            if n is not node and n.id in checker.member_set)
+            n.without_data for n in self.nodes.values() if n is not node and n.id in counting)
 
     def may_blank(self, node: SimNode) -> bool:
         """Whether ``node`` may restart blank without two blank initial voters at once. A blank
