@@ -452,16 +452,16 @@ class AsyncClient:
         request: dict[str, Any] = {"type": "config", "action": action, "address": address}
         if learner:
             request["learner"] = True
-        done = _DONE_BEFORE.get(action)
         # A lost answer is inferred only for a node whose membership the change would alter
         # as the cluster saw it at the start: a mistyped address never was a member.
-        inferable = done is not None and await self._is_member(address) == (action == "delete")
-        rid, frame = self._frame(request)
+        done = _DONE_BEFORE.get(action)
+        if done is not None and await self._is_member(address) != (action == "delete"):
+            done = None
         attempts = _Attempts(self.timeout)
         try:
-            response, _ = await self._call(rid, frame, attempts, follow=True)
+            response = await self._request(request, attempts=attempts)
         except BadRequest as exc:
-            if inferable and attempts.undecided and done is not None and str(exc).endswith(done):
+            if done is not None and attempts.undecided and str(exc).endswith(done):
                 return  # an earlier attempt made the change; its answer was lost
             raise
         if response.get("success") is not True:
@@ -508,9 +508,13 @@ class AsyncClient:
             raise _server_error(response, fallback)
         return response
 
-    async def _request(self, body: dict[str, Any], *, retry_errors: bool = True) -> Response:
+    async def _request(
+        self, body: dict[str, Any], *, retry_errors: bool = True, attempts: _Attempts | None = None
+    ) -> Response:
+        """Send ``body`` with retries until its deadline; ``attempts``: to inspect them after."""
         rid, frame = self._frame(body)
-        attempts = _Attempts(self.timeout)
+        if attempts is None:
+            attempts = _Attempts(self.timeout)
         response, _ = await self._call(rid, frame, attempts, follow=True, retry_errors=retry_errors)
         return response
 

@@ -393,7 +393,7 @@ class WAL:
         """Start the spare once the current segment is half full (or there is none); a full
         disk only sets the no-space condition."""
         self._adopt_spare()
-        if self._spare or self._no_space or self._spare_job is not None:
+        if self._spare or self._no_space:
             return
         if self._handle is not None:
             segment = self._segments[-1]

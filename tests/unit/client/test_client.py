@@ -122,9 +122,12 @@ def test_a_retried_removal_told_not_a_member_succeeds_only_if_it_was_one(member:
     target = "127.0.0.1:7003"
     with FakeNode(lambda r: None) as silent, FakeNode(lambda r: None) as leader:
         voters = [silent.address, leader.address] + ([target] if member else [])
-        # The silent node leads when the status is read, then never answers the change.
-        silent.answer = lambda r: status(silent.address, voters) if r["type"] == "diagnostic" \
-            else None
+
+        def silent_leader(request: Response) -> Response | None:
+            """Leads when the status is read, then never answers the change."""
+            return status(silent.address, voters) if request["type"] == "diagnostic" else None
+
+        silent.answer = silent_leader
         leader.answer = lambda r: error("bad_request", f"{target} is not a member")
         with Client([silent.address, leader.address], timeout=2.0) as client:
             if member:

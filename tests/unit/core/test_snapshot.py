@@ -18,13 +18,19 @@ def compact_leader(net: Network, id: str) -> SnapshotMeta:
     return meta
 
 
-def test_lagging_follower_catches_up_by_snapshot_then_entries() -> None:
+def n3_behind_a_snapshot(entries: int) -> tuple[Network, SnapshotMeta]:
+    """n1 leads and commits ``entries`` entries while n3 is cut off, then compacts them
+    away; the network is still partitioned."""
     net = Network(3)
     net.campaign("n1")
     net.isolate("n3")
-    for i in range(20):
+    for i in range(entries):
         net.propose("n1", b"v%d" % i)
-    meta = compact_leader(net, "n1")
+    return net, compact_leader(net, "n1")
+
+
+def test_lagging_follower_catches_up_by_snapshot_then_entries() -> None:
+    net, meta = n3_behind_a_snapshot(20)
     net.propose("n1", b"after-snapshot")
     net.heal()
     net.tick("n1", 4)
@@ -40,12 +46,7 @@ def test_lagging_follower_catches_up_by_snapshot_then_entries() -> None:
 
 
 def test_snapshot_loss_is_reported_and_resent() -> None:
-    net = Network(3)
-    net.campaign("n1")
-    net.isolate("n3")
-    for i in range(5):
-        net.propose("n1", b"v%d" % i)
-    compact_leader(net, "n1")
+    net, _ = n3_behind_a_snapshot(5)
     net.drop_types.add(MsgSnap)
     net.heal()
     net.tick("n1", 4)
@@ -62,12 +63,7 @@ def test_snapshot_loss_is_reported_and_resent() -> None:
 def test_a_configuration_installed_with_a_snapshot_is_as_of_it_after_a_restart() -> None:
     """Its conf_index (the change a majority must have applied before the next one) is the
     snapshot's index, not the older index of the last change this node applied itself."""
-    net = Network(3)
-    net.campaign("n1")
-    net.isolate("n3")
-    for i in range(20):
-        net.propose("n1", b"v%d" % i)
-    meta = compact_leader(net, "n1")
+    net, meta = n3_behind_a_snapshot(20)
     net.heal()
     net.tick("n1", 4)
     n3 = net["n3"]
