@@ -1,14 +1,23 @@
-"""Leader failover on real processes: writes continue, and a restarted leader catches up."""
+"""Leader failover on real processes: writes continue, a restarted leader catches up, and a
+leader stopped by SIGTERM hands leadership over instead of leaving the others to time out."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
+from raftctl import Client
+from raftctl.bench.election import parse_role_changes
 from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import (
+    DEADLINE,
     diagnostic,
     missing_or_wrong,
     read_all,
     wait_caught_up,
     wait_for_leader,
+    wait_until,
     write_all,
 )
 
@@ -37,3 +46,69 @@ def test_writes_survive_leader_kill_and_old_leader_catches_up(cluster3: LocalClu
     expected = before | after
     stale = read_all([cluster.endpoints[old]], expected, consistency="stale")
     assert missing_or_wrong(expected, stale) == {}
+
+
+def _log_since(path: Path, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def test_sigterm_on_leader_transfers_leadership_before_exiting(cluster3: LocalCluster) -> None:
+    """SIGTERM the leader of an idle cluster: it names the most caught-up voter, sends it
+    TimeoutNow and exits with status 0; that voter takes over by a transfer campaign.
+
+    The proof of a transfer rather than an election timeout is the mechanism, not a speed:
+    with PreVote on (the default) a follower whose election timer fires first becomes
+    ``pre_candidate``, while TimeoutNow makes the target campaign at once
+    (``follower -> candidate``) in exactly the next term. Whether the old leader saw the new
+    one before its own deadline ("handed over" or "did not complete") depends on the load of
+    the machine, so either outcome line is accepted; the target's campaign must be the
+    transfer either way."""
+    cluster = cluster3
+    acked = {f"key{i:03d}": f"value-{i}" for i in range(300)}
+    write_all(cluster.endpoints, acked)
+    old = wait_for_leader(cluster)
+    others = [i for i in range(len(cluster)) if i != old]
+    for i in others:  # idle and caught up: the target needs no entries before TimeoutNow
+        wait_caught_up(cluster, i, old)
+    lead = diagnostic(cluster.endpoints[old])
+    assert lead is not None and lead["status"] == "leader"
+    old_term = lead["persist"]["currentTerm"]
+    offsets = [path.stat().st_size for path in cluster.log_paths]
+
+    pid = cluster.pid(old)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    old_log = cluster.log_paths[old]
+    handing = wait_until(
+        lambda: next((line for line in _log_since(old_log, offsets[old]).splitlines()
+                      if "handing leadership to " in line), None),
+        "the old leader to log the start of its handover")
+    target = handing.split("handing leadership to ", 1)[1].split()[0]
+    assert target in [cluster.endpoints[i] for i in others], handing
+
+    # A write issued during the handover is refused (transferring / shutting_down, both
+    # retryable) or redirected, and the client lands it at the new leader.
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        client.set("after-sigterm", "written")
+    assert cluster.wait(old, DEADLINE) == 0
+
+    new = wait_for_leader(cluster, others)
+    assert cluster.endpoints[new] == target
+    diag = diagnostic(cluster.endpoints[new])
+    assert diag is not None and diag["persist"]["currentTerm"] == old_term + 1
+
+    tail = _log_since(old_log, offsets[old])
+    assert ("leadership handed over" in tail
+            or "leadership transfer did not complete" in tail), tail
+    assert "second stop signal" not in tail
+    changes = parse_role_changes(_log_since(cluster.log_paths[new], offsets[new]))
+    assert [(c.old, c.new, c.term) for c in changes][:2] == [
+        ("follower", "candidate", old_term + 1),
+        ("candidate", "leader", old_term + 1),
+    ], changes
+
+    expected = acked | {"after-sigterm": "written"}
+    survivors = [cluster.endpoints[i] for i in others]
+    assert missing_or_wrong(expected, read_all(survivors, expected)) == {}
