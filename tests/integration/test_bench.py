@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from raftctl.localcluster import LocalCluster
 
 TIMEOUT = 120
@@ -75,6 +77,29 @@ def test_election_trials(tmp_path: Path) -> None:
     assert set(failover["share_under"]) == {"250", "400"}
     assert set(record["election_ms"]["share_under"]) == {"50", "80", "100"}
     assert len(record["samples"]["failover_ms"]) == 3
+    # The election figures come from parsing the survivors' role-change log lines: a change
+    # of that log format would leave them empty without failing the run.
+    election = record["election_ms"]
+    assert election["count"] > 0 and 0 <= election["p50"] <= election["max"]
+    assert len(record["samples"]["election_ms"]) == election["count"]
+    assert record["vote_round_ms"]["count"] > 0
+
+
+@pytest.mark.parametrize("consistency", ["linearizable", "stale"])
+def test_read_on_a_running_cluster(cluster: LocalCluster, tmp_path: Path,
+                                   consistency: str) -> None:
+    record = _json(_raftctl("-e", ",".join(cluster.endpoints), "-o", "json", "bench", "read",
+                            "--consistency", consistency, "--duration", "2", "--clients", "2",
+                            "--keys", "200", cwd=tmp_path))
+    assert record["benchmark"] == "read" and record["config"]["consistency"] == consistency
+    assert record["config"]["keys"] == 200 and record["config"]["clients"] == 2
+    assert record["leader"] in cluster.endpoints
+    assert record["requests"] > 0 and record["errors"] == 0
+    assert record["throughput_rps"] > 0 and record["avg_request_ms"] > 0
+    lat = record["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert isinstance(record["leader_changes"], int)
+    assert sum(point["rps"] for point in record["series"]) > 0
 
 
 def test_serve_head_with_two_joiners(cluster: LocalCluster, tmp_path: Path) -> None:
