@@ -55,7 +55,12 @@ def reason(err: RaftctlError) -> str:
     return text or "unreachable"
 
 
-def unavailable(errors: Mapping[str, RaftctlError]) -> ClusterUnavailable:
+def no_answer(errors: Mapping[str, RaftctlError]) -> RaftctlError:
+    """Why no endpoint gave a usable answer: the first error a node answered with (e.g.
+    unauthorized: the cluster is up but refuses us), else ClusterUnavailable naming them all."""
+    for err in errors.values():
+        if isinstance(err, ServerError):
+            return err
     detail = "; ".join(f"{address}: {reason(err)}" for address, err in errors.items())
     return ClusterUnavailable(list(errors), detail)
 
@@ -88,8 +93,8 @@ async def diagnose_members(
 ) -> tuple[list[str], dict[str, Diagnostic], dict[str, RaftctlError]]:
     """(members in order, answers by member address, errors by address).
 
-    Every endpoint is asked; then the members it named that were not asked yet. Raises
-    ClusterUnavailable when no endpoint answers at all.
+    Every endpoint is asked; then the members it named that were not asked yet. When no
+    endpoint gives a usable answer, raises `no_answer`'s error.
     """
     answered: dict[str, Diagnostic] = {}
     errors: dict[str, RaftctlError] = {}
@@ -101,7 +106,7 @@ async def diagnose_members(
             # "127.0.0.1:7001" are the same node.
             answered[_self_address(endpoint, answer)] = answer
     if not answered:
-        raise unavailable(errors)
+        raise no_answer(errors)
     members = _members(answered)
     missing = [m for m in members if m not in answered and m not in errors]
     for address, answer in (await _gather(client.diagnostic, missing)).items():
@@ -143,13 +148,13 @@ async def first_diagnostic(
     for endpoint, answer in answers.items():
         if not isinstance(answer, RaftctlError):
             return endpoint, answer
-    raise unavailable({e: a for e, a in answers.items() if isinstance(a, RaftctlError)})
+    raise no_answer({e: a for e, a in answers.items() if isinstance(a, RaftctlError)})
 
 
 async def health_rows(
     endpoints: Sequence[str], timeout: float, **access: Any
 ) -> list[HealthRow]:
-    """Every member's health check, timed. ClusterUnavailable when no endpoint answers."""
+    """Every member's health check, timed; raises like `diagnose_members`."""
     async with AsyncClient(endpoints, timeout, **access) as client:
         ordered, _, errors = await diagnose_members(client, endpoints)
         loop = asyncio.get_running_loop()

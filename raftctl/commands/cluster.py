@@ -45,8 +45,9 @@ def status(app: App, watch: float | None) -> None:
     (the leader's, when it answers). COMMIT, APPLIED and LAST are the member's commit,
     applied and last log indexes; LAG counts the entries of the leader's log it lacks;
     CONTACT is how long ago the leader last heard from it, when the leader reports it.
-    Members that do not answer are shown as unreachable, with the reason. Exit status 3
-    when no node answers at all (a watch keeps trying instead).
+    Members that do not answer are shown as unreachable, with the reason. Exit status 1
+    when the nodes answer only with an error (such as unauthorized), 3 when no node answers
+    at all (a watch keeps trying instead).
     """
     if watch is None:
         app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout, **app.access)))
@@ -124,8 +125,8 @@ def health(app: App) -> None:
 
     The leader commits an empty entry; each other member confirms the leader's commit
     index with a majority (a ReadIndex round). TOOK is the round trip seen from here. Exit
-    status 0 when every member is healthy, 1 (naming the reason) when one is not, 3 when
-    no node answers at all.
+    status 0 when every member is healthy, 1 (naming the reason) when one is not or the
+    nodes answer only with an error, 3 when no node answers at all.
     """
     rows = asyncio.run(health_rows(app.endpoints, app.timeout, **app.access))
     app.printer.health(rows)

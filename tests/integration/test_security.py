@@ -294,6 +294,24 @@ def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Pa
     assert all(cluster.is_running(i) for i in range(3))
 
 
+def test_status_and_health_without_the_token_exit_1_unauthorized(
+    make_secure: ClusterMaker, tmp_path: Path
+) -> None:
+    """Nodes that answer ``unauthorized`` are reachable: the message says why (exit 1), not
+    "no node reachable" (exit 3)."""
+    cluster = make_secure(1, access={"token": TOKEN},
+                          security={"client_token_file": str(token_file(tmp_path))})
+    eps = ",".join(cluster.endpoints)
+    runner = CliRunner()
+    for verb in ("status", "health", "diagnostic"):
+        bad = runner.invoke(raftctl_cli, ["-e", eps, verb])
+        assert (bad.exit_code, bad.stdout) == (1, ""), bad.output
+        assert bad.stderr == ("Error: the cluster answered with an error: unauthorized: "
+                              "this node requires a client token (raftctl --token)\n")
+        ok = runner.invoke(raftctl_cli, ["-e", eps, "--token", TOKEN, verb])
+        assert ok.exit_code == 0, ok.output
+
+
 def test_a_node_with_unusable_tls_files_does_not_start(tmp_path: Path) -> None:
     (tmp_path / "bad.crt").write_text("not a certificate")
     cluster = LocalCluster(1, tmp_path / "c", security={

@@ -21,6 +21,7 @@ from raftctl.errors import (
     NoLeader,
     RequestTimeout,
     ServerError,
+    Unauthorized,
 )
 from raftctl.localcluster import free_ports
 
@@ -408,6 +409,18 @@ def test_status_exit_3_when_nobody_answers(nodes: dict[str, Any]) -> None:
     result = run("-e", C, "status")
     assert result.exit_code == 3
     assert result.stderr == f"Error: no node reachable (tried {C}): {C}: connection refused\n"
+
+
+def test_status_health_diagnostic_exit_1_when_nodes_answer_only_with_errors(
+    nodes: dict[str, Any],
+) -> None:
+    # C is unreachable, A answers but refuses: the cluster answered, so not exit status 3.
+    nodes[A] = Unauthorized("unauthorized", "this node requires a client token (raftctl --token)")
+    for verb in ("status", "health", "diagnostic"):
+        result = run("-e", f"{C},{A}", verb)
+        assert (result.exit_code, result.stdout) == (1, ""), result.output
+        assert result.stderr == ("Error: the cluster answered with an error: unauthorized: "
+                                 "this node requires a client token (raftctl --token)\n")
 
 
 def test_status_watch_json_lines_until_interrupted(
