@@ -111,6 +111,10 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
     aggregator's key. When the aggregator changes before the round is committed, the
     update is encrypted again to the new key and resent. Progress goes to stderr; the
     rounds contributed to stdout at the end.
+
+    Elections and crashed nodes are waited out. Exit status 1 at once when the cluster
+    answers with an error retrying cannot fix (such as no [federated] enabled, or a wrong
+    --token); 3 once no node has answered for twice --timeout.
     """
     _need_extra(app)
     from raftctl.client import AsyncClient
@@ -128,11 +132,12 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
     name = name or f"{socket.gethostname()}-{os.getpid()}"
 
     async def run() -> Any:
-        # Long polls last WAIT_S: the deadline of one request must be longer.
+        # Long polls last WAIT_S: the deadline of one request must be longer. Giving up after
+        # twice --timeout of silence leaves room for an election while a node is down.
         async with AsyncClient(app.endpoints, max(app.timeout, WAIT_S + 3),
                                **app.access) as client:
             participant = Participant(
-                client, name, shard, spec=spec, test=test,
+                client, name, shard, spec=spec, test=test, give_up_s=2 * app.timeout,
                 training=Training(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
                 say=lambda line: click.echo(f"{name}: {line}", err=True))
             return await participant.run(rounds)

@@ -12,6 +12,10 @@ Theory of operation (the coordinator's side is ``raftd.federated.coordinator``):
    memory: seal the same update to the new key and send it again. Training is never redone
    for a round, only the encryption.
 
+Elections and crashed nodes are ridden out by retrying (`_retrying`). An error no retry can
+fix (``bad_request``: the cluster has no ``[federated] enabled``; ``unauthorized``: a wrong
+token) ends the run at once, and so does a silence of every node for ``give_up_s``.
+
 The bytes sent never hold a weight in the clear: everything but the envelope (participant
 name, round, key id) is inside the sealed message.
 """
@@ -28,12 +32,19 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from raftctl.client import AsyncClient
-from raftctl.errors import ConditionFailed, RaftctlError, ServerError
+from raftctl.errors import (
+    ClusterUnavailable,
+    ConditionFailed,
+    RaftctlError,
+    RequestTimeout,
+    ServerError,
+)
 from raftd.federated import crypto
 from raftd.federated.coordinator import model_context, update_context
 from raftd.federated.data import Shard
 from raftd.federated.fedavg import Update, encode_update
 from raftd.federated.model import Model, ModelSpec, Params, decode_params
+from raftd.wire.client import ErrorCode
 
 RETRY_S = 0.2
 """Pause after a failed request (no leader during an election) before trying again."""
@@ -41,6 +52,11 @@ WAIT_S = 2.0
 """Long-poll length of ``fl_status``; the client's deadline must exceed it."""
 RESEND = frozenset({"stale_key", "no_aggregator", "rotating", "not_aggregator"})
 """Refusals that mean: wait for the next aggregator record, then send again."""
+RETRYABLE = frozenset(code.value for code in ErrorCode if code.retryable) | {
+    "unregistered", "no_model"}
+"""Error codes worth another attempt: the cluster's transient ones (an election), and the
+fl_model refusals that registering again (`fetch_model` does) or another participant's fl_init
+clear. Any other error answer is final."""
 
 
 class ParticipantError(RaftctlError):
@@ -75,6 +91,7 @@ class Participant:
         shard: Shard,
         *,
         spec: ModelSpec,
+        give_up_s: float,
         training: Training = Training(),
         test: Shard | None = None,
         say: Callable[[str], None] = lambda line: None,
@@ -83,6 +100,8 @@ class Participant:
         self.name = name
         self.shard = shard
         self.spec = spec
+        self.give_up_s = give_up_s
+        """Give up once no node has answered for this long (seconds)."""
         self.training = training
         self.test = test
         self.say = say
@@ -218,15 +237,28 @@ class Participant:
         return await self.client.request(body)
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:
-        """Await ``call()`` until it succeeds: elections and crashes are expected here."""
+        """Await ``call()`` until it succeeds: elections and crashes are expected here.
+
+        An error answer outside RETRYABLE is raised at once: retrying cannot fix it. Silence
+        (no node reachable, no answer in time) is raised once it lasted ``give_up_s``: by
+        then the cluster is down or out of reach, not electing.
+        """
+        loop = asyncio.get_running_loop()
+        heard = loop.time()  # when a node last answered, or we began asking
         while True:
             try:
                 return await call()
-            except ParticipantError:
-                raise
-            except RaftctlError as exc:
-                self.say(f"retrying after: {exc}")
-                await asyncio.sleep(RETRY_S)
+            except (ClusterUnavailable, RequestTimeout) as exc:
+                if loop.time() - heard >= self.give_up_s:
+                    raise
+                problem: RaftctlError = exc
+            except ServerError as exc:
+                if exc.code not in RETRYABLE:
+                    raise
+                heard = loop.time()
+                problem = exc
+            self.say(f"retrying after: {problem}")
+            await asyncio.sleep(RETRY_S)
 
 
 def _term(aggregator: dict[str, Any] | None) -> int | None:

@@ -4,12 +4,16 @@ One run checks the issue's promises together (each start costs seconds): IID sha
 by round 10, a test accuracy within 3 points of the same model trained centrally; the
 aggregator SIGKILLed mid-round is replaced and training goes on, the round number never goes
 back and no committed round is lost; with a small ``rotate_after_s`` leadership rotates at
-least twice. Every wait has a deadline; nothing asserts a duration.
+least twice. A participant also ends, with its exit status, when no node answers (3) or the
+cluster refuses it for good (1). Every wait has a deadline; nothing asserts a duration.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,11 @@ pytest.importorskip("cryptography", reason="needs the rafty[federated] extra")
 
 from raftctl.errors import BadRequest
 from raftctl.fl.demo import FederatedRun
+from raftctl.localcluster import free_ports
 from raftd.federated.coordinator import MAX_STATUS_ROUNDS
+from raftd.federated.data import write_split
+from tests.integration.conftest import ClusterFactory
+from tests.integration.helpers import wait_for_leader
 
 ROUNDS = 20
 """Participants train this far; round 10 is judged on accuracy, the rest gives the rotation
@@ -98,3 +106,37 @@ def test_federated_training_survives_the_aggregator_and_rotates(tmp_path: Path) 
         # fl_status returns at most MAX_STATUS_ROUNDS records, and says so when asked more.
         with pytest.raises(BadRequest, match="recent"):
             run.client.request({"type": "fl_status", "recent": MAX_STATUS_ROUNDS + 1})
+
+
+def participate(endpoints: list[str], data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``raftctl ARGS fl participate --data DATA`` as a user would, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "raftctl", "-e", ",".join(endpoints), *args, "fl", "participate",
+         "--data", str(data), "--name", "p1"],
+        check=False, capture_output=True, text=True, env=env, timeout=DEADLINE)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_participate_gives_up_when_no_node_answers(tmp_path: Path) -> None:
+    shard = write_split(tmp_path, 1, alpha=None).shards[0]
+    endpoints = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    done = participate(endpoints, shard, "--timeout", "1")
+    assert (done.returncode, done.stdout) == (3, ""), done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("Error: no node reachable") and all(e in last for e in endpoints)
+
+
+def test_participate_ends_at_once_on_a_cluster_without_federated(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(1)
+    cluster.start_all()
+    wait_for_leader(cluster)
+    shard = write_split(tmp_path / "data", 1, alpha=None).shards[0]
+    done = participate(cluster.endpoints, shard)
+    # One line and no "retrying after": the refusal is final.
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("Error: the cluster answered with an error: bad_request: "
+                           "application 'fl' is not enabled on this node\n")
