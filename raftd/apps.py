@@ -19,6 +19,10 @@ class AppUnavailable(Exception):
     """An enabled application cannot run here; ``str(err)`` is the one line to report."""
 
 
+APP_SETTINGS = {"fl": "[federated] enabled = true"}
+"""What a node's config needs for each application (named in refusals, so users know)."""
+
+
 def hosted_apps(server: Server) -> dict[str, ServerApp]:
     """The applications the node config enables, by application name."""
     apps: dict[str, ServerApp] = {}

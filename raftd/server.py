@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import uvloop
 
-from raftd.apps import hosted_apps
+from raftd.apps import APP_SETTINGS, hosted_apps
 from raftd.config import NodeConfig, parse_address
 from raftd.core import (
     ConfChange,
@@ -387,8 +387,11 @@ class Server:
         if isinstance(req, AppRequest):
             app = self.apps.get(req.app)
             if app is None:
+                setting = APP_SETTINGS.get(req.app)
+                hint = f" (its config needs {setting})" if setting else ""
                 conn.respond(error(ErrorCode.BAD_REQUEST,
-                                   f"application {req.app!r} is not enabled on this node"), req.id)
+                                   f"application {req.app!r} is not enabled on this node{hint}"),
+                             req.id)
                 return
             app.handle(req, lambda response: conn.respond(response, req.id))
             return

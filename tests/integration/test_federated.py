@@ -139,4 +139,5 @@ def test_participate_ends_at_once_on_a_cluster_without_federated(
     # One line and no "retrying after": the refusal is final.
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == ("Error: the cluster answered with an error: bad_request: "
-                           "application 'fl' is not enabled on this node\n")
+                           "application 'fl' is not enabled on this node"
+                           " (its config needs [federated] enabled = true)\n")
