@@ -21,6 +21,7 @@ knew whether it was applied is gone.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 BATCH_FORMAT = 1
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_CHUNK_KEYS = 10_000
+LIST_PAGE_BYTES = 4 << 20
+"""A ``list`` page ends past this many bytes of keys and values (the frame limit is 64 MiB)."""
 """Keys per msgpack call when serializing: each call holds the GIL, so chunks keep the event
 loop's thread from stalling while a worker thread writes a large snapshot."""
 SET = 1
@@ -327,17 +330,38 @@ class DictStateMachine:
         self.store.settle()
         return {k: v for k, (v, _) in self.store.items()}
 
-    def list(self, prefix: str, after: str | None, limit: int) -> tuple[list[list[Any]], bool]:
+    def list(
+        self, prefix: str, after: str | None, limit: int, max_bytes: int = LIST_PAGE_BYTES
+    ) -> tuple[list[list[Any]], bool]:
+        """One page: at most ``limit`` items, and no more once their sizes pass ``max_bytes``
+        (a page of big values must still fit one response frame); never empty if items remain.
+        """
         self.store.settle()
-        items = sorted(
-            (k, item) for k, item in self.store.items()
+        # The first limit+1 keys in order, without sorting them all (a large state is listed
+        # page by page, each a scan of it).
+        keys = heapq.nsmallest(limit + 1, (
+            k for k, _ in self.store.items()
             if k.startswith(prefix) and (after is None or k > after)
-        )
-        return [[k, v, r] for k, (v, r) in items[:limit]], len(items) > limit
+        ))
+        page: list[list[Any]] = []
+        size = 0
+        for key in keys[:limit]:
+            value, revision = self.store.get(key)
+            size += len(key) + _size(value)
+            if page and size > max_bytes:
+                return page, True
+            page.append([key, value, revision])
+        return page, len(keys) > limit
 
     def digest(self) -> str:
         """A hash of the user-visible state, equal on members that applied the same entries."""
         return f"{self.state_hash:016x}"
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bytes | str):
+        return len(value)
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 _MASK64 = (1 << 64) - 1

@@ -95,6 +95,16 @@ def test_list_pages_in_key_order() -> None:
     assert [k for k, _, _ in items] == ["p/04"] and not more
 
 
+def test_list_pages_end_past_the_byte_budget_but_never_empty() -> None:
+    sm = DictStateMachine()
+    apply(sm, *[encode_command(SET, f"big/{i}", bytes(3000)) for i in range(4)],
+          encode_command(SET, "big/5", {"nested": [bytes(3000)]}))
+    items, more = sm.list("big/", None, 100, max_bytes=7000)
+    assert [k for k, _, _ in items] == ["big/0", "big/1"] and more
+    items, more = sm.list("big/", "big/3", 100, max_bytes=100)
+    assert [k for k, _, _ in items] == ["big/5"] and not more  # alone past the budget
+
+
 def test_snapshot_round_trip_keeps_data_revisions_and_sessions() -> None:
     sm = DictStateMachine()
     apply(sm, *[encode_command(SET, f"k{i}", {"n": i}) for i in range(25_000)])
