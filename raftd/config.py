@@ -356,7 +356,7 @@ KEYS: tuple[KeySpec, ...] = (
         "raft",
         "max_entry_bytes",
         _positive,
-        "Largest accepted client write; also capped by what fits in one datagram.",
+        "Largest accepted value of a client write; larger than a datagram, it travels in fragments.",
         str(_R.max_entry_bytes),
     ),
     KeySpec(

@@ -416,6 +416,7 @@ class Server:
             )
             value_bytes = len(packed) - len(req.key.encode()) - COMMAND_OVERHEAD_BYTES
             if value_bytes > self.max_value_bytes:
+                self.clients.rejected["value_too_large"] += 1
                 self.respond(token, error(
                     ErrorCode.TOO_LARGE,
                     f"a value of about {value_bytes} bytes exceeds max_entry_bytes"

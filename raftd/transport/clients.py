@@ -39,6 +39,7 @@ REJECT_REASONS = (
     "frame_too_large",
     "nesting_too_deep",
     "field_too_large",
+    "value_too_large",
     "bad_request",
     "undecodable",
     "too_many_connections",

@@ -11,7 +11,8 @@ enforced:
   limit is ~1024 levels; a value stored that deep would be unreadable (every response wraps it
   in a few more levels), and error messages that repr() it would recurse out of the stack.
 - ``wire.client.MAX_KEY_BYTES`` (keys and list prefixes): ``too_large``.
-- value size: ``[raft] max_entry_bytes`` for the whole write -> ``too_large`` (server).
+- value size: ``[raft] max_entry_bytes`` for the value (the key and the command's envelope
+  come on top) -> ``too_large`` (server).
 - ``MAX_CONNECTIONS`` per node: ``overloaded``, then that connection closes.
 - ``MAX_PENDING_PER_CONNECTION`` (requests handed to the node, not yet answered):
   ``overloaded`` for each request beyond it; the connection survives.

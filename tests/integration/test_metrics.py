@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftctl import Client
 from raftctl.localcluster import LocalCluster
-from tests.integration.helpers import DEADLINE, diagnostic, wait_for_leader, wait_until
+from tests.integration.helpers import (
+    DEADLINE,
+    diagnostic,
+    one_shot,
+    split_address,
+    wait_for_leader,
+    wait_until,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -81,3 +89,18 @@ def test_scrape_leader_and_follower(metered: LocalCluster) -> None:
     assert value(other, "raft_role", role="follower") == 1
     assert value(other, "raft_append_entries_received_total") > 0
     assert value(other, "raft_fsync_seconds_count") > 0
+
+    # What the edge refuses is counted: a stray datagram on the peer port, a malformed request.
+    endpoint = metered.endpoints[follower]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"\xc1 not a peer message", split_address(endpoint))
+    (answer,) = one_shot(endpoint, {"type": "get", "key": 7})
+    assert answer["code"] == "bad_request"
+    refused = wait_until(
+        lambda: (s := scrape(metered.metrics_endpoints[follower]))
+        and sum(v for (name, _), v in s.items() if name == "raft_datagrams_dropped_total") >= 1
+        and s,
+        "the dropped datagram to be counted",
+    )
+    assert value(refused, "raft_client_rejected_total", reason="bad_request") == 1
+    assert ("raft_snapshot_seconds_count", ()) in refused

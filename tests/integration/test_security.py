@@ -371,7 +371,8 @@ def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterM
     assert answer["code"] == "too_large"
     counts = rejected(endpoint)
     assert {r: counts[r] - base[r] for r in counts if counts[r] != base[r]} == {
-        "nesting_too_deep": 1, "field_too_large": 1, "bad_request": 1, "frame_too_large": 1}
+        "nesting_too_deep": 1, "field_too_large": 1, "bad_request": 1, "value_too_large": 1,
+        "frame_too_large": 1}
 
 
 def test_pending_requests_beyond_the_limit_are_overloaded(make_secure: ClusterMaker) -> None:
