@@ -382,8 +382,8 @@ class Replica:
         if rd.entries:
             self.storage.append(rd.entries)
         # With entries to sync, the messages (their AppendEntries) go out while our own fsync
-        # runs (thesis §10.2.1). Without, they are commit notices and acks: the clients whose
-        # writes just committed are answered first (a datagram costs ~30 us to send here).
+        # runs (thesis §10.2.1). Without, they are acks (and, on ticks, commit notices): the
+        # clients whose writes just committed are answered first (a datagram costs ~30 us).
         send_first = bool(rd.entries) or rd.must_sync
         if send_first and rd.messages:
             outbox.send(rd.messages)

@@ -68,6 +68,7 @@ class Progress:
         "catching_up",
         "pending_snapshot",
         "added_at",
+        "commit_sent",
     )
 
     def __init__(self, next_index: Index, max_inflight: int) -> None:
@@ -85,6 +86,8 @@ class Progress:
         """For a learner: an index at or after the entry that added it. A re-added node's old
         incarnation (removed, wiped, started again under the same id) never held it, so acks
         and answers below it may be that incarnation's, still in flight (simulator B9)."""
+        self.commit_sent: Index = 0
+        """The commit index the last MsgApp to this node carried."""
 
     def become_snapshot(self, index: Index) -> None:
         self.state = ProgressState.SNAPSHOT

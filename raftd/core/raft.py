@@ -112,7 +112,6 @@ class Raft:
         self.read_only = ReadOnly()
         self.reads_waiting_commit: list[ReadRequest] = []
         self.reads_to_start: list[ReadRequest] = []
-        self.broadcast_commit: Index = 0
         self.lead_transferee: NodeId = NO_NODE
         """The voter we are handing leadership to (thesis §3.10); NO_NODE when none."""
         self.campaign_after_apply: Index = 0
@@ -210,7 +209,6 @@ class Raft:
         self._reset_randomized_election_timeout()
         self.votes = {}
         self.progress = {}
-        self.broadcast_commit = 0
         self.lead_transferee = NO_NODE
         self.campaign_after_apply = 0
 
@@ -290,6 +288,12 @@ class Raft:
             self._broadcast_heartbeat(context=self.read_only.last_round())
             self._maybe_promote_learner()
             self._hand_off()
+        # Commit news no MsgApp carried since: under load the next MsgApp carries it anyway,
+        # so it waits for a tick rather than costing a datagram (and a turn of the follower's)
+        # per write.
+        for peer, pr in self.progress.items():
+            if pr.commit_sent < self.log.commit_index and peer != self.id:
+                self._send_append(peer, send_if_empty=True)
 
     def _maybe_promote_learner(self) -> None:
         """Promote one caught-up, recently heard-from learner (etcd's learner-first joins)."""
@@ -817,18 +821,17 @@ class Raft:
             self._release_reads(self.read_only.recv_ack(m.src, m.context, self.voters))
 
     def flush(self) -> None:
-        """Send what the last inputs made due: new entries, commit news, read rounds.
+        """Send what the last inputs made due: new entries and read rounds (commit news
+        alone waits for the next tick: `_tick_leader`).
 
         Called once per Ready, so all proposals and acks of one runtime turn leave as one
         MsgApp (or one window of them) per follower and one heartbeat round for all reads.
         """
         if self.role is not StateRole.LEADER:
             return
-        commit_news = self.log.commit_index > self.broadcast_commit
         for peer in self.members:
             if peer != self.id:
-                self._send_append(peer, send_if_empty=commit_news)
-        self.broadcast_commit = self.log.commit_index
+                self._send_append(peer, send_if_empty=False)
         if self.reads_to_start:
             requests, self.reads_to_start = self.reads_to_start, []
             # Alone, we are the quorum. Not so a leader that removed itself: its one voter
@@ -860,6 +863,7 @@ class Raft:
                 )
             )
             pr.sent(prev + len(entries), len(entries))
+            pr.commit_sent = self.log.commit_index
             send_if_empty = False
             if pr.state is ProgressState.PROBE or pr.next_index > last:
                 return

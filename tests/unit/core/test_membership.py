@@ -47,6 +47,7 @@ def test_added_node_is_a_learner_until_caught_up_then_promoted() -> None:
     net.add_node("n4")
     net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4"))
     net.stabilize()
+    net.tick("n1")  # the commit news goes with the next tick
     assert net["n2"].raft.learners == ("n4",)
     assert "n4" not in net["n1"].raft.voters
     net.tick_all(10)  # heartbeats: n4 answers, is caught up, gets promoted
@@ -109,6 +110,7 @@ def test_removing_the_leader_hands_leadership_over() -> None:
     leaders = [i for i in ("n2", "n3") if net[i].raft.role is StateRole.LEADER]
     assert len(leaders) == 1
     net.propose(leaders[0], b"after")
+    net.tick(leaders[0])
     assert net["n2"].applied[-1].data == b"after"
 
 
@@ -148,6 +150,7 @@ def test_restart_commits_up_to_the_configuration_it_applied_last() -> None:
     net = cluster()
     index = net["n1"].node.propose_conf_change(change(ConfChangeType.REMOVE, "n3"))
     net.stabilize()
+    net.tick("n1")
     net["n2"].restart()
     raft = net["n2"].raft
     assert raft.log.commit_index >= index > raft.log.applied_index

@@ -29,6 +29,7 @@ def elect(net: Network, id: str = "n1") -> None:
 def test_campaign_elects_one_leader_and_commits_noop() -> None:
     net = Network(3)
     elect(net)
+    net.tick("n1")  # followers learn the commit index with the next tick's news
     for n in net.nodes.values():
         assert n.raft.current_term == 1
         assert [e.index for e in n.applied] == [1]
@@ -59,6 +60,7 @@ def test_proposals_replicate_and_apply_everywhere() -> None:
     elect(net)
     for i in range(20):
         net.propose("n1", f"v{i}".encode())
+    net.tick("n1")
     for n in net.nodes.values():
         assert [e.data for e in n.applied[1:]] == [f"v{i}".encode() for i in range(20)]
 
@@ -309,6 +311,7 @@ def test_leadership_transfer_to_caught_up_voter() -> None:
     assert net.leaders() == ["n2"]
     assert net["n2"].raft.current_term == 2
     net.propose("n2", b"b")
+    net.tick("n2")
     assert [e.data for e in net["n1"].applied if e.data] == [b"a", b"b"]
 
 
