@@ -58,7 +58,7 @@ def test_added_node_is_a_learner_until_caught_up_then_promoted() -> None:
         [b"v%d" % i for i in range(10)]
 
 
-def test_pinned_learner_stays_a_learner_and_never_votes() -> None:
+def test_pinned_learner_stays_a_learner_and_never_campaigns() -> None:
     net = cluster()
     net.add_node("n4")
     net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4", auto=False))
@@ -79,6 +79,30 @@ def test_only_one_change_in_flight() -> None:
     net.drop_types.clear()
     net.tick("n1", 4)
     net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n5", auto=False))
+
+
+def test_an_automatic_promotion_counts_as_the_change_in_flight() -> None:
+    net = cluster()
+    net.add_node("n4")
+    net.add_node("n5")
+    net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4"))
+    net.stabilize()
+    net.tick("n1")  # commit news: every member applies the learner
+    leader = net["n1"].raft
+    before = leader.log.last_index()
+    net.drop_types.add(MsgApp)  # the promotion, once proposed, stays uncommitted
+    for _ in range(3 * leader.cfg.heartbeat_ticks):
+        net.tick("n1")
+        if leader.log.last_index() > before:
+            break
+    (entry,) = leader.log.slice(before + 1, leader.log.last_index() + 1, 1 << 20)
+    assert ConfChange.decode(entry.data) == change(ConfChangeType.PROMOTE, "n4")
+    with pytest.raises(ConfChangeInProgress):
+        net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n5"))
+    net.drop_types.clear()
+    net.tick("n1", 4)
+    assert leader.voters == ("n1", "n2", "n3", "n4")
+    net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n5"))
 
 
 def test_new_leader_proposes_changes_only_after_committing_in_its_term() -> None:
