@@ -171,16 +171,8 @@ class DistributedDict(MutableMapping[str, Any]):
             raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
-        after: str | None = None
-        while True:
-            sent_at = self._clock()
-            page = self.client.scan("", after=after, limit=_PAGE)
-            for item in page.items:
-                self._store(item.key, item, sent_at)
-                yield item.key
-            if not page.more or not page.items:
-                return
-            after = page.items[-1].key
+        for item in self._scan(""):
+            yield item.key
 
     def __len__(self) -> int:
         """Counts the keys by listing them all: O(number of keys) on the wire."""
@@ -190,6 +182,13 @@ class DistributedDict(MutableMapping[str, Any]):
         return (
             f"DistributedDict({self.client.endpoints!r}, refresh_policy={self.refresh_policy!r})"
         )
+
+    def prefix_items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` of every key starting with ``prefix``, in key order, fetched page
+        by page (each page a linearizable read; the pages together are not one snapshot).
+        The values land in the cache, as iteration's do."""
+        for item in self._scan(prefix):
+            yield item.key, item.value
 
     # -- revisions and compare-and-set -----------------------------------------------------------
 
@@ -266,6 +265,18 @@ class DistributedDict(MutableMapping[str, Any]):
                 cached.reads += 1
                 return cached.item
         return self._fetch(key)
+
+    def _scan(self, prefix: str) -> Iterator[Item]:
+        after: str | None = None
+        while True:
+            sent_at = self._clock()
+            page = self.client.scan(prefix, after=after, limit=_PAGE)
+            for item in page.items:
+                self._store(item.key, item, sent_at)
+                yield item
+            if not page.more or not page.items:
+                return
+            after = page.items[-1].key
 
     def _fetch(self, key: str) -> Item | None:
         sent_at = self._clock()

@@ -104,6 +104,7 @@ def test_own_writes_and_mapping_methods(dicts: Callable[..., DistributedDict]) -
     assert d.setdefault("map/d", "set") == "set" and d.setdefault("map/d", "other") == "set"
     keys = [k for k in d if k.startswith("map/")]
     assert keys == ["map/b", "map/c", "map/d"] and len(d) >= 3
+    assert list(d.prefix_items("map/c")) == [("map/c", {"x": b"\x00\xff"})]
     assert d.revision("map/b") > 0
 
 

@@ -72,7 +72,8 @@ class Cluster:
 
     def scan(self, prefix: str, *, after: str | None, limit: int) -> Page:
         self.asked.append(f"scan after {after}")
-        keys = sorted(k for k in self.data if after is None or k > after)
+        keys = sorted(k for k in self.data
+                      if k.startswith(prefix) and (after is None or k > after))
         return Page([self.data[k] for k in keys[:limit]], len(keys) > limit)
 
     def close(self) -> None:
@@ -247,6 +248,7 @@ def test_iteration_pages_and_fills_the_cache(make: Any, cluster: Cluster) -> Non
     assert cluster.asked.count("scan after None") == 1 and len(cluster.asked) == 3
     assert dict(d.items())["k1234"] == 1234
     assert reads(cluster) == 0
+    assert list(d.prefix_items("k249")) == [(f"k249{i}", 2490 + i) for i in range(10)]
     assert isinstance(d.refresh_policy, RefreshPolicyCount)
     assert "RefreshPolicyCount(5)" in repr(d)
 
