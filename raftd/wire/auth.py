@@ -40,6 +40,9 @@ NB: the shared secret proves membership of the cluster, not which member sent a 
 every holder of the secret can claim any sender id. Raft itself already tolerates delayed,
 duplicated and lost datagrams; the replay window stops a stranger from re-injecting captured
 ones (a captured MsgTimeoutNow would otherwise trigger an election every time it is replayed).
+The windows live in memory only: after the *receiver* restarts, a datagram captured from a
+sender's still-current epoch passes once more. That is one more stale duplicate, which Raft
+tolerates as it does the network's own; persisting windows would cost a write per datagram.
 
 Hostile input: ``open`` raises ``AuthError`` (a ``DecodeError`` carrying the drop reason)
 and nothing else.
