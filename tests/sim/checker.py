@@ -12,6 +12,12 @@ Theory of operation (TigerBeetle's state_checker, plus a model of the client-vis
   equal the model at the end (so a retry applied twice, or an acknowledged write lost, shows
   up), and each linearizable read must return a state the key held at some point between the
   read's submission and its answer.
+- Log Matching (Raft §5.3), after every write: a leader creates at most one entry per index in
+  its term, so every entry any log ever held at an (index, term) must have the same type and
+  data and follow an entry of the same term. By induction down the index, two logs that hold
+  an entry with the same index and term then agree on every entry before it that both hold.
+  Each write checks only the entries it writes, so the cost follows the entries written;
+  ``check_logs`` checks the final logs pairwise as well.
 - Election safety: one leader per term, ever; a granted vote is never granted again to another
   candidate in the same term (votes are observed on the wire, i.e. once durable). Only a voter
   (in its own view of the configuration) campaigns: a learner never does. (Whether a node that
@@ -154,6 +160,8 @@ class SafetyChecker:
         self.commit_by_term: dict[int, tuple[int, int]] = {}
         """Term -> the highest commit index its leader reached, and the term of that entry."""
         self.model = Model.empty()
+        self.written: dict[tuple[int, int], tuple[int, EntryType, bytes, str]] = {}
+        """(index, term) -> the term before it, type, data, and the first node that wrote it."""
         self.leaders: dict[int, str] = {}
         self.votes: dict[tuple[str, int], str] = {}
         self.term_floor: dict[str, int] = {}
@@ -199,6 +207,21 @@ class SafetyChecker:
             except InvalidConfChange:
                 pass  # a no-op on every node too (e.g. a promotion proposed by two leaders)
         self.model.revision_at.append(self.model.revision)
+
+    def on_append(self, node: str, entries: Sequence[Entry], prev_term: int) -> None:
+        """Log Matching: ``node`` writes ``entries`` after an entry of ``prev_term``."""
+        written = self.written
+        for e in entries:
+            key = (e.index, e.term)
+            seen = written.get(key)
+            if seen is None:
+                written[key] = (prev_term, e.type, e.data, node)
+            elif seen[0] != prev_term or seen[1] != e.type or seen[2] != e.data:
+                raise Violation(
+                    f"log matching: {node} writes {e.index}/{e.term} ({e.type.name}, "
+                    f"{len(e.data)} bytes) after term {prev_term}, {seen[3]} wrote it "
+                    f"({seen[1].name}, {len(seen[2])} bytes) after term {seen[0]}")
+            prev_term = e.term
 
     def check_state(
         self, node: str, index: int, data: dict[str, tuple[Any, int]], revision: int, what: str
@@ -287,7 +310,7 @@ class SafetyChecker:
         self, term: int, node: str, raft: Raft, index: int, committed: int
     ) -> None:
         """Leader completeness: ``node``, leading ``term``, holds the committed entry
-        ``index``/``committed`` (by Log Matching, which ``check_logs`` verifies, the whole
+        ``index``/``committed`` (by Log Matching, which ``on_append`` verifies, the whole
         prefix before it too)."""
         if raft.role is not StateRole.LEADER or raft.current_term != term:
             return  # it no longer leads (or it crashed: on_crash forgets it)

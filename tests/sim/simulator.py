@@ -325,7 +325,11 @@ class _Storage:
                         f"{snapshot.meta.term} ({len(snapshot.data)} bytes)")
 
     def append(self, entries: Sequence[Entry]) -> None:
-        self._disk.append(tuple(entries))
+        entries = tuple(entries)
+        if entries:  # checked before the write: a crash inside it may keep part of it
+            prev_term = self._disk.term(entries[0].index - 1)
+            self._sim.checker.on_append(self._node.id, entries, prev_term)
+        self._disk.append(entries)
 
     def set_hard_state(self, hs: HardState) -> None:
         self._disk.set_hard_state(hs)

@@ -25,7 +25,11 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from tests.sim.membership import PROCEDURES
+from raftd.core import ConfState, Entry
+from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.simulator import (
     Simulator,
     run_checked,
@@ -229,3 +233,13 @@ def test_membership_changes_are_drawn_last() -> None:
     for seed in selected_seeds()[:50]:
         options, _ = scenario(seed)
         assert without_membership(options) == swarm(random.Random(seed))
+
+
+def test_log_matching_is_checked_at_every_write() -> None:
+    checker = SafetyChecker(ConfState(voters=("n1", "n2")))
+    checker.on_append("n1", [Entry(term=1, index=1), Entry(term=2, index=2, data=b"a")], 0)
+    checker.on_append("n2", [Entry(term=2, index=2, data=b"a")], 1)  # the same entry
+    with pytest.raises(Violation, match="log matching"):
+        checker.on_append("n2", [Entry(term=2, index=2, data=b"b")], 1)
+    with pytest.raises(Violation, match="log matching"):
+        checker.on_append("n2", [Entry(term=2, index=2, data=b"a")], 0)
