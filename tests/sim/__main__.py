@@ -3,8 +3,9 @@
 A sweep runs seeds ``start .. start+N-1`` on ``--jobs`` processes and prints the failures, the
 throughput in seeds per second and per hour, and totals over the passing seeds (entries
 committed, crashes, wipes, membership procedures and configuration changes, datagrams of
-removed nodes and how many raised a member's term); a replay with ``-v`` prints the readable trace (ticks,
-messages, role changes, crashes, partitions, client requests and the daemon's own log lines).
+removed nodes and how many raised a member's term, slow fsyncs); a replay with ``-v`` prints
+the readable trace (ticks, messages, role changes, crashes, partitions, slow fsyncs, client
+requests and the daemon's own log lines).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import asdict
 from tests.sim.simulator import Simulator, without_membership
 
 TOTALS = ("committed", "messages", "crashes", "wipes", "snapshots", "procedures",
-          "conf_changes", "stray", "disruptions", "not_a_member")
+          "conf_changes", "stray", "disruptions", "not_a_member", "slow_syncs")
 """The ``RunResult`` counts a sweep adds up."""
 
 
@@ -64,7 +65,7 @@ def replay(seed: int, verbose: bool, membership: bool) -> int:
           f"{result.procedures} membership procedures, {result.conf_changes} configuration "
           f"changes, final members {','.join(result.members)}; {result.stray} datagrams from "
           f"removed nodes ({result.disruptions} raised a term); {result.not_a_member} dropped "
-          "as from no member")
+          f"as from no member; {result.slow_syncs} slow fsyncs")
     return 0
 
 

@@ -23,7 +23,10 @@ then roll the faults: crashes, wipes, partitions, stalls, and an operator's lead
 transfers. Crashes come in two kinds: at a tick boundary, or *armed* (``SimFileSystem.crash_after``)
 so that the node dies at its k-th next disk operation, in the middle of a turn: between a WAL
 write and its fsync, halfway through a hard-state rename, or after the leader shipped entries
-it has not yet made durable itself. The checkers (``tests.sim.checker``) run after every input.
+it has not yet made durable itself. A slow fsync (``SlowDiskOptions``) blocks its node as the
+runtime's event loop blocks in fsync: like a stall, but it starts mid-turn, and what the turn
+does after the fsync (acks, answers) goes out only when the fsync returns. The checkers
+(``tests.sim.checker``) run after every input.
 
 Two phases, as in TigerBeetle's VOPR: *safety* (faults on, workload and membership changes
 running, a fixed number of ticks), then *liveness* (heal partitions, stop loss, restart every
@@ -35,7 +38,8 @@ must equal the checker's model. Then, for ``QUIET_TICKS``, no member's term may 
 removed node left running, or a blank node never added, must not disrupt the cluster.
 
 Membership changes are drawn last, from a stream of their own (``scenario``), so a seed whose
-scenario has none runs exactly as it did before they existed.
+scenario has none runs exactly as it did before they existed; slow disks come after them, the
+same way.
 """
 
 from __future__ import annotations
@@ -95,6 +99,38 @@ Trace = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class SlowDiskOptions:
+    """Slow fsyncs. The runtime's event loop blocks in fsync, so a node whose sync is slow
+    does nothing else meanwhile: datagrams queue, ticks are missed (``raftd.server`` skips
+    them), and what the turn sends after the fsync waits for it."""
+
+    slow: float = 0.0
+    """Chance that a Ready's fsync is slow."""
+    slow_ticks: tuple[int, int] = (1, 1)
+    stall: float = 0.0
+    """Chance that a Ready's fsync stalls (a saturated or failing disk): long enough for the
+    others to elect a new leader while it is stuck."""
+    stall_ticks: tuple[int, int] = (1, 1)
+
+
+NO_SLOW_DISK = SlowDiskOptions()
+
+
+def draw_slow_disk(prng: random.Random) -> SlowDiskOptions:
+    """Slow fsyncs for half the seeds (the chances are per fsync: a node syncs about every 30
+    ticks), and for two thirds of those stalls of up to six election timeouts."""
+    if prng.random() < 0.5:
+        return NO_SLOW_DISK
+    longest = ELECTION_TICKS[1]
+    return SlowDiskOptions(
+        slow=prng.choice((0.05, 0.2, 0.5)),
+        slow_ticks=(1, prng.choice((3, 10, longest))),
+        stall=prng.choice((0.0, 0.01, 0.03)),
+        stall_ticks=(longest, prng.choice((3, 6)) * longest),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """Everything a seed decides. Printed on failure, so a reader sees the scenario at once."""
 
@@ -140,13 +176,16 @@ class Options:
     safety_ticks: int
     liveness_ticks: int
     membership: MembershipOptions = NO_MEMBERSHIP
-    """Drawn by ``scenario`` after everything else; ``swarm`` leaves it off."""
+    """Drawn by ``scenario`` after ``swarm``, which leaves it off."""
+    slow_disk: SlowDiskOptions = NO_SLOW_DISK
+    """Drawn by ``scenario`` last, from a stream of its own; ``swarm`` leaves it off."""
 
     def describe(self) -> str:
         parts: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, NetworkOptions | WorkloadOptions | MembershipOptions):
+            if isinstance(value, NetworkOptions | WorkloadOptions | MembershipOptions
+                          | SlowDiskOptions):
                 parts.extend(_field(g.name, getattr(value, g.name)) for g in fields(value))
             else:
                 parts.append(_field(f.name, value))
@@ -228,17 +267,20 @@ class Streams:
     workload: random.Random
     operator: random.Random
     membership: random.Random
-    """Drawn last: the streams before it are those of the simulator before membership changes."""
+    """Drawn after the others: they are those of the simulator before membership changes."""
+    sync: random.Random
+    """Slow fsyncs, drawn last for the same reason."""
 
 
 def scenario(seed: int) -> tuple[Options, Streams]:
-    """What a seed decides: the options (faults by ``swarm``, then the membership changes drawn
-    from their own stream) and every component's stream."""
+    """What a seed decides: the options (faults by ``swarm``, then the membership changes and
+    the slow disks, each drawn from its own stream) and every component's stream."""
     prng = random.Random(seed)
     options = swarm(prng)
     streams = Streams(*(random.Random(prng.getrandbits(64)) for _ in fields(Streams)))
     membership = draw_membership(streams.membership, options.nodes)
-    return replace(options, membership=membership), streams
+    slow_disk = draw_slow_disk(streams.sync)
+    return replace(options, membership=membership, slow_disk=slow_disk), streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +308,8 @@ class RunResult:
     heard from within that leader's lease (``Config.lease_ticks``)."""
     not_a_member: int
     """Datagrams dropped as from a node neither member nor configured (``raftd.server``)."""
+    slow_syncs: int
+    """Slow or stalled fsyncs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,13 +335,25 @@ class _Outbox:
         hs = storage.initial_state()[0] if storage is not None else None
         voters = node.replica.node.raft.voters if node.replica is not None else ()
         sim.checker.on_send(node.id, messages, hs.current_term if hs is not None else 0, voters)
-        sim.network.send(messages, sim.now)
+        if node.held is not None:  # decided now, sent once the slow fsync returns
+            node.held.append(partial(self._transmit, tuple(messages)))
+        else:
+            self._transmit(messages)
+
+    def _transmit(self, messages: Sequence[Message]) -> None:
+        self._sim.network.send(messages, self._sim.now)
 
     def respond_capture(self, token: Hashable, meta: SnapshotMeta, capture: Capture) -> None:
         """Only a client's ``snapshot save`` gets this answer; the simulated ones never ask."""
         raise Violation(f"a snapshot capture at {meta.index} answered request {token!r}")
 
     def respond(self, token: Hashable, response: dict[str, Any]) -> None:
+        if self._node.held is not None:
+            self._node.held.append(partial(self._respond, token, response))
+        else:
+            self._respond(token, response)
+
+    def _respond(self, token: Hashable, response: dict[str, Any]) -> None:
         if isinstance(token, OperatorToken):
             self._sim._emit(f"{self._node.id} -> operator: transfer {response}")
             return
@@ -342,6 +398,7 @@ class _Storage:
 
     def sync(self) -> None:
         self._disk.sync()
+        self._sim.slow_sync(self._node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +440,9 @@ class SimNode:
         """While ``now`` is below it the process is stalled (a GC pause, a frozen VM)."""
         self.backlog: list[Message] = []
         """Datagrams that arrived while paused, in arrival order."""
+        self.held: list[Callable[[], None]] | None = None
+        """While blocked in a slow fsync, the datagrams and answers it produced after the fsync
+        (sent when it returns); None otherwise."""
         self.snapshot_job: SnapshotJob | None = None
         self.retired = False
         """Stopped by the operator after its removal: not restarted, not a client endpoint."""
@@ -414,6 +474,7 @@ class Simulator:
         self._disk_rng = streams.disk
         self._node_rng = streams.node
         self._operator_rng = streams.operator
+        self._sync_rng = streams.sync
         self._trace = trace
         self.now = 0
         self.ids = tuple(f"n{i}" for i in range(1, opts.nodes + 1))
@@ -448,6 +509,7 @@ class Simulator:
         self.crashes = 0
         self.wipes = 0
         self.snapshots = 0
+        self.slow_syncs = 0
         self._operator_requests = 0
         for node in self.nodes.values():
             self.start(node)
@@ -532,6 +594,7 @@ class Simulator:
             stray=self.stray,
             disruptions=self.disruptions,
             not_a_member=self.not_a_member,
+            slow_syncs=self.slow_syncs,
         )
 
     def failure_header(self, e: BaseException) -> str:
@@ -548,7 +611,14 @@ class Simulator:
         now = self.now
         nodes = self.nodes
         for node in nodes.values():
-            if node.backlog and node.paused_until <= now:
+            if node.paused_until > now:
+                continue
+            if node.held is not None:
+                held, node.held = node.held, None
+                self._emit(f"{node.id}'s fsync returns: {len(held)} datagrams and answers go out")
+                for output in held:
+                    output()
+            if node.backlog:
                 backlog, node.backlog = node.backlog, []
                 self._emit(f"{node.id} resumes with {len(backlog)} datagrams queued")
                 for msg in backlog:
@@ -615,6 +685,25 @@ class Simulator:
         checker.observe(node.id, raft)
         if self.options.turn_per_message:
             self._process(node)
+
+    def slow_sync(self, node: SimNode) -> None:
+        """After a Ready's fsync: maybe it was slow, and the node was blocked in it."""
+        opts = self.options.slow_disk
+        if not self.faults or not (opts.slow or opts.stall):
+            return
+        rng = self._sync_rng
+        draw = rng.random()
+        if draw < opts.stall:
+            ticks, what = rng.randint(*opts.stall_ticks), "stalls"
+        elif draw < opts.stall + opts.slow:
+            ticks, what = rng.randint(*opts.slow_ticks), "is slow"
+        else:
+            return
+        self.slow_syncs += 1
+        node.paused_until = max(node.paused_until, self.now) + ticks
+        if node.held is None:
+            node.held = []
+        self._emit(f"{node.id}'s fsync {what}: blocked until tick {node.paused_until}")
 
     def _snapshot_outcome(self, msg: MsgSnap, ok: bool) -> None:
         """What the fragment transport tells the sender about a snapshot transfer."""
@@ -895,6 +984,7 @@ class Simulator:
         node.armed = False
         node.paused_until = 0
         node.backlog = []
+        node.held = None  # what it did after the fsync never left it
         node.snapshot_job = None
         node.restart_at = self.now + self._crash_rng.randint(*self.options.down_ticks)
         self._emit(f"{node.id} crashes{' ' + how if how else ''}")

@@ -20,7 +20,7 @@ from raftd.core.messages import MsgPreVote, MsgPreVoteResp, MsgVote, MsgVoteResp
 from raftd.wire.client import GetRequest
 from tests.sim.checker import members
 from tests.sim.membership import Change, MembershipOptions, Start, Step, Stop, Wipe
-from tests.sim.simulator import OperatorToken, Options, SimNode, Simulator
+from tests.sim.simulator import NO_SLOW_DISK, OperatorToken, Options, SimNode, Simulator
 
 FOREVER = (10**9, 10**9)
 """Down time of a crashed node: it stays down until the scenario (or the liveness phase)
@@ -46,6 +46,7 @@ def calm(nodes: int, requests: int = 80) -> Callable[[Options], Options]:
             down_ticks=FOREVER,
             transfer_rate=0.0,
             membership=MembershipOptions(),
+            slow_disk=NO_SLOW_DISK,
         )
 
     return adjust

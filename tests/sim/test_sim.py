@@ -11,6 +11,8 @@ scenarios drawn by ``swarm``; changing what it draws renumbers every scenario, s
 seed may then stop reproducing its scenario: find it again with a sweep. Membership changes are
 drawn last (``simulator.scenario``), so a regression seed found before they existed still
 replays its scenario exactly without them: those are in ``REGRESSION_SEEDS_WITHOUT_MEMBERSHIP``.
+Slow disks are drawn after them, from a stream of their own: a seed whose draw leaves them off
+runs exactly as it did before they existed.
 
 ``KNOWN_FAILURES`` are seeds of the list that fail because of a diagnosed production bug not
 fixed yet (``KNOWN_BUGS`` says which, where, and the fix). They still run and must still fail:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,7 @@ from tests.sim.membership import PROCEDURES
 from raftd.core import ConfState, Entry
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.simulator import (
+    NO_SLOW_DISK,
     Simulator,
     run_checked,
     scenario,
@@ -200,6 +204,8 @@ def test_swarm_turns_every_fault_on_and_off() -> None:
         "blackouts": [o.cluster_crash_rate > 0 for o in drawn],
         "clock jitter": [o.tick_skip > 0 for o in drawn],
         "pauses": [o.pause_rate > 0 for o in drawn],
+        "slow fsyncs": [o.slow_disk.slow > 0 for o in drawn],
+        "fsync stalls": [o.slow_disk.stall > 0 for o in drawn],
         "turn per message": [o.turn_per_message for o in drawn],
         "pipelined writes": [o.workload.pipeline > 1 for o in drawn],
         "snapshots": [o.snapshot_every > 0 for o in drawn],
@@ -227,12 +233,14 @@ def test_a_run_starts_blank_and_commits() -> None:
     assert result.committed > 0 and result.leaders
 
 
-def test_membership_changes_are_drawn_last() -> None:
-    """Without its membership changes a seed's scenario is exactly what ``swarm`` alone draws,
-    so the scenarios (and regression seeds) from before membership changes keep replaying."""
+def test_membership_changes_and_slow_disks_are_drawn_last() -> None:
+    """Without its membership changes and slow disks a seed's scenario is exactly what
+    ``swarm`` alone draws, so the scenarios (and regression seeds) from before them keep
+    replaying."""
     for seed in selected_seeds()[:50]:
         options, _ = scenario(seed)
-        assert without_membership(options) == swarm(random.Random(seed))
+        alone = replace(without_membership(options), slow_disk=NO_SLOW_DISK)
+        assert alone == swarm(random.Random(seed))
 
 
 def test_log_matching_is_checked_at_every_write() -> None:
