@@ -25,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from tests.sim.simulator import (
 
 SEEDS_FILE = Path(__file__).with_name("seeds.txt")
 WORKERS = int(os.environ.get("SIM_JOBS", "2"))
+SWEEP: dict[str, float] = {}
+"""What ``test_seeds`` ran (seeds, seconds), for the summary line (tests/sim/conftest.py)."""
 """Processes for the seeds (``make sim JOBS=N``); two keep ``make test`` within budget."""
 
 REGRESSION_SEEDS: dict[int, str] = {
@@ -154,12 +157,14 @@ def test_seeds() -> None:
     seeds = selected_seeds()
     jobs = ([(s, True) for s in sorted(set(seeds) | set(REGRESSION_SEEDS))]
             + [(s, False) for s in sorted(REGRESSION_SEEDS_WITHOUT_MEMBERSHIP)])
+    started = time.monotonic()
     with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
         failures = {
             seed: failure
             for seed, failure in pool.imap_unordered(_run, jobs, chunksize=2)
             if failure is not None
         }
+    SWEEP.update(seeds=len(jobs), seconds=time.monotonic() - started)
     unexpected = sorted(s for s in failures if s not in KNOWN_FAILURES)
     fixed = sorted(s for s in KNOWN_FAILURES if s in seeds and s not in failures)
     assert not unexpected, (
