@@ -113,9 +113,10 @@ def chaos_env(
         try:
             network.create()
         except netns.NetnsError as exc:
+            # The probe made namespaces here: this is our setup failing, not the machine.
             leftovers = network.destroy()
-            reason = f"namespace setup failed: {exc}" + (f" (left: {leftovers})" if leftovers else "")
-            network = None
+            pytest.fail(f"namespace setup failed where the probe succeeded: {exc}"
+                        + (f" (left: {leftovers})" if leftovers else ""))
     if reason is not None:
         netem_reason = netem_reason or reason
         message = f"chaos: partition nemesis skipped, nodes run on {HOST}: {reason}"
