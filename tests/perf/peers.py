@@ -322,6 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{pso_version} writers run inside its leader (an upper bound; its CPU "
                   "includes them), with its default appendEntriesUseBatch (batch: AppendEntries "
                   "every 100 ms) and without (immediate). CPU µs/op = cluster CPU-seconds / ops.")
+    missing = [name for name, wanted, ran in (
+        ("etcd (install the Debian package etcd-server, as root)", "etcd", have_etcd),
+        ("PySyncObj (pip install pysyncobj)", "pysyncobj", have_pso),
+    ) if wanted in systems and not ran]
+    if missing:
+        console.print(f"[bold red]not compared, missing here:[/] {'; '.join(missing)}")
+    changes = sum(r.get("leader_changes") or 0
+                  for name in ("rafty-fsync", "rafty-nofsync") for r in results[name])
+    console.print(f"rafty leader changes during its write runs: {changes} (target 0)")
     target_1 = min(1500.0, 0.7 / (disk + 4 * rtt))
     console.print(f"1-client fsync-on target: {target_1:,.0f} writes/s (min of 1,500 and 70% of "
                   f"1/(fsync p50 {disk * 1000:.2f} ms + 4 x RTT {rtt * 1e6:.0f} µs))")
