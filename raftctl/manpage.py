@@ -23,6 +23,7 @@ from click.shell_completion import get_completion_class
 
 from raftctl.cli import cli as raftctl_cli
 from raftctl.exitcodes import ExitCode
+from raftctl.options import GlobalOption
 from raftd import __version__
 from raftd.cli import EXIT_FAILED, EXIT_USAGE
 from raftd.cli import cli as raftd_cli
@@ -66,8 +67,11 @@ def options(command: click.Command, ctx: click.Context) -> list[str]:
     out = []
     help_option = command.get_help_option(ctx)
     for param in command.get_params(ctx):
-        # Arguments are in the synopsis; --help is said once, for the top command.
-        if isinstance(param, click.Argument) or (param is help_option and ctx.parent):
+        # Arguments are in the synopsis; --help and the global options (which may also follow
+        # any command) are said once, for the top command.
+        if isinstance(param, click.Argument) or (
+            ctx.parent and (param is help_option or isinstance(param, GlobalOption))
+        ):
             continue
         record = param.get_help_record(ctx)
         if record is None:

@@ -26,6 +26,7 @@ from raftctl.bench.results import Extras, WorkerResult, summarize
 from raftctl.bench.runner import LoadSpec, preload, run_load
 from raftctl.bench.target import Target, existing, local_cluster
 from raftctl.connection import parse_endpoints
+from raftctl.options import VerbGroup
 from raftctl.output.rows import to_json
 
 DEFAULT_DURATION = 10.0
@@ -119,7 +120,7 @@ def _run(app: App, spec: LoadSpec, servers: int | None, fsync: bool, plot: Path 
         plots.plot_load(record, plot)
 
 
-@click.group()
+@click.group(cls=VerbGroup)
 def bench() -> None:
     """Measure a cluster: write and read load, elections, and load from several machines.
 

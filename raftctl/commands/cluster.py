@@ -14,6 +14,7 @@ from raftctl.client import AsyncClient
 from raftctl.commands.params import node_address
 from raftctl.errors import RaftctlError
 from raftctl.exitcodes import ExitCode
+from raftctl.options import VerbCommand
 from raftctl.output.rows import StatusRow
 from raftctl.output.watch import StatusWatch
 from raftctl.survey import collect_status, first_diagnostic, health_rows, status_rows
@@ -24,7 +25,7 @@ MIN_WATCH_TIMEOUT = 1.0
 Survey = tuple[list[StatusRow] | None, str | None]
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.option(
     "-w",
     "--watch",
@@ -96,7 +97,7 @@ async def _watch_lines(app: App, interval: float) -> None:
             click.echo()  # a blank line ends each block
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.argument("address", required=False, callback=node_address)
 @click.pass_obj
 def diagnostic(app: App, address: str | None) -> None:
@@ -118,7 +119,7 @@ async def _one(address: str, app: App) -> dict[str, object]:
         return await client.diagnostic(address)
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.pass_obj
 def health(app: App) -> None:
     """Check that every member takes part in committing, and time it.

@@ -10,6 +10,7 @@ import click
 
 from raftctl.app import App
 from raftctl.exitcodes import ExitCode
+from raftctl.options import VerbCommand
 
 
 def _stdin_value() -> str | bytes:
@@ -39,7 +40,7 @@ _IF_REVISION = click.option(
 )
 
 
-@click.command("set")
+@click.command("set", cls=VerbCommand)
 @click.argument("key")
 @click.argument("value")
 @_IF_REVISION
@@ -76,7 +77,7 @@ def set_(
     app.printer.done("set", key, revision)
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.argument("key", required=False)
 @click.option(
     "--prefix",
@@ -115,7 +116,7 @@ def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None
     app.printer.value(item)
 
 
-@click.command("list")
+@click.command("list", cls=VerbCommand)
 @click.argument("prefix", default="")
 @click.pass_obj
 def list_(app: App, prefix: str) -> None:
@@ -128,7 +129,7 @@ def list_(app: App, prefix: str) -> None:
         app.printer.items(list(client.items(prefix)), values=False)
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.argument("key")
 @_IF_REVISION
 @click.pass_obj

@@ -10,9 +10,10 @@ import click
 
 from raftctl.app import App
 from raftctl.commands.params import node_address
+from raftctl.options import VerbCommand
 
 
-@click.command("add-node")
+@click.command("add-node", cls=VerbCommand)
 @click.argument("address", callback=node_address)
 @click.option(
     "--learner",
@@ -33,7 +34,7 @@ def add_node(app: App, address: str, learner: bool) -> None:
     app.printer.member("add-node", address)
 
 
-@click.command()
+@click.command(cls=VerbCommand)
 @click.argument("address", callback=node_address)
 @click.pass_obj
 def promote(app: App, address: str) -> None:
@@ -43,7 +44,7 @@ def promote(app: App, address: str) -> None:
     app.printer.member("promote", address)
 
 
-@click.command("remove-node")
+@click.command("remove-node", cls=VerbCommand)
 @click.argument("address", callback=node_address)
 @click.pass_obj
 def remove_node(app: App, address: str) -> None:
@@ -59,7 +60,7 @@ def remove_node(app: App, address: str) -> None:
     app.printer.member("remove-node", address)
 
 
-@click.command("transfer-leader")
+@click.command("transfer-leader", cls=VerbCommand)
 @click.argument("address", required=False, callback=node_address)
 @click.pass_obj
 def transfer_leader(app: App, address: str | None) -> None:

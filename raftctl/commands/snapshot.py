@@ -13,6 +13,7 @@ import click
 from raftctl.app import App
 from raftctl.client import AsyncClient
 from raftctl.exitcodes import ExitCode
+from raftctl.options import VerbGroup
 from raftctl.output.rows import to_json
 from raftd import backup
 from raftd.storage.files import FsyncError
@@ -21,7 +22,7 @@ MAX_SNAPSHOT_BYTES = 2 << 30
 """Largest snapshot accepted: the server's own limit on a snapshot answer."""
 
 
-@click.group()
+@click.group(cls=VerbGroup)
 def snapshot() -> None:
     """Back up the cluster's data (restore it with `raftd restore`)."""
 

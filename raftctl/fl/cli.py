@@ -18,6 +18,7 @@ from rich.table import Table
 
 from raftctl.app import App
 from raftctl.exitcodes import ExitCode
+from raftctl.options import VerbGroup
 
 EXTRA = "pip install 'rafty[federated]'"
 MODELS = ("softmax", "mlp")
@@ -33,7 +34,7 @@ def _need_extra(app: App) -> None:
                                       f"{module} is not installed")
 
 
-@click.group()
+@click.group(cls=VerbGroup)
 def fl() -> None:
     """Federated learning: participants train on their own data; the cluster aggregates.
 

@@ -21,9 +21,10 @@ import sys
 import termios
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from raftctl import Client
 from raftctl.cli import cli
@@ -200,6 +201,47 @@ def test_unreachable_cluster_exits_3_naming_the_endpoints() -> None:
         assert (done.returncode, done.stdout) == (3, "")
         assert done.stderr.startswith("Error: no node reachable")
         assert done.stderr.count("\n") == 1 and all(e in done.stderr for e in endpoints)
+
+
+def test_global_options_after_the_verb(cluster: LocalCluster, tmp_path: Path) -> None:
+    """-e, -o and --timeout after the verb: the same, winning there; the environment as ever."""
+    eps = ",".join(cluster.endpoints)
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    clean = {"RAFTCTL_ENDPOINTS": None, "RAFTCTL_TIMEOUT": None}
+
+    def run(*args: str, **env: str) -> Result:
+        result = CliRunner().invoke(cli, list(args), env={**clean, **env}, prog_name="raftctl")
+        assert "Traceback" not in result.output + result.stderr
+        return result
+
+    assert run("-e", eps, "set", "cli/after", "v").exit_code == 0
+    before = run("-e", eps, "-o", "json", "get", "cli/after")
+    after = run("get", "cli/after", "-o", "json", "-e", eps)
+    assert (after.exit_code, after.stdout) == (0, before.stdout)
+    assert json.loads(after.stdout)["value"] == "v"
+    mixed = run("-o", "json", "get", "cli/after", "-e", eps)
+    assert (mixed.exit_code, mixed.stdout) == (0, before.stdout)
+
+    # Given on both sides, the value after the verb wins, whichever way round.
+    rescued = run("-e", dead, "-o", "json", "--timeout", "0.5", "get", "cli/after", "-e", eps,
+                  "-o", "plain")
+    assert (rescued.exit_code, rescued.stdout) == (0, "v\n")
+    doomed = run("-e", eps, "--timeout", "30", "get", "cli/after", "-e", dead, "--timeout", "0.5")
+    assert doomed.exit_code == 3 and dead in doomed.stderr and eps not in doomed.stderr
+
+    # The environment applies as before, and a value after the verb overrides it too.
+    assert run("get", "cli/after", RAFTCTL_ENDPOINTS=eps).stdout == "v\n"
+    assert run("get", "cli/after", "-e", eps, RAFTCTL_ENDPOINTS=dead).stdout == "v\n"
+    timed_out = run("get", "cli/after", "-e", dead, RAFTCTL_ENDPOINTS=eps, RAFTCTL_TIMEOUT="0.5")
+    assert timed_out.exit_code == 3 and dead in timed_out.stderr
+
+    # Nested groups take them after the subcommand (and after the group) as well.
+    saved = run("snapshot", "save", str(tmp_path / "after.snap"), "-o", "json", "-e", eps)
+    assert saved.exit_code == 0, saved.stderr
+    assert json.loads(saved.stdout)["file"] == str(tmp_path / "after.snap")
+    nested = run("-e", dead, "snapshot", "-e", eps, "save", str(tmp_path / "b.snap"),
+                 "--timeout", "10")
+    assert nested.exit_code == 0, nested.stderr
 
 
 def test_bad_arguments_exit_2(cluster: LocalCluster) -> None:

@@ -245,6 +245,14 @@ def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Pa
     ok = raftctl(*tls_args, "get", "k", env={"RAFTCTL_TOKEN": TOKEN})
     assert (ok.exit_code, ok.stdout) == (0, "v\n"), ok.output
 
+    # The access options may follow the verb too, and win there; --key and its --cert may be
+    # on either side.
+    after = raftctl("--token", "guess", "get", "k", "--token", TOKEN, *tls_args)
+    assert (after.exit_code, after.stdout) == (0, "v\n"), after.output
+    split = raftctl("--token", TOKEN, "--cacert", str(pki.ca), "--key", str(pki.client_key),
+                    "get", "k", "--cert", str(pki.client_cert))
+    assert (split.exit_code, split.stdout) == (0, "v\n"), split.output
+
     bad = raftctl("--token", "guess", *tls_args, "get", "k")
     assert bad.exit_code == 1 and "unauthorized" in bad.stderr
     bad = raftctl(*tls_args, "get", "k")  # no token at all
