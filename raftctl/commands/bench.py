@@ -120,7 +120,7 @@ def _run(app: App, spec: LoadSpec, servers: int | None, fsync: bool, plot: Path 
         plots.plot_load(record, plot)
 
 
-@click.group(cls=VerbGroup)
+@click.group(cls=VerbGroup, short_help="Measure throughput, latency and election times.")
 def bench() -> None:
     """Measure a cluster: write and read load, elections, and load from several machines.
 
@@ -145,7 +145,7 @@ def write(app: App, /, servers: int | None, fsync: bool, plot: Path | None, **lo
     _run(app, _spec("write", timeout=app.timeout, **load), servers, fsync, plot)
 
 
-@bench.command()
+@bench.command(short_help="Read load: every request gets one of --keys preloaded keys.")
 @_load_options
 @click.option("--consistency", type=click.Choice(["linearizable", "stale"]),
               default="linearizable", show_default=True,
@@ -161,7 +161,7 @@ def read(app: App, /, servers: int | None, fsync: bool, plot: Path | None, consi
     _run(app, spec, servers, fsync, plot)
 
 
-@bench.command()
+@bench.command(short_help="Time failovers and elections by killing the leader repeatedly.")
 @click.option("--servers", type=click.IntRange(1), default=5, show_default=True, metavar="N",
               help="Size of the local cluster started for the trials.")
 @click.option("--trials", type=click.IntRange(1), default=20, show_default=True, metavar="N",
@@ -194,7 +194,7 @@ def election(app: App, servers: int, trials: int, sigstop: bool, fsync: bool,
         plots.plot_election(record, plot)
 
 
-@bench.command()
+@bench.command(short_help="Host a cluster (--servers) or a distributed run (--head).")
 @click.option("--head", "head_", is_flag=True,
               help="Coordinate a run: store its configuration in the cluster, wait for "
                    "--joiners, start them together, merge their results into --report.")
@@ -251,7 +251,8 @@ def _host(app: App, servers: int, fsync: bool) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-@bench.command(name="join")
+@bench.command(name="join",
+               short_help="Take part in a distributed run (raftctl bench serve --head).")
 @click.argument("head_endpoints", metavar="HEAD")
 @click.option("--wait", type=click.FloatRange(min=0, min_open=True), default=300.0,
               show_default=True, metavar="S",

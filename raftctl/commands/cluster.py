@@ -25,7 +25,7 @@ MIN_WATCH_TIMEOUT = 1.0
 Survey = tuple[list[StatusRow] | None, str | None]
 
 
-@click.command(cls=VerbCommand)
+@click.command(cls=VerbCommand, short_help="Show every member's role, term, log indexes and lag.")
 @click.option(
     "-w",
     "--watch",
@@ -97,7 +97,7 @@ async def _watch_lines(app: App, interval: float) -> None:
             click.echo()  # a blank line ends each block
 
 
-@click.command(cls=VerbCommand)
+@click.command(cls=VerbCommand, short_help="Show one node's diagnostic map: role, log, rates.")
 @click.argument("address", required=False, callback=node_address)
 @click.pass_obj
 def diagnostic(app: App, address: str | None) -> None:
@@ -119,7 +119,7 @@ async def _one(address: str, app: App) -> dict[str, object]:
         return await client.diagnostic(address)
 
 
-@click.command(cls=VerbCommand)
+@click.command(cls=VerbCommand, short_help="Check that every member takes part in committing.")
 @click.pass_obj
 def health(app: App) -> None:
     """Check that every member takes part in committing, and time it.

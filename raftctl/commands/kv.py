@@ -40,7 +40,7 @@ _IF_REVISION = click.option(
 )
 
 
-@click.command("set", cls=VerbCommand)
+@click.command("set", cls=VerbCommand, short_help='Set KEY to VALUE ("-": read it from stdin).')
 @click.argument("key")
 @click.argument("value")
 @_IF_REVISION
@@ -77,7 +77,8 @@ def set_(
     app.printer.done("set", key, revision)
 
 
-@click.command(cls=VerbCommand)
+@click.command(cls=VerbCommand,
+               short_help="Print the value of KEY, or of every key under --prefix.")
 @click.argument("key", required=False)
 @click.option(
     "--prefix",
@@ -97,7 +98,8 @@ def set_(
 def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None:
     """Print the value of KEY on stdout; exit status 1 when KEY does not exist.
 
-    -o json prints {"key", "value", "revision"}: the revision to give set --if-revision.
+    -o json prints {"key", "value", "revision"}. Give that revision to set or delete
+    --if-revision to write only if KEY has not changed since.
     """
     if prefix is not None:
         if key is not None:
@@ -116,7 +118,8 @@ def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None
     app.printer.value(item)
 
 
-@click.command("list", cls=VerbCommand)
+@click.command("list", cls=VerbCommand,
+               short_help="List the keys starting with PREFIX (default: all).")
 @click.argument("prefix", default="")
 @click.pass_obj
 def list_(app: App, prefix: str) -> None:

@@ -34,7 +34,7 @@ def add_node(app: App, address: str, learner: bool) -> None:
     app.printer.member("add-node", address)
 
 
-@click.command(cls=VerbCommand)
+@click.command(cls=VerbCommand, short_help="Make the learner at ADDRESS a voter.")
 @click.argument("address", callback=node_address)
 @click.pass_obj
 def promote(app: App, address: str) -> None:
@@ -60,7 +60,8 @@ def remove_node(app: App, address: str) -> None:
     app.printer.member("remove-node", address)
 
 
-@click.command("transfer-leader", cls=VerbCommand)
+@click.command("transfer-leader", cls=VerbCommand,
+               short_help="Hand leadership to ADDRESS or the most up-to-date voter.")
 @click.argument("address", required=False, callback=node_address)
 @click.pass_obj
 def transfer_leader(app: App, address: str | None) -> None:

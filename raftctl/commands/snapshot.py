@@ -22,7 +22,7 @@ MAX_SNAPSHOT_BYTES = 2 << 30
 """Largest snapshot accepted: the server's own limit on a snapshot answer."""
 
 
-@click.group(cls=VerbGroup)
+@click.group(cls=VerbGroup, short_help="Back up the cluster's data, for `raftd restore`.")
 def snapshot() -> None:
     """Back up the cluster's data (restore it with `raftd restore`)."""
 

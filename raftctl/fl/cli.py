@@ -19,9 +19,14 @@ from rich.table import Table
 from raftctl.app import App
 from raftctl.exitcodes import ExitCode
 from raftctl.options import VerbGroup
+from raftd.federated.state import DEFAULT_STATUS_ROUNDS
 
 EXTRA = "pip install 'rafty[federated]'"
 MODELS = ("softmax", "mlp")
+MAX_RECENT = DEFAULT_STATUS_ROUNDS
+"""Most round records `fl status --rounds` shows: what fl_status returns by default."""
+DEMO_MIN_SERVERS = 3
+"""With fewer nodes, the survivors of the aggregator's SIGKILL are no majority."""
 
 
 def _need_extra(app: App) -> None:
@@ -34,7 +39,7 @@ def _need_extra(app: App) -> None:
                                       f"{module} is not installed")
 
 
-@click.group(cls=VerbGroup)
+@click.group(cls=VerbGroup, short_help="Federated learning, with the cluster as aggregator.")
 def fl() -> None:
     """Federated learning: participants train on their own data; the cluster aggregates.
 
@@ -45,18 +50,19 @@ def fl() -> None:
     """
 
 
-@fl.command()
-@click.option("--parts", "-n", type=click.IntRange(min=1), required=True,
+@fl.command(short_help="Split the bundled digits data set into participant shards.")
+@click.option("--parts", "-n", type=click.IntRange(min=1), required=True, metavar="N",
               help="Number of participant shards to write.")
 @click.option("--iid", is_flag=True, help="Deal examples uniformly at random (the default).")
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True),
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), metavar="ALPHA",
               help="Label skew instead: Dirichlet(ALPHA) shares of each class per shard "
               "(0.1 very skewed, 100 nearly IID).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N",
+              help="Seed of the split.")
 @click.option("--test-fraction", type=click.FloatRange(0.05, 0.5), default=0.2,
-              show_default=True, help="Share of the data held out as test.npz.")
+              show_default=True, metavar="FRACTION", help="Share of the data held out as test.npz.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              required=True, help="Directory to write shardK.npz and test.npz into.")
+              required=True, metavar="DIR", help="Directory to write shardK.npz and test.npz into.")
 @click.pass_obj
 def split(app: App, parts: int, iid: bool, alpha: float | None, seed: int,
           test_fraction: float, out_dir: Path) -> None:
@@ -80,26 +86,27 @@ def split(app: App, parts: int, iid: bool, alpha: float | None, seed: int,
     click.echo(f"test set: {result.test}", err=True)
 
 
-@fl.command()
+@fl.command(short_help="Train on a shard until the global model reaches --rounds.")
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="This participant's shard (from `raftctl fl split`).")
 @click.option("--test", "test_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Held-out data to test each global model on; the cluster reports the "
               "accuracy in `raftctl fl status`.")
-@click.option("--name", help="Participant name, unique in the cluster [default: host-pid].")
+@click.option("--name", metavar="NAME",
+              help="Participant name, unique in the cluster [default: host-pid].")
 @click.option("--rounds", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Stop once the global model reaches this round.")
+              metavar="N", help="Stop once the global model reaches this round.")
 @click.option("--model", type=click.Choice(MODELS), default="softmax", show_default=True,
               help="Model to propose if the cluster trains none yet.")
 @click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Hidden units of the mlp model.")
+              metavar="N", help="Hidden units of the mlp model.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Local epochs per round.")
+              metavar="N", help="Local epochs per round.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.5,
-              show_default=True, help="Learning rate of local SGD.")
+              show_default=True, metavar="RATE", help="Learning rate of local SGD.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Mini-batch size of local SGD.")
-@click.option("--seed", type=int, default=0, show_default=True,
+              metavar="N", help="Mini-batch size of local SGD.")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N",
               help="Seed of the local batch order (and of the initial model).")
 @click.pass_obj
 def participate(app: App, data_path: Path, test_path: Path | None, name: str | None,
@@ -153,14 +160,18 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
 
 
 @fl.command()
-@click.option("--rounds", "recent", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also show the last N round records (at most 10).")
+@click.option("--rounds", "recent", type=click.IntRange(0, MAX_RECENT), default=0,
+              show_default=True, metavar="N",
+              help=f"Also show the last N round records (at most {MAX_RECENT}).")
 @click.pass_obj
 def status(app: App, recent: int) -> None:
-    """Show the training: round, aggregator and its term, updates received this round
-    (of min_updates), participants, the last test accuracy, and how many rounds each node
+    """Show the training: round, aggregator, updates, accuracy.
+
+    Prints the round, the aggregator and its term, the updates received this round (of
+    min_updates), the participants, the last test accuracy, and how many rounds each node
     aggregated. The leader answers; while no leader is known a node answers with its own
-    possibly older view (STALE). -o json prints one object."""
+    possibly older view (STALE). -o json prints one object.
+    """
     with app.client() as client:
         st = client.request({"type": "fl_status"})
     view = status_view(st)
@@ -198,19 +209,22 @@ def status_view(st: dict[str, Any]) -> dict[str, Any]:
     return {"aggregator": agg, **{k: st.get(k) for k in keep}}
 
 
-@fl.command()
+@fl.command(short_help="Run federated learning on this machine, round by round.")
 @click.option("--servers", type=click.IntRange(min=1), default=3, show_default=True,
-              help="raftd nodes to start.")
+              metavar="N", help=f"raftd nodes to start: at least {DEMO_MIN_SERVERS} unless "
+              "--no-kill.")
 @click.option("--participants", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Participant processes to start, one shard each.")
+              metavar="N", help="Participant processes to start, one shard each.")
 @click.option("--rounds", type=click.IntRange(min=2), default=30, show_default=True,
-              help="Rounds to train.")
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True),
+              metavar="N", help="Rounds to train.")
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), metavar="ALPHA",
               help="Non-IID shards: Dirichlet(ALPHA) label skew (default: IID).")
 @click.option("--model", type=click.Choice(MODELS), default="softmax", show_default=True,
               help="Model to train.")
 @click.option("--rotate-after", type=click.FloatRange(min=0, min_open=True), default=0.5,
-              show_default=True, help="[federated] rotate_after_s of the nodes.")
+              show_default=True, metavar="SECONDS",
+              help="Seconds each aggregator leads before it hands over ([federated] "
+              "rotate_after_s of the nodes).")
 @click.option("--no-kill", is_flag=True, help="Do not SIGKILL the aggregator mid-run.")
 @click.pass_obj
 def demo(app: App, servers: int, participants: int, rounds: int, alpha: float | None,
@@ -223,6 +237,11 @@ def demo(app: App, servers: int, participants: int, rounds: int, alpha: float | 
     taking over, and ends with the federated model's accuracy next to a centralized model
     trained on the union of the shards. -e is ignored: the demo runs its own cluster.
     """
+    if servers < DEMO_MIN_SERVERS and not no_kill:
+        raise click.BadParameter(
+            f"{servers} is too few: the demo SIGKILLs the aggregator, and the nodes left must "
+            f"be a majority to elect the next one; give at least {DEMO_MIN_SERVERS}, or --no-kill",
+            param_hint="'--servers'")
     _need_extra(app)
     from raftctl.fl.demo import DemoFailed, run_demo
 

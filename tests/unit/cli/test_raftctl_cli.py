@@ -6,6 +6,7 @@ Tests against real running nodes live in tests/integration/test_cli.py.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from raftctl.errors import (
     Unauthorized,
 )
 from raftctl.localcluster import free_ports
+from raftctl.manpage import walk
 
 A, B, C = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
 
@@ -64,6 +66,8 @@ def run(
         (["remove-node", "nohost"], {}, "Invalid value for 'ADDRESS'"),
         (["transfer-leader", "nohost"], {}, "Invalid value for '[ADDRESS]'"),
         (["health", "extra"], {}, "Got unexpected extra argument (extra)"),
+        (["fl", "status", "--rounds", "11"], {}, "11 is not in the range 0<=x<=10"),
+        (["fl", "demo", "--servers", "2"], {}, "give at least 3, or --no-kill"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], env: dict[str, str], expected: str) -> None:
@@ -106,6 +110,24 @@ def test_help_of_every_verb_reads_well() -> None:
         assert args[0] in listing
         page = run(args[0], "--help")
         assert page.exit_code == 0 and page.stdout.startswith(f"Usage: raftctl {args[0]}")
+
+
+def _help_pages() -> list[list[str]]:
+    ctx = cli.make_context("raftctl", [], resilient_parsing=True)
+    return [[]] + [sub_ctx.command_path.split()[1:] for _, sub_ctx in walk(cli, ctx)]
+
+
+@pytest.mark.parametrize("path", _help_pages(), ids=lambda p: " ".join(p) or "raftctl")
+def test_help_pages_are_not_cut_or_split(path: list[str]) -> None:
+    """At 80 columns: whole command summaries, no option name broken across two lines, and
+    metavars that say what to give (N, SECONDS), not click's INTEGER RANGE."""
+    result = CliRunner().invoke(cli, [*path, "--help"], prog_name="raftctl", terminal_width=80)
+    page = result.stdout
+    listing = page.partition("\nCommands:\n")[2].partition("\n\n")[0]
+    assert "..." not in listing, f"summaries cut short:\n{listing}"
+    split = [line for line in page.splitlines() if re.search(r"(?<![\w-])--?[\w-]*\w-$", line)]
+    assert not split, f"an option name is split at the end of: {split}"
+    assert not re.search(r"INTEGER|FLOAT|RANGE| TEXT\b", page), "click's default metavars"
 
 
 # -- key-value verbs, client faked -------------------------------------------------------------
