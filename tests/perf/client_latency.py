@@ -1,0 +1,59 @@
+"""Benchmark: round trip of ``Client.set`` and of a linearizable ``Client.get``, median of N.
+
+    .venv/bin/python -m tests.perf.client_latency [--requests 1000] [--no-fsync]
+
+A 3-node cluster on loopback (fsync on unless --no-fsync); one blocking ``raftctl.Client``
+that has found the leader sends one request at a time: first N writes (100-byte values),
+then N linearizable reads of the keys written. Prints median, p90, p99 and max of each.
+
+Not collected by pytest (no ``test_`` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+from raftctl import Client
+from raftctl.localcluster import LocalCluster
+from tests.integration.helpers import wait_for_leader
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--no-fsync", action="store_true")
+    args = parser.parse_args()
+    value = os.urandom(100)
+    with tempfile.TemporaryDirectory(prefix="rafty-latency-") as tmp, \
+            LocalCluster(3, tmp, fsync=not args.no_fsync) as cluster:
+        cluster.start_all()
+        wait_for_leader(cluster)
+        with Client(cluster.endpoints, timeout=10) as client:
+            client.set("warm-up", value)  # finds the leader and opens the session
+            writes = _timed(lambda i: client.set(f"k{i}", value), args.requests)
+            reads = _timed(lambda i: client.get(f"k{i}"), args.requests)
+    print(f"3 nodes, fsync {'off' if args.no_fsync else 'on'}, one client, "
+          f"{args.requests} requests each")
+    for name, samples in (("Client.set", writes), ("Client.get (linearizable)", reads)):
+        ms = sorted(s * 1000 for s in samples)
+        print(f"{name}: median {statistics.median(ms):.3f} ms, "
+              f"p90 {ms[int(0.9 * len(ms))]:.3f}, p99 {ms[int(0.99 * len(ms))]:.3f}, "
+              f"max {ms[-1]:.3f}")
+
+
+def _timed(call: Callable[[int], object], count: int) -> list[float]:
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+if __name__ == "__main__":
+    main()
