@@ -134,7 +134,7 @@ def test_the_bytes_a_participant_sends_hold_no_plaintext_weight() -> None:
     with RecordingNode(answer) as node:
         async def run() -> None:
             async with AsyncClient([node.address], timeout=5) as client:
-                await Participant(client, "p1", shard, spec=spec,
+                await Participant(client, "p1", shard, spec=spec, give_up_s=5,
                                   training=Training(epochs=2)).run(1)
 
         asyncio.run(run())
