@@ -7,8 +7,10 @@ Theory of operation. Every node plays the same part; only the leader acts on it:
    it, commits an aggregator record ``(term, node, round, public key)`` through the log, and
    starts generating the next pair: every term of leadership gets a key of its own.
 2. Rounds. Once its record is applied (and with it everything earlier in the log) the
-   leader accepts updates for round ``state.round + 1``: each is decrypted, parsed and
-   validated in a worker thread against the global model, at most one per participant. When
+   leader opens round ``state.round + 1``: a worker thread decodes the global model the
+   round's updates are checked against (an update arriving meanwhile waits for it), then
+   each update is decrypted, parsed and validated in a worker thread against that model, at
+   most one per participant. When
    ``min_updates`` arrived, or ``round_timeout_s`` passed since the round began with at least
    one update, FedAvg runs in a worker thread and the new model is proposed as a ``round``
    command; the state applies it only if it is the next round from the current aggregator.
@@ -24,8 +26,11 @@ Theory of operation. Every node plays the same part; only the leader acts on it:
    aggregator changes. ``fl_model`` returns the global model sealed to the participant's
    registered key.
 
-NB: all CPU work (keys, decryption, validation, averaging, sealing) runs in this app's
-worker threads; the event loop only moves small maps and bookkeeping.
+NB: all CPU work (keys, key parsing, model decoding, decryption, validation, averaging,
+sealing) runs in this app's worker threads; the event loop only moves small maps and
+bookkeeping. A worker's result comes back to the loop through its future's callback, which
+first checks that what it was computed for (the round, the term) is still current: the
+coordinator's state is only ever read and written on the loop.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from raftd.config import FederatedSection
 from raftd.core import NO_NODE, ProposalDropped, StateRole
+from raftd.core.raft import Raft
 from raftd.federated import crypto
 from raftd.federated.fedavg import (
     MAX_UPDATE_BYTES,
@@ -54,6 +60,7 @@ from raftd.federated.fedavg import (
 from raftd.federated.model import (
     ModelSpec,
     Params,
+    ParamsError,
     decode_params,
     encode_params,
     initial_params,
@@ -144,8 +151,8 @@ class FederatedApp:
         self.state = state
         self.id = server.id
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="fl")
-        self.next_key: Future[RSAPrivateKey] = self.executor.submit(crypto.generate_private_key)
-        """Ready ahead of time for the next term this node leads."""
+        self.next_key: Future[tuple[RSAPrivateKey, bytes]] = self.executor.submit(_fresh_key)
+        """Ready ahead of time for the next term this node leads (with its public DER)."""
         self.key: RSAPrivateKey | None = None
         """The private key of our applied aggregator record (None: not aggregating)."""
         self.key_id = ""
@@ -154,6 +161,11 @@ class FederatedApp:
         self.active = False
         """Our aggregator record is applied: updates are welcome."""
         self.buffer: RoundBuffer | None = None
+        """The open round's updates; None until its reference model is decoded."""
+        self.open_round = 0
+        """The round we aggregate, ``state.round + 1`` (0: none), ready or still opening."""
+        self.opening: asyncio.Future[Params] | None = None
+        """The worker decoding the open round's reference model; None once ``buffer`` is set."""
         self.round_started = 0.0
         self.round_started_ms = 0
         self.leading_since = 0.0
@@ -213,17 +225,18 @@ class FederatedApp:
         self.active = False
         self.key = None
         self.buffer = None
+        self.open_round = 0
+        self.opening = None
         self.aggregating = False
         self.transfer_target = None
 
     async def _announce(self, term: int) -> None:
         """Commit our aggregator record with the key pair prepared ahead of time."""
-        key = await asyncio.wrap_future(self.next_key)
+        key, der = await asyncio.wrap_future(self.next_key)
         if not self._leading(term) or self.active:
             return
         # The key is spent once proposed: the next term we lead gets a fresh one.
-        self.next_key = self.executor.submit(crypto.generate_private_key)
-        der = crypto.public_der(key)
+        self.next_key = self.executor.submit(_fresh_key)
 
         def committed(response: dict[str, Any]) -> None:
             if not self._leading(term):
@@ -270,8 +283,8 @@ class FederatedApp:
                 and elapsed < self.settings.rotate_after_s + self.settings.round_timeout_s:
             return
         raft = self.server.node.raft
-        if raft.lead_transferee != NO_NODE or raft.pending_conf_index > raft.log.applied_index:
-            return  # a transfer or a membership change is in flight: wait for it
+        if not leadership_may_move(raft):
+            return  # wait for the transfer or membership change in flight
         target = next_voter(self.id, raft.voters, self.skip_past)
         if target is None:
             return
@@ -281,12 +294,14 @@ class FederatedApp:
             log.info("not rotating to %s: %s", target, exc)
             return
         self.transfer_target = target
-        log.info("rotating: handing leadership to %s after %.1fs as aggregator", target, elapsed)
+        log.info("rotating: handing leadership to %s after %.1fs as aggregator (term %d)",
+                 target, elapsed, self.term)
 
     # -- rounds ----------------------------------------------------------------------------
     def _on_state_change(self, op: str) -> None:
         """Called as each command applies (on every node, on the event loop)."""
-        if self.active and (self.buffer is None or self.buffer.round != self.state.round + 1):
+        if self.active and self.state.model is not None \
+                and self.open_round != self.state.round + 1:
             self._new_round()
             if op == "round":
                 # Not from inside the apply: the Ready being handled must not change under it.
@@ -294,12 +309,32 @@ class FederatedApp:
         self._wake_watchers()
 
     def _new_round(self) -> None:
+        """Open round ``state.round + 1`` once a worker decoded its reference model (the
+        global model, up to 8 MiB: too much work for the event loop)."""
+        loop = asyncio.get_running_loop()
         model = self.state.model
         self.aggregating = False
-        self.round_started = asyncio.get_running_loop().time()
+        self.buffer = None
+        self.round_started = loop.time()
         self.round_started_ms = int(time.time() * 1000)  # informational, in the round record
-        self.buffer = None if model is None else RoundBuffer(self.state.round + 1,
-                                                             decode_params(model))
+        if model is None:
+            self.open_round, self.opening = 0, None
+            return
+        self.open_round = self.state.round + 1
+        self.opening = loop.run_in_executor(self.executor, decode_params, model)
+        self.opening.add_done_callback(self._round_opened)
+
+    def _round_opened(self, future: asyncio.Future[Params]) -> None:
+        if future is not self.opening:
+            return  # a later round opened, or we stopped aggregating, meanwhile
+        self.opening = None
+        try:
+            reference = future.result()
+        except ParamsError as exc:
+            log.error("cannot open round %d: the global model does not decode: %s",
+                      self.open_round, exc)
+            return
+        self.buffer = RoundBuffer(self.open_round, reference)
 
     def _maybe_aggregate(self) -> None:
         buffer = self.buffer
@@ -413,10 +448,17 @@ class FederatedApp:
     def _register(self, body: dict[str, Any], reply: Reply) -> None:
         name = _participant(body)
         der = _field(body, "public_key", bytes)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, crypto.load_public,
+                                                            der)
+        future.add_done_callback(lambda f: self._key_checked(f, name, der, reply))
+
+    def _key_checked(self, future: asyncio.Future[Any], name: str, der: bytes,
+                     reply: Reply) -> None:
         try:
-            crypto.load_public(der)
+            future.result()
         except crypto.CryptoError as exc:
-            raise BadBody(str(exc)) from None
+            reply(error(ErrorCode.BAD_REQUEST, f"fl_register: {exc}"))
+            return
         if not self._redirected(reply):
             self.server.propose_app(APP_NAME, {"op": "register", "participant": name,
                                                "public_key": der}, reply)
@@ -469,13 +511,22 @@ class FederatedApp:
         rnd = _field(body, "round", int)
         key_id = _field(body, "key_id", str)
         sealed = _field(body, "sealed", bytes)
+        self._offer(name, rnd, key_id, sealed, reply)
+
+    def _offer(self, name: str, rnd: int, key_id: str, sealed: bytes, reply: Reply) -> None:
+        """Take a well-formed update in, or refuse it with a reason."""
         if self._redirected(reply):
             return
-        buffer = self.buffer
         if not self.active or self.key is None:
             reply(refused("no_aggregator", "this leader has not committed its aggregator "
                           "record yet"))
             return
+        if self.opening is not None:
+            # The round opens as soon as its model is decoded: decide then, in arrival order.
+            self.opening.add_done_callback(
+                lambda _: self._offer(name, rnd, key_id, sealed, reply))
+            return
+        buffer = self.buffer
         if buffer is None:
             reply(refused("no_model", "no model yet"))
             return
@@ -538,6 +589,12 @@ def _open_update(key: RSAPrivateKey, sealed: bytes, name: str, rnd: int,
     return decode_update(plaintext, participant=name, round=rnd, reference=reference)
 
 
+def _fresh_key() -> tuple[RSAPrivateKey, bytes]:
+    """A new key pair and its public DER (in a worker thread: generation takes ~0.6 s)."""
+    key = crypto.generate_private_key()
+    return key, crypto.public_der(key)
+
+
 def _average(updates: list[Update]) -> _Average:
     """FedAvg of a round's updates and the sum of their evaluations (in a worker thread)."""
     evaluated = [u.evaluation for u in updates if u.evaluation is not None]
@@ -547,6 +604,12 @@ def _average(updates: list[Update]) -> _Average:
                       sum(t for _, t in evaluated)]
     return _Average(encode_params(fedavg(updates)), sum(u.num_examples for u in updates),
                     [u.participant for u in updates], evaluation)
+
+
+def leadership_may_move(raft: Raft) -> bool:
+    """Whether a rotation may start now: no leadership transfer (ours or an operator's) and
+    no membership change (proposed, not yet applied here) is in flight."""
+    return raft.lead_transferee == NO_NODE and raft.pending_conf_index <= raft.log.applied_index
 
 
 def next_voter(me: str, voters: tuple[str, ...] | list[str], skip_past: str | None) -> str | None:
