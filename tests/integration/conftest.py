@@ -51,19 +51,22 @@ def _shutdown(cluster: LocalCluster) -> None:
     cluster.stop_all()
 
 
-def _launch(base: Path, n: int, raft: dict[str, Any] | None) -> LocalCluster:
-    cluster = LocalCluster(n, base, fsync=True, extra_raft_config=raft)
+def _launch(base: Path, n: int, raft: dict[str, Any] | None,
+            federated: dict[str, Any] | None = None) -> LocalCluster:
+    cluster = LocalCluster(n, base, fsync=True, extra_raft_config=raft, federated=federated)
     _active.append(cluster)
     return cluster
 
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``make_cluster(n)``: a LocalCluster of ``n`` nodes, not started yet; stopped at teardown."""
+    """``make_cluster(n)``: a LocalCluster of ``n`` nodes, not started yet; stopped at teardown.
+    ``raft`` and ``federated`` add keys to every node's ``[raft]`` and ``[federated]``."""
     made: list[LocalCluster] = []
 
-    def make(n: int, raft: dict[str, Any] | None = None) -> LocalCluster:
-        cluster = _launch(tmp_path / f"cluster{len(made) + 1}", n, raft)
+    def make(n: int, raft: dict[str, Any] | None = None,
+             federated: dict[str, Any] | None = None) -> LocalCluster:
+        cluster = _launch(tmp_path / f"cluster{len(made) + 1}", n, raft, federated)
         made.append(cluster)
         return cluster
 
