@@ -330,12 +330,16 @@ def test_status_watch_redraws_and_highlights_changes(
     watch.wait_for(rf"{re.escape(leader)} +leader", "first frame with the leader")
     assert "Every 0.3s: raftctl status" in watch.text
 
+    before = len(watch.raw)
     with Client(cluster.endpoints, timeout=DEADLINE) as client:
         new = client.transfer_leader()
     assert new != leader
     watch.wait_for(rf"new leader {re.escape(new)} \(was {re.escape(leader)}\)", "leader change")
     watch.wait_for(r"term \d+ -> \d+", "term bump")
     watch.wait_for(rf"{re.escape(new)} +leader", "a frame with the new leader")
+    # The frame that saw the change draws the changed cells in reverse video (SGR 7).
+    drawn = watch.raw[before:].decode(errors="replace")
+    assert re.search(r"\x1b\[(?:\d+;)*7(?:;\d+)*m *leader", drawn), drawn[-2000:]
 
     follower = next(i for i, e in enumerate(cluster.endpoints) if e != new)
     freeze(cluster, follower)
