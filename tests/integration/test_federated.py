@@ -13,6 +13,7 @@ has a deadline; nothing asserts a duration.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,7 +30,10 @@ pytest.importorskip("numpy", reason="needs the rafty[federated] extra")
 pytest.importorskip("sklearn", reason="needs the rafty[federated] extra")
 pytest.importorskip("cryptography", reason="needs the rafty[federated] extra")
 
+from click.testing import CliRunner
+
 from raftctl.blocking import Client
+from raftctl.cli import cli as raftctl_cli
 from raftctl.errors import BadRequest
 from raftctl.fl.demo import FederatedRun
 from raftctl.localcluster import free_ports
@@ -235,6 +239,30 @@ def test_bad_updates_are_refused_with_a_reason_and_never_reach_the_model(
                    zip(decode_params(committed), expected, strict=True))
         record = status()["rounds"][-1]
         assert (record["participants"], record["examples"]) == (["p1", "p2"], 40), record
+
+    # What an operator sees of it: raftctl fl status, as JSON and as tables.
+    shown = CliRunner().invoke(raftctl_cli, ["-e", cluster.endpoints[0], "-o", "json", "fl",
+                                             "status", "--rounds", "1"])
+    assert shown.exit_code == 0, shown.output
+    view = json.loads(shown.stdout)
+    assert (view["round"], view["participants"], view["updates"]) == (1, 2, 0), view
+    aggregator = view["aggregator"]
+    assert aggregator["node"] == cluster.endpoints[0] and "public_key" not in aggregator
+    assert [r["round"] for r in view["rounds"]] == [1]
+    table = CliRunner().invoke(raftctl_cli, ["-e", cluster.endpoints[0], "-o", "plain", "fl",
+                                             "status"])
+    assert table.exit_code == 0 and cluster.endpoints[0] in table.stdout, table.output
+
+
+def test_split_writes_shards_and_a_test_set(tmp_path: Path) -> None:
+    done = CliRunner().invoke(raftctl_cli, ["fl", "split", "--parts", "3", "--alpha", "0.5",
+                                            "--out", str(tmp_path / "shards")])
+    assert done.exit_code == 0, done.output
+    shards = [np.load(tmp_path / "shards" / f"shard{i}.npz") for i in (1, 2, 3)]
+    test = np.load(tmp_path / "shards" / "test.npz")
+    sizes = [len(s["y"]) for s in shards]
+    assert all(size > 0 for size in sizes) and len(test["y"]) > 0
+    assert sum(sizes) + len(test["y"]) == 1797  # every digit of load_digits, dealt once
 
 
 def participate(endpoints: list[str], data: Path, *args: str) -> subprocess.CompletedProcess[str]:
