@@ -45,6 +45,8 @@ INT_LIMIT = 2**63
 """Exclusive upper bound of ids, seqs, revisions and limits."""
 
 Consistency = Literal["linearizable", "stale"]
+AppendAction = Literal["change", "delete"]
+ConfigAction = Literal["add", "delete", "promote"]
 CONSISTENCY_LEVELS: tuple[str, ...] = ("linearizable", "stale")
 
 
@@ -111,7 +113,7 @@ class ListRequest:
 class AppendRequest:
     """A write. ``value`` is None for a delete; the session fields are all None or all set."""
 
-    action: Literal["change", "delete"]
+    action: AppendAction
     key: str
     value: Any = None
     client_id: str | None = None
@@ -131,7 +133,7 @@ class DiagnosticRequest:
 class ConfigRequest:
     """A membership change; ``address`` is ``host:port`` (the seed's ``port`` field merged)."""
 
-    action: Literal["add", "delete", "promote"]
+    action: ConfigAction
     address: str
     learner: bool = False
     id: int | None = None
@@ -331,7 +333,7 @@ def _parse_append(obj: dict[Any, Any], rid: int | None) -> AppendRequest:
             "field 'data.if_absent': only with 'change' and without 'if_revision'", id=rid
         )
     return AppendRequest(
-        action=cast(Literal["change", "delete"], action),
+        action=cast(AppendAction, action),  # an alias: cast(Literal[...]) costs a subscript
         key=key,
         value=data.get("value"),
         client_id=client_id,
@@ -375,7 +377,7 @@ def _parse_config(obj: dict[Any, Any], rid: int | None) -> ConfigRequest:
         raise BadRequest("field 'learner': expected a bool", id=rid)
     if learner and action != "add":
         raise BadRequest("field 'learner': only with action 'add'", id=rid)
-    action = cast(Literal["add", "delete", "promote"], action)
+    action = cast(ConfigAction, action)
     return ConfigRequest(action=action, address=address, learner=learner, id=rid)
 
 
