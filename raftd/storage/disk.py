@@ -83,6 +83,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "LOCK"
 _PROBE_NAME = "write-probe.tmp"
+_NO_SNAPSHOT = SnapshotMeta()
+"""What ``snapshot_meta`` answers before the first snapshot (asked every runtime turn)."""
 NO_SPACE_RESERVE_BYTES = 64 << 10
 """Bytes of the current segment ``can_append`` keeps, in the no-space condition, for the
 runtime's own small entries (capped at an eighth of a segment)."""
@@ -198,7 +200,7 @@ class DiskStorage:
 
     def snapshot_meta(self) -> SnapshotMeta:
         """The latest snapshot's metadata, without reading its data."""
-        return self._snap_file.meta if self._snap_file is not None else SnapshotMeta()
+        return self._snap_file.meta if self._snap_file is not None else _NO_SNAPSHOT
 
     # -- size figures (the snapshot policy's) ------------------------------------------------
     def snapshot_size(self) -> int:
