@@ -948,6 +948,11 @@ class Raft:
                             index=rnd.index, context=req.context,
                         )
                     )
+                    pr = self.progress.get(req.requester)
+                    if pr is not None and pr.commit_sent < rnd.index:
+                        # It applies up to the index before it reads: tell it the commit now,
+                        # not at the next tick.
+                        self._send_append(req.requester, send_if_empty=True)
 
     def _drop_reads(self, requests: list[ReadRequest]) -> None:
         for req in requests:

@@ -253,6 +253,20 @@ def test_readindex_on_follower_returns_leader_commit() -> None:
     assert net["n2"].read_states == [(net["n1"].raft.log.commit_index, 3)]
 
 
+def test_a_follower_read_learns_the_commit_with_its_index_not_at_the_next_tick() -> None:
+    net = Network(3)
+    elect(net)
+    net.tick("n1")
+    net.cut.add(("n1", "n2"))
+    net.propose("n1", b"a")  # committed with n3 alone; n2 lacks it and its commit
+    net.cut.clear()
+    net["n2"].node.read_index(4)
+    net.stabilize()  # no tick
+    index = net["n1"].raft.log.commit_index
+    assert net["n2"].read_states == [(index, 4)]
+    assert net["n2"].raft.log.applied_index >= index  # the read can be served at once
+
+
 def test_isolated_deposed_leader_never_answers_a_read() -> None:
     net = Network(3)
     elect(net)
