@@ -140,16 +140,20 @@ class _Attempts:
         self.sent = 0  # times the request was written to a connection
         self.undecided = False  # an attempt ended without saying whether it took effect
         self.last = ""
+        self.problems: dict[str, str] = {}
+        """Each endpoint's latest problem: "no node reachable" names them all, so a refused
+        certificate is not hidden behind another node's timeout."""
 
     def record(self, endpoint: str, problem: str, *, no_leader: bool = False) -> None:
         if endpoint not in self.tried:
             self.tried.append(endpoint)
         self.no_leader = no_leader
         self.last = problem
+        self.problems[endpoint] = problem
 
     def failure(self) -> RaftctlError:
         if not self.reached and self.tried:
-            return ClusterUnavailable(self.tried, self.last)
+            return ClusterUnavailable(self.tried, "; ".join(self.problems.values()))
         if self.no_leader:
             return NoLeader("no_leader", f"no leader known after {self.timeout:g}s ({self.last})")
         return RequestTimeout(f"request timed out after {self.timeout:g}s (last: {self.last})")

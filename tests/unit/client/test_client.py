@@ -15,12 +15,14 @@ from raftctl import (
     AsyncClient,
     BadRequest,
     Client,
+    ClusterUnavailable,
     ConditionFailed,
     Item,
     NoLeader,
     RequestTimeout,
     ServerError,
 )
+from raftctl.localcluster import free_ports
 from tests.unit.client.fakenode import Answer, FakeNode
 
 Response = dict[str, Any]
@@ -197,3 +199,13 @@ def test_health_of_one_node_is_one_attempt(node: FakeNode) -> None:
 def test_an_unanswered_request_times_out(node: FakeNode) -> None:
     with Client([node.address], timeout=0.3) as client, pytest.raises(RequestTimeout):
         client.get("k")
+
+
+def test_no_node_reachable_names_each_endpoints_problem() -> None:
+    """Not only the last attempt's, which the deadline may have cut short."""
+    a, b = (f"127.0.0.1:{port}" for port in free_ports(2))  # nothing listens there
+    with Client([a, b], timeout=0.5) as client, pytest.raises(ClusterUnavailable) as raised:
+        client.get("k")
+    message = str(raised.value)
+    assert message.startswith(f"no node reachable (tried {a}, {b}): "), message
+    assert f"{a}: " in message.split("): ", 1)[1] and f"{b}: " in message, message
