@@ -93,6 +93,11 @@ def global_options(func: Callback) -> Callback:
 class GlobalOption(click.Option):
     """A global option declared again on a verb: it counts only when typed after that verb."""
 
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        # The root reads the environment (once); read again here, a bad variable would fail
+        # the verb even when the option is typed.
+        return None
+
 
 def without_globals(callback: Callback) -> Callback:
     """`callback`, called without the global options (they reach it as the App)."""

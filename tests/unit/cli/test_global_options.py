@@ -87,6 +87,9 @@ def test_environment_and_defaults_apply_as_before(clients: list[tuple[Any, ...]]
     # The environment never overrides a value typed before the verb.
     run("-e", B, "--timeout", "3", "get", "k", env=env)
     assert clients[-1] == ((B,), 3.0, "env")
+    # A bad variable is not read again at the verb: the value typed before it stands.
+    result = run("-e", B, "--timeout", "3", "get", "k", env={"RAFTCTL_TIMEOUT": "abc"})
+    assert clients[-1] == ((B,), 3.0, None), result.output  # ran (the fake finds no key)
 
 
 @pytest.mark.parametrize(
@@ -124,11 +127,6 @@ def test_usage_errors_after_the_verb_exit_2(args: list[str], expected: str) -> N
     result = run(*args)
     assert (result.exit_code, result.stdout) == (2, ""), result.output
     assert expected in result.stderr
-
-
-def _pages() -> list[list[str]]:
-    ctx = cli.make_context("raftctl", [], resilient_parsing=True)
-    return [[]] + [sub_ctx.command_path.split()[1:] for _, sub_ctx in walk(cli, ctx)]
 
 
 def test_every_command_declares_them_with_the_root_help() -> None:
