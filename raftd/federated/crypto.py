@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -57,7 +57,7 @@ def load_public(der: Any) -> RSAPublicKey:
         raise CryptoError("a public key is at most 1024 bytes of DER")
     try:
         key = serialization.load_der_public_key(der)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CryptoError(f"not a DER public key: {exc}") from None
     if not isinstance(key, RSAPublicKey) or key.key_size != KEY_BITS:
         raise CryptoError(f"the public key must be RSA-{KEY_BITS}")

@@ -74,7 +74,8 @@ def test_malformed_sealed_messages_are_refused(garbage: Any) -> None:
 def test_public_keys_are_checked() -> None:
     der = crypto.public_der(key(1))
     assert crypto.load_public(der).key_size == crypto.KEY_BITS
-    for bad in (b"", der[:-5], b"x" * 2000, "text"):
+    unknown_algorithm = bytes.fromhex("300c300506032a03040303000102")  # OID 1.2.3.4
+    for bad in (b"", der[:-5], b"x" * 2000, "text", unknown_algorithm):
         with pytest.raises(crypto.CryptoError):
             crypto.load_public(bad)
 
