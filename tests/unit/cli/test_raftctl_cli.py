@@ -445,6 +445,15 @@ def test_status_health_diagnostic_exit_1_when_nodes_answer_only_with_errors(
                                  "this node requires a client token (raftctl --token)\n")
 
 
+def test_status_exit_3_when_the_only_answer_is_a_passing_error(nodes: dict[str, Any]) -> None:
+    # A node shutting down is as good as unreachable: exit 3, which scripts retry.
+    nodes[A] = ServerError("shutting_down", "the node is stopping")
+    for verb in ("status", "health", "diagnostic"):
+        result = run("-e", f"{C},{A}", verb)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith("Error: no node reachable"), result.stderr
+
+
 def test_status_watch_json_lines_until_interrupted(
     nodes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
