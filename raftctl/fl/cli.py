@@ -120,9 +120,10 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
     update is encrypted again to the new key and resent. Progress goes to stderr; the
     rounds contributed to stdout at the end.
 
-    Elections and crashed nodes are waited out. Exit status 1 at once when the cluster
-    answers with an error retrying cannot fix (such as no [federated] enabled, or a wrong
-    --token); 3 once no node has answered for twice --timeout.
+    Elections, crashed nodes and a cluster without quorum (no leader) are waited out. Exit
+    status 1 at once when the cluster answers with an error retrying cannot fix (such as no
+    [federated] enabled, or a wrong --token); 3 once no node has answered for twice
+    --timeout (checked after each request, which long-polls for up to 8 s).
     """
     _need_extra(app)
     from raftctl.client import AsyncClient
