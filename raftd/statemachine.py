@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 BATCH_FORMAT = 1
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_CHUNK_KEYS = 10_000
-LIST_PAGE_BYTES = 4 << 20
-"""A ``list`` page ends past this many bytes of keys and values (the frame limit is 64 MiB)."""
 """Keys per msgpack call when serializing: each call holds the GIL, so chunks keep the event
 loop's thread from stalling while a worker thread writes a large snapshot."""
+LIST_PAGE_BYTES = 4 << 20
+"""A ``list`` page ends past this many bytes of keys and values (the frame limit is 64 MiB)."""
 SET = 1
 DELETE = 2
 APP = 3
@@ -347,7 +347,7 @@ class DictStateMachine:
         size = 0
         for key in keys[:limit]:
             value, revision = self.store.get(key)
-            size += len(key) + _size(value)
+            size += _size(key) + _size(value)
             if page and size > max_bytes:
                 return page, True
             page.append([key, value, revision])
@@ -359,8 +359,11 @@ class DictStateMachine:
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, bytes | str):
+    """Bytes ``value`` takes in a response (near enough: msgpack adds a few per item)."""
+    if isinstance(value, bytes):
         return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
     return len(msgpack.packb(value, use_bin_type=True))
 
 

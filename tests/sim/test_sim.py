@@ -46,9 +46,9 @@ from tests.sim.simulator import (
 
 SEEDS_FILE = Path(__file__).with_name("seeds.txt")
 WORKERS = int(os.environ.get("SIM_JOBS", "2"))
+"""Processes for the seeds (``make sim JOBS=N``); two keep ``make test`` within budget."""
 SWEEP: dict[str, float] = {}
 """What ``test_seeds`` ran (seeds, seconds), for the summary line (tests/sim/conftest.py)."""
-"""Processes for the seeds (``make sim JOBS=N``); two keep ``make test`` within budget."""
 
 REGRESSION_SEEDS: dict[int, str] = {
     # Safety (linearizability): a leader that removed itself (still leading while it hands
