@@ -67,7 +67,7 @@ from raftctl.errors import (
     TooLarge,
 )
 from raftd.backup import Backup, from_snapshot_response
-from raftd.wire.client import ErrorCode, parse_address
+from raftd.wire.client import RETRYABLE_CODES, ErrorCode, parse_address
 from raftd.wire.stream import encode_frame
 
 __all__ = ["AsyncClient", "Item", "Page", "parse_endpoints"]
@@ -79,7 +79,6 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 _BACKOFF_FIRST = 0.01
 _BACKOFF_MAX = 0.5
 _MIN_ATTEMPT = 0.2
-_CODES = frozenset(code.value for code in ErrorCode)
 
 T = TypeVar("T")
 
@@ -702,7 +701,7 @@ def _retryable(response: Response) -> bool:
     if type(retryable) is bool:
         return retryable
     code = response.get("code")
-    return type(code) is str and code in _CODES and ErrorCode(code).retryable
+    return type(code) is str and code in RETRYABLE_CODES
 
 
 def _server_error(response: Response, fallback: ServerError | None = None) -> ServerError:

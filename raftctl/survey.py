@@ -17,9 +17,7 @@ from typing import Any, TypeVar
 from raftctl.client import AsyncClient
 from raftctl.errors import ClusterUnavailable, RaftctlError, RequestTimeout, ServerError
 from raftctl.output.rows import HealthRow, StatusRow, status_row, unreachable_row
-from raftd.wire.client import ErrorCode
-
-_CODES = frozenset(code.value for code in ErrorCode)
+from raftd.wire.client import RETRYABLE_CODES
 
 Diagnostic = Mapping[str, Any]
 T = TypeVar("T")
@@ -63,7 +61,7 @@ def no_answer(errors: Mapping[str, RaftctlError]) -> RaftctlError:
     unauthorized: the cluster is up but refuses us), else ClusterUnavailable naming them all.
     A passing condition (shutting_down, overloaded) stays "unreachable": exit 3, retry."""
     for err in errors.values():
-        if isinstance(err, ServerError) and not _passing(err.code):
+        if isinstance(err, ServerError) and err.code not in RETRYABLE_CODES:
             return err
     detail = "; ".join(f"{address}: {reason(err)}" for address, err in errors.items())
     return ClusterUnavailable(list(errors), detail)
@@ -84,10 +82,6 @@ def _members(answered: Mapping[str, Diagnostic]) -> list[str]:
         if isinstance(cluster, list) and all(isinstance(m, str) for m in cluster):
             return list(cluster)
     return []
-
-
-def _passing(code: str) -> bool:
-    return code in _CODES and ErrorCode(code).retryable
 
 
 def _leader(answered: Mapping[str, Diagnostic]) -> Diagnostic | None:

@@ -25,12 +25,11 @@ from typing import Any
 
 import msgpack
 
-from raftd.wire.client import ErrorCode, parse_address
+from raftd.wire.client import RETRYABLE_CODES, ErrorCode, parse_address
 
 MAX_RESPONSE_BYTES = 16 << 20
 _BACKOFF_FIRST = 0.002
 _BACKOFF_MAX = 0.2
-_RETRYABLE = frozenset(code.value for code in ErrorCode if code.retryable)
 
 Response = dict[str, Any]
 
@@ -194,7 +193,7 @@ class BenchClient:
                     self._move(leader)
                     continue
                 code = response.get("code")
-                if kind == "error" and code not in _RETRYABLE:
+                if kind == "error" and code not in RETRYABLE_CODES:
                     self.tally.errors += 1
                     return response
             if loop.time() >= give_up:

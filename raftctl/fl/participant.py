@@ -44,7 +44,7 @@ from raftd.federated.coordinator import model_context, update_context
 from raftd.federated.data import Shard
 from raftd.federated.fedavg import Update, encode_update
 from raftd.federated.model import Model, ModelSpec, Params, decode_params
-from raftd.wire.client import ErrorCode
+from raftd.wire.client import RETRYABLE_CODES
 
 RETRY_S = 0.2
 """Pause after a failed request (no leader during an election) before trying again."""
@@ -52,8 +52,7 @@ WAIT_S = 2.0
 """Long-poll length of ``fl_status``; the client's deadline must exceed it."""
 RESEND = frozenset({"stale_key", "no_aggregator", "rotating", "not_aggregator"})
 """Refusals that mean: wait for the next aggregator record, then send again."""
-RETRYABLE = frozenset(code.value for code in ErrorCode if code.retryable) | {
-    "unregistered", "no_model"}
+RETRYABLE = RETRYABLE_CODES | {"unregistered", "no_model"}
 """Error codes worth another attempt: the cluster's transient ones (an election), and the
 fl_model refusals that registering again (`fetch_model` does) or another participant's fl_init
 clear. Any other error answer is final."""

@@ -70,14 +70,14 @@ class ErrorCode(enum.StrEnum):
     @property
     def retryable(self) -> bool:
         """Whether the same request may succeed if sent again (perhaps to another node)."""
-        return self in _RETRYABLE
+        return self in RETRYABLE_CODES
 
 
 # Transient conditions that clear by themselves: an election, a leadership transfer, a full
 # queue, a node going away, a previous membership change still committing (one change at a
 # time, so the next one succeeds once it commits). A timed-out write is safe to resend because
 # the session dedupes it. The rest depend on the request or on the client's state.
-_RETRYABLE = frozenset(
+RETRYABLE_CODES: frozenset[str] = frozenset(
     {
         ErrorCode.NOT_LEADER,
         ErrorCode.NO_LEADER,
