@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import tempfile
 import time
 from collections.abc import Callable
 
 from raftctl import Client
-from raftctl.localcluster import LocalCluster
-from tests.integration.helpers import wait_for_leader
+from raftctl.bench.histogram import percentile
+from tests.perf.common import running_cluster
 
 
 def main() -> None:
@@ -29,21 +27,17 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true")
     args = parser.parse_args()
     value = os.urandom(100)
-    with tempfile.TemporaryDirectory(prefix="rafty-latency-") as tmp, \
-            LocalCluster(3, tmp, fsync=not args.no_fsync) as cluster:
-        cluster.start_all()
-        wait_for_leader(cluster)
-        with Client(cluster.endpoints, timeout=10) as client:
-            client.set("warm-up", value)  # finds the leader and opens the session
-            writes = _timed(lambda i: client.set(f"k{i}", value), args.requests)
-            reads = _timed(lambda i: client.get(f"k{i}"), args.requests)
+    with running_cluster("latency", fsync=not args.no_fsync) as cluster, \
+            Client(cluster.endpoints, timeout=10) as client:
+        client.set("warm-up", value)  # finds the leader and opens the session
+        writes = _timed(lambda i: client.set(f"k{i}", value), args.requests)
+        reads = _timed(lambda i: client.get(f"k{i}"), args.requests)
     print(f"3 nodes, fsync {'off' if args.no_fsync else 'on'}, one client, "
           f"{args.requests} requests each")
     for name, samples in (("Client.set", writes), ("Client.get (linearizable)", reads)):
-        ms = sorted(s * 1000 for s in samples)
-        print(f"{name}: median {statistics.median(ms):.3f} ms, "
-              f"p90 {ms[int(0.9 * len(ms))]:.3f}, p99 {ms[int(0.99 * len(ms))]:.3f}, "
-              f"max {ms[-1]:.3f}")
+        ms = [s * 1000 for s in samples]
+        print(f"{name}: median {percentile(ms, 0.5):.3f} ms, p90 {percentile(ms, 0.9):.3f}, "
+              f"p99 {percentile(ms, 0.99):.3f}, max {max(ms):.3f}")
 
 
 def _timed(call: Callable[[int], object], count: int) -> list[float]:

@@ -6,10 +6,12 @@ Not collected by pytest (no ``test_`` prefix).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +19,18 @@ from typing import Any
 
 import msgpack
 
-from tests.integration.helpers import split_address
+from raftctl.localcluster import LocalCluster
+from tests.integration.helpers import split_address, wait_for_leader
+
+@contextlib.contextmanager
+def running_cluster(name: str, *, fsync: bool, nodes: int = 3) -> Iterator[LocalCluster]:
+    """A local cluster in a temporary directory, started, with a leader; stopped after."""
+    with tempfile.TemporaryDirectory(prefix=f"rafty-{name}-") as tmp, \
+            LocalCluster(nodes, tmp, fsync=fsync) as cluster:
+        cluster.start_all()
+        wait_for_leader(cluster)
+        yield cluster
+
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 

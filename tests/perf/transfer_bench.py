@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 
 from raftctl import AsyncClient
-from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import wait_caught_up, wait_for_leader
+from tests.perf.common import running_cluster
 
 
 def main() -> None:
@@ -29,9 +28,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--no-fsync", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rafty-transferbench-") as tmp, \
-            LocalCluster(3, tmp, fsync=not args.no_fsync) as cluster:
-        cluster.start_all()
+    with running_cluster("transferbench", fsync=not args.no_fsync) as cluster:
         transfers: list[float] = []
         totals: list[float] = []
         for n in range(args.rounds):
