@@ -28,18 +28,18 @@ Preallocation and a full disk. Every segment is allocated whole (``segment_bytes
 inside it never need new disk space nor any metadata change (an fdatasync flushes data only),
 and a full disk shows up when a segment is created, not in the middle of a record. The
 next segment is made ahead of time as a *spare* (``SPARE_NAME``: allocated, header written and
-fsync'd) once the current one is half full (or right at open when there is no current segment
-to write to), and becomes the next segment by a rename when the current one cannot take a
-batch. Writing 64 MiB of zeros takes tens of milliseconds, so with a ``background`` executor
-the spare is made there (it touches nothing but the spare's file) and adopted on the caller's
-thread once done; a rollover that finds it unfinished waits for it. When the spare cannot be
-allocated (ENOSPC), its partial file is removed and the WAL enters the *no-space* condition
-(``no_space``, logged once): appends go on inside the current segment, ``retry_space`` tries
-the allocation again (the runtime calls it on a timer), and an append that would need the
-missing segment raises ``NoSpace`` before writing anything. A batch larger than a whole
-segment gets a fresh segment grown to fit it (the same rules on failure). Should a write still
-hit ENOSPC (a file system that does not really reserve space), the bytes it left are zeroed
-again before ``NoSpace`` is raised, so no partial record remains.
+fsync'd) once the current one is half full (or, synchronously, at open when there is no
+current segment to write to), and becomes the next segment by a rename when the current one
+cannot take a batch. Writing 64 MiB of zeros takes tens of milliseconds, so with a
+``background`` executor the spare is made there (it touches nothing but the spare's file) and
+adopted on the caller's thread once done; a rollover that finds it unfinished waits for it.
+When the spare cannot be allocated (ENOSPC), its partial file is removed and the WAL enters
+the *no-space* condition (``no_space``, logged once): appends go on inside the current
+segment, ``retry_space`` tries the allocation again (the runtime calls it on a timer), and an
+append that would need the missing segment raises ``NoSpace`` before writing anything. A batch
+larger than a whole segment gets a fresh segment grown to fit it (the same rules on failure).
+Should a write still hit ENOSPC (a file system that does not really reserve space), the bytes
+it left are zeroed again before ``NoSpace`` is raised, so no partial record remains.
 
 Rollover: the old segment is fsync'd before the next one is renamed into place and its
 directory entry made durable, even when the caller never syncs (fsync = false); the spare's
@@ -395,10 +395,16 @@ class WAL:
         self._adopt_spare()
         if self._spare or self._no_space:
             return
-        if self._handle is not None:
-            segment = self._segments[-1]
-            if segment.end - _HEADER.size < (segment.size - _HEADER.size) // 2:
-                return
+        if self._handle is None:
+            # The first append needs it at once: made now (at open, before the node serves),
+            # or that append would block the event loop on tens of MiB of zeros, long enough
+            # for a new leader waiting on our ack to give up under CheckQuorum.
+            with contextlib.suppress(NoSpace):
+                self._create_spare()
+            return
+        segment = self._segments[-1]
+        if segment.end - _HEADER.size < (segment.size - _HEADER.size) // 2:
+            return
         self._start_spare()
 
     def _start_spare(self) -> None:

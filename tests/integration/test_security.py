@@ -114,6 +114,20 @@ def terms_and_leaders(cluster: LocalCluster) -> set[tuple[int, str]]:
     return {(a["persist"]["currentTerm"], a["volatile"]["leaderId"]) for a in answers if a}
 
 
+def steady_term_and_leader(cluster: LocalCluster) -> tuple[int, int]:
+    """Once every node names the same term and leader: that term and the leader's index."""
+    def probe() -> tuple[int, int] | None:
+        pairs = terms_and_leaders(cluster)
+        if len(pairs) != 1:
+            return None
+        (term, leader_id), = pairs
+        if leader_id not in cluster.endpoints:
+            return None  # no leader known yet
+        return term, cluster.endpoints.index(leader_id)
+
+    return wait_until(probe, "every node to name the same term and leader")
+
+
 def stale_reads(cluster: LocalCluster, key: str) -> list[Any]:
     values = []
     for endpoint in cluster.endpoints:
@@ -174,8 +188,7 @@ def test_a_rogue_without_the_secret_cannot_vote_append_or_disrupt(
 def test_the_same_rogue_disrupts_a_cluster_without_a_secret(make_secure: ClusterMaker) -> None:
     """The control: the rogue's messages are real Raft; only the secret keeps them out."""
     cluster = make_secure(3)
-    leader = wait_for_leader(cluster)
-    (term, _), = terms_and_leaders(cluster)
+    term, leader = steady_term_and_leader(cluster)
     run_rogue(cluster, leader, "--kinds", "timeout_now", "--repeat", "1")
     wait_until(lambda: max(t for t, _ in terms_and_leaders(cluster)) > term,
                "a spoofed TimeoutNow to force an election")

@@ -146,7 +146,7 @@ def test_spare_made_in_the_background_is_adopted_and_a_rollover_waits_for_it(
 
     with ThreadPoolExecutor(1) as background:
         s = open_disk(fs, str(tmp_path), background=background)
-        append_until(1)  # the first segment (its spare started at open) is adopted
+        append_until(1)  # the first segment (its spare made at open) is adopted
         fs.release.clear()  # the second segment's spare is held back
         fs.asked.clear()
         while len(written) < 24:  # 12 batches: past half of the segment, short of its end
