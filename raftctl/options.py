@@ -86,8 +86,29 @@ Callback = Callable[..., Any]
 def global_options(func: Callback) -> Callback:
     """Declare the global options on the root group, where the environment and defaults apply."""
     for decls, attrs in reversed(OPTIONS):
-        func = click.option(*_declarations(decls), **attrs)(func)
+        func = click.option(*_declarations(decls), cls=RootOption, **attrs)(func)
     return func
+
+
+class _BadFromEnvironment:
+    """A root option's environment variable that did not parse: an error only if the value
+    stays in effect (``resolve``), not when the option is typed again after the verb."""
+
+    def __init__(self, error: click.BadParameter) -> None:
+        self.error = error
+
+
+class RootOption(click.Option):
+    """A global option on the root group: a bad environment variable fails late (see above)."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        try:
+            return super().process_value(ctx, value)
+        except click.BadParameter as err:
+            if ctx.get_parameter_source(self.name or "") is not ParameterSource.ENVIRONMENT:
+                raise
+            err.ctx, err.param = ctx, self  # click names the option and its variable
+            return _BadFromEnvironment(err)
 
 
 class GlobalOption(click.Option):
@@ -146,7 +167,7 @@ def resolve(ctx: click.Context) -> dict[str, Any]:
 
     The outermost command that declares an option gives its value (from the command line, the
     environment or the default); a deeper one overrides it only with a value typed on the
-    command line.
+    command line. A bad environment variable still in effect is a usage error here.
     """
     chain = []
     at: click.Context | None = ctx
@@ -161,6 +182,9 @@ def resolve(ctx: click.Context) -> dict[str, Any]:
                 or at.get_parameter_source(name) is ParameterSource.COMMANDLINE
             ):
                 values[name] = at.params[name]
+    for value in values.values():
+        if isinstance(value, _BadFromEnvironment):
+            raise value.error
     return {name.removeprefix(PREFIX): value for name, value in values.items()}
 
 

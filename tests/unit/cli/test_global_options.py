@@ -93,6 +93,22 @@ def test_environment_and_defaults_apply_as_before(clients: list[tuple[Any, ...]]
 
 
 @pytest.mark.parametrize(
+    "variable,bad,typed",
+    [("RAFTCTL_ENDPOINTS", "garbage", ["-e", A]), ("RAFTCTL_TIMEOUT", "soon", ["--timeout", "2"])],
+)
+def test_a_bad_variable_typed_over_after_the_verb_is_no_error(
+    clients: list[tuple[Any, ...]], variable: str, bad: str, typed: list[str]
+) -> None:
+    result = run("get", "k", *typed, env={variable: bad})
+    assert result.exit_code == 1, result.stderr  # ran: the fake store has no key k
+    assert variable not in result.stderr
+    built = len(clients)
+    result = run("get", "k", env={variable: bad})  # still in effect: a usage error
+    assert (result.exit_code, len(clients)) == (2, built)
+    assert f"(env var: '{variable}')" in result.stderr and bad in result.stderr
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["status", "-e", "{eps}"],
