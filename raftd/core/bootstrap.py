@@ -15,7 +15,13 @@ The rule:
    never votes, pre-votes or campaigns. It leaves that state once its commit index, learned from
    a leader of term T, points at an entry of term T: that entry was committed by the leader of
    T, so every entry committed before T lies below it and is now in this node's log (leader
-   completeness, Raft §5.4). It then records a vote for that leader in term T, so it cannot vote
+   completeness, Raft §5.4). Entries of T itself may lie beyond it, committed thanks to acks
+   the former self sent this very leader (a snapshot of T can end before them: seed 65706).
+   So the node also needs that leader's answer to a MsgProbe of its own: on a probe, a leader
+   forgets the prober's acks (only fresh ones count from then on) and answers with its commit
+   index, which the node must reach. A catching-up node without such an answer for the current
+   term (say, restarted while catching up) probes its leader on a heartbeat, at most once per
+   election timeout. It then records a vote for that leader in term T, so it cannot vote
    again in the one term it is sure to share with the current cluster.
    There is deliberately no exception for a leaderless cluster: a blank node knows only its
    config file's members, not the current configuration, so any rule letting it vote before

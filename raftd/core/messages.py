@@ -147,10 +147,17 @@ class MsgProbe(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MsgProbeResp(Message):
-    """``blank``: the sender is itself still probing; ``last_index``: its log length."""
+    """``blank``: the sender is itself still probing; ``last_index``: its log length.
+
+    ``leader``: the sender leads ``term``. Probed, it forgot what it knew of the prober's log
+    (acks the prober's former self sent may be lost with its data), and ``commit_index`` is
+    its commit index at that moment: what a catching-up prober must hold before it may vote
+    (``raftd.core.bootstrap``)."""
 
     blank: bool
     last_index: Index
+    leader: bool = False
+    commit_index: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -91,6 +91,11 @@ class Raft:
         self.current_term: Term = 0
         self.voted_for: NodeId = NO_NODE
         self.catching_up = False
+        self.leader_probe: tuple[Term, Index] = (0, 0)
+        """(term, commit index) of the last leader that answered our MsgProbe: catching up
+        ends only at or past that commit index, and in that term (``_maybe_finish_catching_up``)."""
+        self.probe_wait = 0
+        """Ticks before a catching-up follower probes its leader again."""
         self.prober: Prober | None = None
         if hard_state is not None:
             self.current_term = hard_state.current_term
@@ -225,6 +230,7 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        self.probe_wait = max(0, self.probe_wait - 1)
         if self.prober is not None:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
@@ -425,16 +431,23 @@ class Raft:
             self.reported_applied.pop(m.src, None)
             pr = self.progress.get(m.src)
             if pr is not None and self.role is StateRole.LEADER:
+                # Probe from where we were: the prober's rejections lead back to what it holds.
+                next_index = pr.next_index
                 pr.match_index = 0
                 pr.become_probe()
+                pr.next_index = next_index
+            leader = self.role is StateRole.LEADER
             self._send(
                 MsgProbeResp(
                     term=self.current_term, src=self.id, dst=m.src,
                     blank=self.probing, last_index=self.log.last_index(),
+                    leader=leader, commit_index=self.log.commit_index if leader else 0,
                 )
             )
             return
         if isinstance(m, MsgProbeResp):
+            if m.leader and m.term >= self.leader_probe[0]:
+                self.leader_probe = (m.term, m.commit_index)
             if self.prober is not None:
                 self._on_probe_resp(m)
             return
@@ -512,6 +525,11 @@ class Raft:
             if m.leader_commit > self.log.last_index():
                 # The leader believes we hold entries we do not (our data was lost): say so.
                 self._send(MsgProbe(term=0, src=self.id, dst=m.src))
+            elif (self.catching_up and self.leader_probe[0] != self.current_term
+                    and self.probe_wait == 0):
+                # Catching up needs this leader's answer (a restart mid-catch-up lost it).
+                self._send(MsgProbe(term=0, src=self.id, dst=m.src))
+                self.probe_wait = self.cfg.election_ticks[0]
             self.log.commit_to(min(m.leader_commit, self.log.last_index()))
             self._maybe_finish_catching_up()
             self._send(
@@ -563,8 +581,14 @@ class Raft:
         self.become_follower(term, NO_NODE)
 
     def _maybe_finish_catching_up(self) -> None:
+        """Vote again once we hold all that is committed, including what our former self's lost
+        acks helped commit: entries of our leader's term up to its commit index when it
+        forgot those acks (answering our probe). A commit point of the current term alone
+        is not enough: a snapshot of that term may end before them (seed 65706)."""
         commit = self.log.commit_index
-        if self.catching_up and commit > 0 and self.log.term(commit) == self.current_term:
+        probe_term, probe_commit = self.leader_probe
+        if (self.catching_up and commit > 0 and self.log.term(commit) == self.current_term
+                and probe_term == self.current_term and commit >= probe_commit):
             self.catching_up = False
             self.voted_for = self.leader_id
 

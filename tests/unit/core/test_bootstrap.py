@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from raftd.core import StateRole
-from raftd.core.messages import MsgVote, MsgVoteResp
+from raftd.core import Message, StateRole
+from raftd.core.messages import MsgApp, MsgVote, MsgVoteResp
 from tests.unit.core.harness import Network
+from tests.unit.core.test_snapshot import compact_leader
 
 
 def run_until_leader(net: Network, ticks: int = 300) -> str | None:
@@ -123,3 +124,60 @@ def test_catching_up_members_never_elect_a_node_missing_committed_entries() -> N
     for _ in range(300):
         net.tick_all()
     assert net.leaders() == []
+
+
+def test_a_snapshot_of_the_leaders_term_does_not_end_the_catch_up_early() -> None:
+    """Simulator seed 65706: entries committed thanks to the wiped node's lost acks lie beyond
+    the leader's snapshot, which is of the current term. Installing it is not enough: the
+    node must reach the commit index the leader had when it answered the node's probe."""
+    net = _cluster_with_data()
+    compact_leader(net, "n1")
+    net.isolate("n2")
+    for i in range(5):
+        net.propose("n1", b"late%d" % i)  # committed on n1 and n3's acks alone
+    committed = net["n1"].raft.log.commit_index
+    net["n3"].wipe()
+    n3 = net["n3"]
+    deliver = net.send
+
+    def lose_late_entries(m: Message) -> None:
+        """n3 gets the probing appends (it rejects them) and the snapshot, never the late
+        entries: every append it would accept is lost."""
+        if not (isinstance(m, MsgApp) and m.dst == "n3" and m.entries
+                and n3.raft.log.last_index() >= m.prev_log_index):
+            deliver(m)
+
+    net.send = lose_late_entries  # type: ignore[method-assign]
+    for _ in range(10):
+        net.tick_all()
+    assert n3.installed and n3.raft.log.commit_index < committed
+    assert n3.raft.catching_up
+    net.down.add("n1")  # the only intact holder of the late entries
+    net.send = deliver  # type: ignore[method-assign]
+    net.heal()
+    for _ in range(300):
+        net.tick_all()
+    assert net.leaders() == []  # neither n2 nor n3 holds them: no election
+    net.down.clear()
+    assert run_until_leader(net) == "n1"
+    for _ in range(50):
+        net.tick_all()
+    assert not n3.raft.catching_up and n3.raft.log.commit_index >= committed
+
+
+def test_a_restarted_catching_up_node_asks_its_leader_again() -> None:
+    """The leader's answer is volatile: after a restart mid-catch-up the node probes the
+    leader it hears (once per election timeout), and finishes only with a fresh answer."""
+    net = _cluster_with_data()
+    net["n3"].wipe()
+    net.isolate("n3")
+    net.heal()
+    net.tick("n3", 5)
+    n3 = net["n3"]
+    n3.restart()
+    assert n3.raft.catching_up and n3.raft.leader_probe == (0, 0)
+    for _ in range(20):
+        net.tick_all()
+    assert not n3.raft.catching_up
+    assert n3.raft.leader_probe == (net["n1"].raft.current_term, n3.raft.leader_probe[1])
+    assert n3.raft.log.commit_index >= n3.raft.leader_probe[1]

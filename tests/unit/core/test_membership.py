@@ -88,6 +88,10 @@ def test_an_automatic_promotion_counts_as_the_change_in_flight() -> None:
     net["n1"].node.propose_conf_change(change(ConfChangeType.ADD_LEARNER, "n4"))
     net.stabilize()
     net.tick("n1")  # commit news: every member applies the learner
+    for _ in range(10):  # the learner's probe answered, it may vote once promoted
+        if not net["n4"].raft.catching_up:
+            break
+        net.tick_all()
     leader = net["n1"].raft
     before = leader.log.last_index()
     net.drop_types.add(MsgApp)  # the promotion, once proposed, stays uncommitted
