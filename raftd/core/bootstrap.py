@@ -18,11 +18,12 @@ The rule:
    completeness, Raft §5.4). Entries of T itself may lie beyond it, committed thanks to acks
    the former self sent this very leader (a snapshot of T can end before them: seed 65706).
    So the node also needs that leader's answer to a MsgProbe of its own: on a probe, a leader
-   forgets the prober's acks (only fresh ones count from then on) and answers with its commit
-   index, which the node must reach. A catching-up node without such an answer for the current
-   term (say, restarted while catching up) probes its leader on a heartbeat, at most once per
-   election timeout. It then records a vote for that leader in term T, so it cannot vote
-   again in the one term it is sure to share with the current cluster.
+   forgets the prober's acks and answers with its last index, which the node's commit index
+   must reach. An ack of the former self still on the way may yet count, but only for an
+   entry the leader had sent, so up to that last index. A catching-up node without such an
+   answer for the current term (say, restarted while catching up) probes its leader on a
+   heartbeat, at most once per election timeout. Once done, it records a vote for that leader
+   in term T, so it cannot vote again in the one term it is sure to share with the cluster.
    There is deliberately no exception for a leaderless cluster: a blank node knows only its
    config file's members, not the current configuration, so any rule letting it vote before
    a leader reached it can elect a candidate that lacks committed entries (the simulator
@@ -39,10 +40,11 @@ only other holder of the committed entries is down: then the node simply waits. 
 a brand-new cluster forms once every initial member has started once. The ``catching_up`` flag is
 part of the durable hard state, so a restart in the middle of catching up resumes it.
 
-Residual risk (documented, not closed): the wiped node's former self may have voted in a term
-greater than any term it hears of while catching up (a candidacy that reached it and then
-vanished). Losing a disk is outside Raft's fault model; this rule closes the cases that need only
-one such loss and a live leader, which is what operators meet in practice.
+Residual risk (documented, not closed): the wiped node's former self may have been in a term
+greater than any term it hears of while catching up (it voted for a candidacy that then
+vanished, or acked a leader that a partition keeps from it). Losing a disk is outside Raft's
+fault model; this rule closes the cases that need only one such loss and a live leader, which
+is what operators meet in practice.
 """
 
 from __future__ import annotations

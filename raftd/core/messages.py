@@ -150,14 +150,15 @@ class MsgProbeResp(Message):
     """``blank``: the sender is itself still probing; ``last_index``: its log length.
 
     ``leader``: the sender leads ``term``. Probed, it forgot what it knew of the prober's log
-    (acks the prober's former self sent may be lost with its data), and ``commit_index`` is
-    its commit index at that moment: what a catching-up prober must hold before it may vote
-    (``raftd.core.bootstrap``)."""
+    (acks the prober's former self sent may be lost with its data), and ``catch_up_index`` is
+    its last index at that moment: any ack of the former self it may still count (one still
+    on the way) is for an entry up to there, so a catching-up prober must have committed that
+    far before it may vote (``raftd.core.bootstrap``)."""
 
     blank: bool
     last_index: Index
     leader: bool = False
-    commit_index: Index = 0
+    catch_up_index: Index = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

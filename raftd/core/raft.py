@@ -92,8 +92,8 @@ class Raft:
         self.voted_for: NodeId = NO_NODE
         self.catching_up = False
         self.leader_probe: tuple[Term, Index] = (0, 0)
-        """(term, commit index) of the last leader that answered our MsgProbe: catching up
-        ends only at or past that commit index, and in that term (``_maybe_finish_catching_up``)."""
+        """(term, catch_up_index) of the last leader that answered our MsgProbe: catching up
+        ends only with a commit index that far, in that term (``_maybe_finish_catching_up``)."""
         self.probe_wait = 0
         """Ticks before a catching-up follower probes its leader again."""
         self.prober: Prober | None = None
@@ -431,23 +431,24 @@ class Raft:
             self.reported_applied.pop(m.src, None)
             pr = self.progress.get(m.src)
             if pr is not None and self.role is StateRole.LEADER:
-                # Probe from where we were: the prober's rejections lead back to what it holds.
-                next_index = pr.next_index
                 pr.match_index = 0
-                pr.become_probe()
-                pr.next_index = next_index
+                if pr.state is not ProgressState.SNAPSHOT:  # else its answer tells us more
+                    # Probe from where we were: rejections lead back to what it holds.
+                    next_index = pr.next_index
+                    pr.become_probe()
+                    pr.next_index = next_index
             leader = self.role is StateRole.LEADER
             self._send(
                 MsgProbeResp(
                     term=self.current_term, src=self.id, dst=m.src,
                     blank=self.probing, last_index=self.log.last_index(),
-                    leader=leader, commit_index=self.log.commit_index if leader else 0,
+                    leader=leader, catch_up_index=self.log.last_index() if leader else 0,
                 )
             )
             return
         if isinstance(m, MsgProbeResp):
             if m.leader and m.term >= self.leader_probe[0]:
-                self.leader_probe = (m.term, m.commit_index)
+                self.leader_probe = (m.term, m.catch_up_index)
             if self.prober is not None:
                 self._on_probe_resp(m)
             return
@@ -582,13 +583,14 @@ class Raft:
 
     def _maybe_finish_catching_up(self) -> None:
         """Vote again once we hold all that is committed, including what our former self's lost
-        acks helped commit: entries of our leader's term up to its commit index when it
-        forgot those acks (answering our probe). A commit point of the current term alone
-        is not enough: a snapshot of that term may end before them (seed 65706)."""
+        acks helped (or, one still on the way, may yet help) commit: entries of our leader's
+        term up to its last index when it forgot those acks (answering our probe). A commit
+        point of the current term alone is not enough: a snapshot of that term may end
+        before them (seed 65706)."""
         commit = self.log.commit_index
-        probe_term, probe_commit = self.leader_probe
+        probe_term, catch_up_index = self.leader_probe
         if (self.catching_up and commit > 0 and self.log.term(commit) == self.current_term
-                and probe_term == self.current_term and commit >= probe_commit):
+                and probe_term == self.current_term and commit >= catch_up_index):
             self.catching_up = False
             self.voted_for = self.leader_id
 

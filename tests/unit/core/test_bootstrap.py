@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raftd.core import Message, StateRole
-from raftd.core.messages import MsgApp, MsgVote, MsgVoteResp
+from raftd.core.messages import MsgApp, MsgAppResp, MsgVote, MsgVoteResp
 from tests.unit.core.harness import Network
 from tests.unit.core.test_snapshot import compact_leader
 
@@ -163,6 +163,48 @@ def test_a_snapshot_of_the_leaders_term_does_not_end_the_catch_up_early() -> Non
     for _ in range(50):
         net.tick_all()
     assert not n3.raft.catching_up and n3.raft.log.commit_index >= committed
+
+
+def test_an_ack_of_the_former_self_still_on_the_way_cannot_commit_past_the_catch_up() -> None:
+    """The leader forgets the wiped node's acks when probed, but one still in the network
+    counts when it lands: the node must reach the leader's last index of that moment, not
+    its commit index, or that ack commits an entry the node can vote without."""
+    net = _cluster_with_data()
+    compact_leader(net, "n1")
+    base = net["n1"].raft.log.commit_index
+    net.isolate("n2")
+    n3 = net["n3"]
+    deliver = net.send
+    delayed: list[Message] = []
+    wiped = False
+
+    def network(m: Message) -> None:
+        if not wiped and isinstance(m, MsgAppResp) and m.src == "n3" and m.index > base:
+            delayed.append(m)  # the former self's ack of the late entry, on its way
+        elif not (wiped and isinstance(m, MsgApp) and m.dst == "n3" and m.entries
+                  and n3.raft.log.last_index() >= m.prev_log_index):
+            deliver(m)  # after the wipe, n3 gets the snapshot but never the late entry
+
+    net.send = network  # type: ignore[method-assign]
+    late = net.propose("n1", b"late")
+    assert delayed and net["n1"].raft.log.commit_index == base
+    n3.wipe()
+    wiped = True
+    for _ in range(10):
+        net.tick_all()
+    assert n3.installed and n3.raft.log.commit_index == base
+    assert n3.raft.catching_up and n3.raft.leader_probe[1] == late
+    for m in delayed:  # it lands, and the leader commits the late entry with it...
+        net["n1"].node.step(m)
+    net.handle_ready(net["n1"])
+    assert net["n1"].raft.log.commit_index == late
+    net.queue.clear()
+    net.down.add("n1")  # ...then crashes before telling anyone
+    net.send = deliver  # type: ignore[method-assign]
+    net.heal()
+    for _ in range(300):
+        net.tick_all()
+    assert net.leaders() == []  # neither n2 nor n3 holds the late entry
 
 
 def test_a_restarted_catching_up_node_asks_its_leader_again() -> None:
