@@ -102,6 +102,16 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
 
+    def forget_acks(self) -> None:
+        """The follower lost its data: count none of what it acknowledged. Probing goes on
+        from ``next_index`` (its rejections lead back to what it holds); a snapshot in flight
+        goes on too, its answer telling where the follower stands."""
+        self.match_index = 0
+        if self.state is not ProgressState.SNAPSHOT:
+            next_index = self.next_index
+            self.become_probe()
+            self.next_index = next_index
+
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next_index = self.match_index + 1

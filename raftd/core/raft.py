@@ -429,15 +429,10 @@ class Raft:
         if isinstance(m, MsgProbe):
             # Only a node that lost data probes: what we think it holds or applied may be gone.
             self.reported_applied.pop(m.src, None)
-            pr = self.progress.get(m.src)
-            if pr is not None and self.role is StateRole.LEADER:
-                pr.match_index = 0
-                if pr.state is not ProgressState.SNAPSHOT:  # else its answer tells us more
-                    # Probe from where we were: rejections lead back to what it holds.
-                    next_index = pr.next_index
-                    pr.become_probe()
-                    pr.next_index = next_index
             leader = self.role is StateRole.LEADER
+            pr = self.progress.get(m.src) if leader else None
+            if pr is not None:
+                pr.forget_acks()
             self._send(
                 MsgProbeResp(
                     term=self.current_term, src=self.id, dst=m.src,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from raftd.core import Message, StateRole
 from raftd.core.messages import MsgApp, MsgAppResp, MsgVote, MsgVoteResp
-from tests.unit.core.harness import Network
+from tests.unit.core.harness import Network, Node
 from tests.unit.core.test_snapshot import compact_leader
 
 
@@ -126,10 +126,18 @@ def test_catching_up_members_never_elect_a_node_missing_committed_entries() -> N
     assert net.leaders() == []
 
 
+def _an_append_it_would_take(node: Node, m: Message) -> bool:
+    """Whether ``m`` brings ``node`` entries it would accept (it holds ``prev_log_index``):
+    what the tests below lose, so that the node gets the probing appends it rejects and the
+    snapshot, never the entries after it."""
+    return (isinstance(m, MsgApp) and m.dst == node.id and bool(m.entries)
+            and node.raft.log.last_index() >= m.prev_log_index)
+
+
 def test_a_snapshot_of_the_leaders_term_does_not_end_the_catch_up_early() -> None:
     """Simulator seed 65706: entries committed thanks to the wiped node's lost acks lie beyond
     the leader's snapshot, which is of the current term. Installing it is not enough: the
-    node must reach the commit index the leader had when it answered the node's probe."""
+    node must reach the last index the leader had when it answered the node's probe."""
     net = _cluster_with_data()
     compact_leader(net, "n1")
     net.isolate("n2")
@@ -141,10 +149,7 @@ def test_a_snapshot_of_the_leaders_term_does_not_end_the_catch_up_early() -> Non
     deliver = net.send
 
     def lose_late_entries(m: Message) -> None:
-        """n3 gets the probing appends (it rejects them) and the snapshot, never the late
-        entries: every append it would accept is lost."""
-        if not (isinstance(m, MsgApp) and m.dst == "n3" and m.entries
-                and n3.raft.log.last_index() >= m.prev_log_index):
+        if not _an_append_it_would_take(n3, m):
             deliver(m)
 
     net.send = lose_late_entries  # type: ignore[method-assign]
@@ -181,8 +186,7 @@ def test_an_ack_of_the_former_self_still_on_the_way_cannot_commit_past_the_catch
     def network(m: Message) -> None:
         if not wiped and isinstance(m, MsgAppResp) and m.src == "n3" and m.index > base:
             delayed.append(m)  # the former self's ack of the late entry, on its way
-        elif not (wiped and isinstance(m, MsgApp) and m.dst == "n3" and m.entries
-                  and n3.raft.log.last_index() >= m.prev_log_index):
+        elif not (wiped and _an_append_it_would_take(n3, m)):
             deliver(m)  # after the wipe, n3 gets the snapshot but never the late entry
 
     net.send = network  # type: ignore[method-assign]
@@ -212,8 +216,6 @@ def test_a_restarted_catching_up_node_asks_its_leader_again() -> None:
     leader it hears (once per election timeout), and finishes only with a fresh answer."""
     net = _cluster_with_data()
     net["n3"].wipe()
-    net.isolate("n3")
-    net.heal()
     net.tick("n3", 5)
     n3 = net["n3"]
     n3.restart()
@@ -221,5 +223,6 @@ def test_a_restarted_catching_up_node_asks_its_leader_again() -> None:
     for _ in range(20):
         net.tick_all()
     assert not n3.raft.catching_up
-    assert n3.raft.leader_probe == (net["n1"].raft.current_term, n3.raft.leader_probe[1])
-    assert n3.raft.log.commit_index >= n3.raft.leader_probe[1]
+    probe_term, catch_up_index = n3.raft.leader_probe
+    assert probe_term == net["n1"].raft.current_term
+    assert n3.raft.log.commit_index >= catch_up_index
