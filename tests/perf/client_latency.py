@@ -11,29 +11,25 @@ Not collected by pytest (no ``test_`` prefix).
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable
 
 from raftctl import Client
 from raftctl.bench.histogram import percentile
-from tests.perf.common import running_cluster
+from tests.perf.common import count_and_fsync, running_cluster
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--no-fsync", action="store_true")
-    args = parser.parse_args()
+    requests, fsync = count_and_fsync(__doc__, "requests", 1000)
     value = os.urandom(100)
-    with running_cluster("latency", fsync=not args.no_fsync) as cluster, \
+    with running_cluster("latency", fsync=fsync) as cluster, \
             Client(cluster.endpoints, timeout=10) as client:
         client.set("warm-up", value)  # finds the leader and opens the session
-        writes = _timed(lambda i: client.set(f"k{i}", value), args.requests)
-        reads = _timed(lambda i: client.get(f"k{i}"), args.requests)
-    print(f"3 nodes, fsync {'off' if args.no_fsync else 'on'}, one client, "
-          f"{args.requests} requests each")
+        writes = _timed(lambda i: client.set(f"k{i}", value), requests)
+        reads = _timed(lambda i: client.get(f"k{i}"), requests)
+    print(f"3 nodes, fsync {'on' if fsync else 'off'}, one client, "
+          f"{requests} requests each")
     for name, samples in (("Client.set", writes), ("Client.get (linearizable)", reads)):
         ms = [s * 1000 for s in samples]
         print(f"{name}: median {percentile(ms, 0.5):.3f} ms, p90 {percentile(ms, 0.9):.3f}, "

@@ -1,10 +1,12 @@
-"""Shared pieces of the cluster benchmarks: a fast bulk loader, a loop-lag probe, log parsing.
+"""Shared pieces of the cluster benchmarks: their command line, a running cluster, a fast bulk
+loader, a loop-lag probe, log parsing.
 
 Not collected by pytest (no ``test_`` prefix).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import re
@@ -21,6 +23,16 @@ import msgpack
 
 from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import split_address, wait_for_leader
+
+
+def count_and_fsync(doc: str, count: str, default: int) -> tuple[int, bool]:
+    """This script's command line, ``[--COUNT N] [--no-fsync]``: (N, whether to fsync)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--no-fsync", action="store_true")
+    args = parser.parse_args()
+    return getattr(args, count), not args.no_fsync
+
 
 @contextlib.contextmanager
 def running_cluster(name: str, *, fsync: bool, nodes: int = 3) -> Iterator[LocalCluster]:

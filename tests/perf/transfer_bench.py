@@ -13,25 +13,21 @@ Not collected by pytest (no ``test_`` prefix).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
 
 from raftctl import AsyncClient
 from tests.integration.helpers import wait_caught_up, wait_for_leader
-from tests.perf.common import running_cluster
+from tests.perf.common import count_and_fsync, running_cluster
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--no-fsync", action="store_true")
-    args = parser.parse_args()
-    with running_cluster("transferbench", fsync=not args.no_fsync) as cluster:
+    rounds, fsync = count_and_fsync(__doc__, "rounds", 20)
+    with running_cluster("transferbench", fsync=fsync) as cluster:
         transfers: list[float] = []
         totals: list[float] = []
-        for n in range(args.rounds):
+        for n in range(rounds):
             leader = wait_for_leader(cluster)
             for i in range(3):
                 wait_caught_up(cluster, i, leader)
@@ -40,7 +36,7 @@ def main() -> None:
             transfers.append(transfer)
             totals.append(total)
         ms = [f"{t * 1000:.1f}" for t in totals]
-        print(f"{args.rounds} transfers (fsync {'off' if args.no_fsync else 'on'}); "
+        print(f"{rounds} transfers (fsync {'on' if fsync else 'off'}); "
               f"transfer + first write, ms: {' '.join(ms)}")
         print(f"median transfer round trip: {statistics.median(transfers) * 1000:.1f} ms; "
               f"median until the new leader committed a write: "
