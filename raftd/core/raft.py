@@ -582,9 +582,11 @@ class Raft:
         term up to its last index when it forgot those acks (answering our probe). A commit
         point of the current term alone is not enough: a snapshot of that term may end
         before them (seed 65706)."""
+        if not self.catching_up:
+            return  # the common case: called on every append
         commit = self.log.commit_index
         probe_term, catch_up_index = self.leader_probe
-        if (self.catching_up and commit > 0 and self.log.term(commit) == self.current_term
+        if (commit > 0 and self.log.term(commit) == self.current_term
                 and probe_term == self.current_term and commit >= catch_up_index):
             self.catching_up = False
             self.voted_for = self.leader_id
