@@ -379,14 +379,16 @@ class Replica:
             self.sm.restore(rd.snapshot.data)
             log.info("installed snapshot at index %d (term %d) from the leader",
                      rd.snapshot.meta.index, rd.snapshot.meta.term)
-        if rd.entries:
-            self.storage.append(rd.entries)
-        # With entries to sync, the messages (their AppendEntries) go out while our own fsync
-        # runs (thesis §10.2.1). Without, they are acks (and, on ticks, commit notices): the
-        # clients whose writes just committed are answered first (a datagram costs ~30 us).
+        # With entries to sync, the messages (their AppendEntries) go out before our own write
+        # and fsync (thesis §10.2.1): what they promise needs only the hard state, durable
+        # above; acks of entries wait in after_persist. Without, they are acks (and, on
+        # ticks, commit notices): the clients whose writes just committed are answered first
+        # (a datagram costs ~30 us).
         send_first = bool(rd.entries) or rd.must_sync
         if send_first and rd.messages:
             outbox.send(rd.messages)
+        if rd.entries:
+            self.storage.append(rd.entries)
         if rd.must_sync:
             self.storage.sync()
         if rd.after_persist:
