@@ -372,19 +372,32 @@ class AsyncClient:
     async def transfer_leader(self, address: str | None = None) -> str:
         """Hand leadership to the voter ``address`` (None: the most caught-up one).
 
-        Returns the new leader. Never retried once the leader answered: a lost answer to a
-        transfer that happened would otherwise move leadership a second time. Asking for the
-        node that already leads succeeds at once.
+        Returns the new leader. A transfer the leader could not finish within an election
+        timeout (the target was still catching up under load, an election intervened) is
+        tried again until the client's timeout when ``address`` names the target: asking
+        again for a node that already leads succeeds at once, so a retry never moves
+        leadership twice. Without ``address`` an answered attempt is never retried, since a
+        lost answer to a transfer that happened would move leadership a second time.
         """
         request: dict[str, Any] = {"type": "transfer_leader"}
         if address is not None:
             request["address"] = address
-        try:
-            response = await self._request(request, retry_errors=False)
-        except BadRequest:
-            if address is None or await self._leader_id() != address:
-                raise
-            return address
+        attempts = _Attempts(self.timeout)
+        backoff = _BACKOFF_FIRST
+        while True:
+            try:
+                response = await self._request(request, retry_errors=False, attempts=attempts)
+                break
+            except BadRequest:
+                if address is None or await self._leader_id() != address:
+                    raise
+                return address
+            except ServerError as exc:
+                left = attempts.deadline - asyncio.get_running_loop().time()
+                if address is None or exc.code not in RETRYABLE_CODES or left <= backoff:
+                    raise
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
         leader = _field(response, "leader", str)
         self.leader = leader if valid_address(leader) else None
         return leader

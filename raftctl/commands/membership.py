@@ -69,7 +69,9 @@ def transfer_leader(app: App, address: str | None) -> None:
 
     The leader waits for the target to catch up, then tells it to campaign at once, so
     there is no election timeout to wait for (before maintenance on the leader's host).
-    Exit status 1 if the transfer did not complete in time.
+    A transfer to ADDRESS that did not complete (the target was still catching up, an
+    election intervened) is tried again until --timeout. Exit status 1 if it did not
+    complete in time.
     """
     with app.client() as client:
         leader = client.transfer_leader(address)

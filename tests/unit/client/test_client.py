@@ -175,6 +175,26 @@ def test_transfer_follows_a_redirect_but_never_retries_an_answer() -> None:
         assert leader.requests[-1]["address"] == follower.address
 
 
+def test_a_transfer_to_a_named_target_is_tried_again_until_it_completes() -> None:
+    """A leader gives a transfer one election timeout; under load the target may need
+    longer. Asking again is safe when the target is named: it cannot move leadership twice."""
+    with FakeNode(lambda r: None) as leader, FakeNode(lambda r: None) as target:
+        outcomes = iter([error("timeout", "the transfer timed out", retryable=True),
+                         error("transferring", "superseded", retryable=True),
+                         ok(leader=target.address)])
+        leader.answer = lambda request: next(outcomes)
+        with Client([leader.address], timeout=5.0) as client:
+            assert client.transfer_leader(target.address) == target.address
+        assert leader.types() == ["transfer_leader"] * 3
+
+        leader.answer = lambda request: error("timeout", "the transfer timed out", retryable=True)
+        before = len(leader.requests)
+        with Client([leader.address], timeout=1.0) as client, pytest.raises(ServerError) as info:
+            client.transfer_leader(target.address)
+        assert info.value.code == "timeout"  # the cluster's own answer: exit status 1
+        assert len(leader.requests) - before >= 3  # tried again until the timeout
+
+
 def test_transfer_to_the_current_leader_succeeds(node: FakeNode) -> None:
     def answer(request: Response) -> Response:
         if request["type"] == "transfer_leader":
