@@ -29,7 +29,8 @@ bench-peers: $(STAMP)
 
 # Chaos on five real raftd nodes for DURATION seconds (make test runs a 30-second one), then
 # the linearizability check; prints a summary. CHAOS_SEED=N replays a schedule, and
-# CHAOS_ARTIFACTS=DIR keeps the history, fault log and node logs. make chaos DURATION=600
+# CHAOS_ARTIFACTS=DIR keeps the history, fault log and node logs (in a new DIR/run-*
+# per run). make chaos DURATION=600
 DURATION ?= 300
 .PHONY: chaos
 chaos: $(STAMP)

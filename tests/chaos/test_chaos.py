@@ -11,9 +11,10 @@ network faults alone are left out: `test_partition_nemesis_available` is skipped
 reason, the chaos test warns and records it, and the process faults still run on 127.0.0.1.
 Likewise for netem (delay and loss), which some kernels lack.
 
-Artifacts (history, fault log, summary, node logs) go to ``CHAOS_ARTIFACTS`` if set, else to
-the test's temp dir; a failure names the directory. ``CHAOS_SEED`` replays a fault schedule
-and workload (the timing of real processes still differs from run to run).
+Artifacts (history, fault log, summary, node logs) go to a new ``run-*`` directory under
+``CHAOS_ARTIFACTS`` if set, else to the test's temp dir; a failure names the directory.
+``CHAOS_SEED`` replays a fault schedule and workload (the timing of real processes still
+differs from run to run).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import tempfile
 import threading
 import time
 import warnings
@@ -105,8 +107,15 @@ def chaos_env(
 ) -> Iterator[ChaosEnv]:
     """Five configured nodes, in namespaces where possible; everything removed at teardown."""
     reason, netem_reason = network_support
-    artifacts = Path(os.environ.get("CHAOS_ARTIFACTS") or tmp_path / "artifacts")
-    artifacts.mkdir(parents=True, exist_ok=True)
+    root = os.environ.get("CHAOS_ARTIFACTS")
+    if root:
+        # A fresh directory per run: nodes started on an earlier run's data dirs would begin
+        # with keys that this run's history knows nothing of.
+        Path(root).mkdir(parents=True, exist_ok=True)
+        artifacts = Path(tempfile.mkdtemp(prefix=time.strftime("run-%Y%m%d-%H%M%S-"), dir=root))
+    else:
+        artifacts = tmp_path / "artifacts"
+        artifacts.mkdir()
     network: netns.Network | None = None
     if reason is None:
         network = netns.Network(NODES, netem=netem_reason is None)
@@ -124,7 +133,8 @@ def chaos_env(
         warnings.warn(message, stacklevel=1)
     if network is not None:
         addresses = [f"{network.address(i)}:{NODE_PORT}" for i in range(NODES)]
-        cluster = ChaosCluster(artifacts / "cluster", addresses, raft={}, prefix=network.exec_prefix)
+        cluster = ChaosCluster(artifacts / "cluster", addresses, raft={},
+                               prefix=network.exec_prefix)
     else:
         addresses = [f"{HOST}:{port}" for port in free_ports(NODES)]
         raft = {"max_datagram_bytes": LOOPBACK_DATAGRAM_BYTES}
