@@ -143,10 +143,17 @@ class _Attempts:
         """Each endpoint's latest problem: "no node reachable" names them all, so a refused
         certificate is not hidden behind another node's timeout."""
 
-    def record(self, endpoint: str, problem: str, *, no_leader: bool = False) -> None:
+    def record(
+        self, endpoint: str, problem: str, *, no_leader: bool = False, answered: bool = True
+    ) -> None:
+        """``answered``: the node said something (a timeout or a lost connection did not)."""
         if endpoint not in self.tried:
             self.tried.append(endpoint)
-        self.no_leader = no_leader
+        if answered:
+            # Silence does not contradict a node that said no leader is known: a last attempt
+            # cut short by the deadline, or a frozen member, must not turn "no leader" (exit
+            # status 1) into a plain timeout (3).
+            self.no_leader = no_leader
         self.last = problem
         self.problems[endpoint] = problem
 
@@ -154,7 +161,8 @@ class _Attempts:
         if not self.reached and self.tried:
             return ClusterUnavailable(self.tried, "; ".join(self.problems.values()))
         if self.no_leader:
-            return NoLeader("no_leader", f"no leader known after {self.timeout:g}s ({self.last})")
+            return NoLeader("no_leader", f"no leader known after {self.timeout:g}s "
+                                         f"({'; '.join(self.problems.values())})")
         return RequestTimeout(f"request timed out after {self.timeout:g}s (last: {self.last})")
 
 
@@ -590,11 +598,12 @@ class AsyncClient:
                 attempts.sent += 1
                 response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
             except (ConnectFailed, ConnectionLost) as exc:
-                attempts.record(endpoint, str(exc))
+                attempts.record(endpoint, str(exc), answered=False)
                 attempts.undecided |= isinstance(exc, ConnectionLost)
                 self._forget(endpoint)
             except TimeoutError:
-                attempts.record(endpoint, f"{endpoint}: no answer within {wait:.2f}s")
+                attempts.record(endpoint, f"{endpoint}: no answer within {wait:.2f}s",
+                                answered=False)
                 attempts.undecided = True
                 self._forget(endpoint)
             else:

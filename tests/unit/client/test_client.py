@@ -216,6 +216,20 @@ def test_health_of_one_node_is_one_attempt(node: FakeNode) -> None:
     assert node.types() == ["health", "health"]
 
 
+def test_silence_does_not_hide_that_no_leader_is_known() -> None:
+    """One member knows no leader, the other never answers (frozen): whichever the last
+    attempt reached, the request fails as "no leader" (exit status 1), naming both."""
+    with FakeNode(lambda r: error("no_leader", "no leader is known", retryable=True)) as alone, \
+            FakeNode(lambda r: None) as frozen:
+        with Client([alone.address, frozen.address], timeout=1.0) as client, \
+                pytest.raises(NoLeader) as info:
+            client.set("k", "v")
+        message = str(info.value)
+        assert f"{alone.address}: no leader known" in message, message
+        assert f"{frozen.address}: no answer" in message, message
+        assert alone.requests and frozen.requests
+
+
 def test_an_unanswered_request_times_out(node: FakeNode) -> None:
     with Client([node.address], timeout=0.3) as client, pytest.raises(RequestTimeout):
         client.get("k")
