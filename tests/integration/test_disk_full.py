@@ -50,6 +50,12 @@ KEYS = [f"big{i}" for i in range(8)]
 """Values overwrite a few keys: the log grows, the state (and every node's memory) does not."""
 MAX_WRITES = SEGMENT // VALUE_BYTES + 16
 """More than enough writes to fill half a segment (a bound, so a bug cannot loop forever)."""
+STEADY = {"election_timeout_ms": [2000, 4000]}
+"""Node 0 must keep the leadership handed to it until its disk fills: an election on a busy
+machine would redirect the writes pinned to it, and no write would ever be refused."""
+CLI_TIMEOUT = "20"
+"""raftctl --timeout of a membership change, which may have to wait out an election: more than
+the default 5 s, within raftctl()'s limit on the process."""
 
 
 def diag_of(cluster: LocalCluster, node: int) -> Response:
@@ -64,7 +70,7 @@ def value(n: int) -> bytes:
 def test_full_disk_moves_leadership_and_the_node_catches_up_once_space_returns(
     make_cluster: ClusterFactory,
 ) -> None:
-    cluster = make_cluster(3)
+    cluster = make_cluster(3, raft=STEADY)
     full_ep = cluster.endpoints[0]
     data_dir = cluster.base_dir / "data" / "n1"
     with mounted_tmpfs(data_dir, f"{TMPFS_BYTES // MIB}m"):
@@ -75,7 +81,8 @@ def test_full_disk_moves_leadership_and_the_node_catches_up_once_space_returns(
             cluster.start_all()
             wait_for_leader(cluster)
             with Client(cluster.endpoints, timeout=DEADLINE) as client:
-                client.transfer_leader(full_ep)
+                assert client.transfer_leader(full_ep) == full_ep
+            # Phase 1 needs node 0 to lead: with STEADY timeouts it keeps what it was handed.
             wait_until(lambda: current_leader(cluster) == 0, "node 0 (small disk) to lead")
             last: dict[str, bytes] = {}
             n = 0
@@ -149,13 +156,15 @@ def test_corrupt_wal_record_stops_the_node_and_remove_wipe_add_recovers_it(
 ) -> None:
     cluster = make_cluster(3)
     cluster.start_all()
-    leader = wait_for_leader(cluster)
+    wait_for_leader(cluster)
     write_all(cluster.endpoints, {f"k{i:03d}": i for i in range(300)})
+    leader = wait_for_leader(cluster)  # after the writes: leadership may have moved meanwhile
     node = next(i for i in range(len(cluster)) if i != leader)
     endpoint = cluster.endpoints[node]
     others = [e for e in cluster.endpoints if e != endpoint]
-    wait_caught_up(cluster, node, leader)
-    expected = diag_of(cluster, leader)["stateHash"]
+    hashes = {wait_caught_up(cluster, i, leader)["stateHash"] for i in range(len(cluster))}
+    assert len(hashes) == 1, hashes
+    expected = hashes.pop()
     cluster.kill(node, signal.SIGTERM)
     assert cluster.wait(node, DEADLINE) == 0
 
@@ -169,11 +178,11 @@ def test_corrupt_wal_record_stops_the_node_and_remove_wipe_add_recovers_it(
     assert re.search(rf"{named}: corrupt record at byte offset {offset}\b", log), log[-2000:]
 
     # The documented recovery: remove-node, wipe the data dir, start blank, add-node.
-    removed = raftctl(others, "remove-node", endpoint)
+    removed = raftctl(others, "--timeout", CLI_TIMEOUT, "remove-node", endpoint)
     assert removed.returncode == 0, removed.stderr
     shutil.rmtree(data_dir)
     cluster.start(node)
-    added = raftctl(others, "add-node", endpoint)
+    added = raftctl(others, "--timeout", CLI_TIMEOUT, "add-node", endpoint)
     assert added.returncode == 0, added.stderr
     leader = wait_for_leader(cluster)
 

@@ -20,12 +20,14 @@ from tests.integration.helpers import (
     kill_all_at_once,
     missing_or_wrong,
     read_all,
+    thaw,
     wait_for_leader,
 )
 
 WRITERS = 48
 KILL_AFTER_ACKS = 1000
 CRASHES = 3
+FREEZE_ATTEMPTS = 5
 
 
 async def leader_has_uncommitted_entries(endpoint: str) -> None:
@@ -41,13 +43,32 @@ async def leader_has_uncommitted_entries(endpoint: str) -> None:
         await asyncio.sleep(POLL)
 
 
+async def freeze_all_but_the_leader(cluster: LocalCluster) -> int:
+    """SIGSTOP every node but the leader, resolved just before (leadership may have moved
+    under load); returns it. If it no longer leads once the others are frozen, they are
+    thawed and the leader resolved again."""
+    for _ in range(FREEZE_ATTEMPTS):
+        leader = await asyncio.to_thread(wait_for_leader, cluster)
+        others = [i for i in range(len(cluster)) if i != leader]
+        for i in others:
+            freeze(cluster, i)
+        diag = await asyncio.to_thread(diagnostic, cluster.endpoints[leader], 5.0)
+        if diag is not None and diag["status"] == "leader":
+            return leader
+        for i in others:
+            thaw(cluster, i)
+    raise AssertionError(f"no leader still led once the others were frozen, {FREEZE_ATTEMPTS} "
+                         "times in a row")
+
+
 async def write_until_killed(
-    cluster: LocalCluster, crash: int, leader: int, *, freeze_followers: bool
-) -> dict[str, str]:
+    cluster: LocalCluster, crash: int, *, freeze_followers: bool
+) -> tuple[dict[str, str], int]:
     """Run WRITERS concurrent writers of unique keys; once KILL_AFTER_ACKS writes were
     acknowledged, SIGKILL every node with the other writes in flight, and return the
-    acknowledged ones. ``freeze_followers``: first SIGSTOP both followers and wait until the
-    leader holds entries no follower can have stored (none of them may be acknowledged)."""
+    acknowledged ones and the leader at the crash. ``freeze_followers``: first SIGSTOP both
+    followers and wait until the leader holds entries no follower can have stored (none of
+    them may be acknowledged)."""
     acked: dict[str, str] = {}
     loop = asyncio.get_running_loop()
 
@@ -67,10 +88,10 @@ async def write_until_killed(
                     task.result()  # a writer failed before the crash: raise its error
             await asyncio.sleep(POLL)
         if freeze_followers:
-            for i in range(len(cluster)):
-                if i != leader:
-                    freeze(cluster, i)
+            leader = await freeze_all_but_the_leader(cluster)
             await leader_has_uncommitted_entries(cluster.endpoints[leader])
+        else:  # resolved now: leadership may have moved during the writes
+            leader = await asyncio.to_thread(wait_for_leader, cluster)
         kill_all_at_once(cluster)
         in_flight = sum(not task.done() for task in tasks)
         for task in tasks:
@@ -78,7 +99,7 @@ async def write_until_killed(
         results = await asyncio.gather(*tasks, return_exceptions=True)
     assert in_flight == WRITERS, "every writer should have had a write in flight at the crash"
     assert all(isinstance(r, asyncio.CancelledError | RaftctlError) for r in results), results
-    return dict(acked)
+    return dict(acked), leader
 
 
 def restart_followers_first(cluster: LocalCluster, leader: int) -> None:
@@ -107,8 +128,9 @@ def test_acknowledged_writes_survive_crash_of_all_nodes(cluster3: LocalCluster) 
     cluster = cluster3
     acked: dict[str, str] = {}
     for crash in range(CRASHES):
-        leader = wait_for_leader(cluster)
-        acked |= asyncio.run(write_until_killed(cluster, crash, leader, freeze_followers=False))
+        wait_for_leader(cluster)
+        done, leader = asyncio.run(write_until_killed(cluster, crash, freeze_followers=False))
+        acked |= done
         restart_followers_first(cluster, leader)
     assert_readable(cluster, acked)
 
@@ -118,7 +140,7 @@ def test_writes_only_the_leader_stored_were_not_acknowledged(cluster3: LocalClus
     nodes are SIGKILLed and the followers elect a leader without the old one: every write
     that was acknowledged is still readable."""
     cluster = cluster3
-    leader = wait_for_leader(cluster)
-    acked = asyncio.run(write_until_killed(cluster, 0, leader, freeze_followers=True))
+    wait_for_leader(cluster)
+    acked, leader = asyncio.run(write_until_killed(cluster, 0, freeze_followers=True))
     restart_followers_first(cluster, leader)
     assert_readable(cluster, acked)

@@ -37,9 +37,9 @@ MIB = 1 << 20
 
 
 def diag_of(cluster: LocalCluster, i: int) -> Response:
-    diag = diagnostic(cluster.endpoints[i])
-    assert diag is not None, f"node {i} does not answer"
-    return diag
+    """Node i's diagnostic; polled, as a loaded node may not answer one request in time."""
+    return wait_until(lambda: diagnostic(cluster.endpoints[i], timeout=5.0),
+                      f"node {i} to answer a diagnostic")
 
 
 def test_stopped_follower_catches_up_by_install_snapshot(make_cluster: ClusterFactory) -> None:
@@ -63,6 +63,9 @@ def test_stopped_follower_catches_up_by_install_snapshot(make_cluster: ClusterFa
     assert lead["snapshot"]["index"] > behind
     assert lead["log"]["firstIndex"] > behind + 1, "the leader still holds the missing entries"
 
+    # Resolved again (leadership may have moved under load), so that the commit index the
+    # follower must reach, and the hash it must match, are the leader's.
+    leader = wait_for_leader(cluster)
     cluster.start(follower)
     caught = wait_caught_up(cluster, follower, leader)
     log = cluster.log_paths[follower].read_text(errors="replace")
@@ -137,8 +140,12 @@ def test_restart_after_compaction_keeps_data_and_bounds_the_wal(
     cluster.stop_all()
     cluster.start_all()
     wait_for_leader(cluster)
-    wait_until(lambda: diag_of(cluster, 0)["log"]["appliedIndex"] >= before["log"]["appliedIndex"],
-               "the restarted node to apply its log")
+
+    def applied_all() -> bool:
+        diag = diagnostic(cluster.endpoints[0], timeout=5.0)
+        return diag is not None and diag["log"]["appliedIndex"] >= before["log"]["appliedIndex"]
+
+    wait_until(applied_all, "the restarted node to apply its log")
     after = diag_of(cluster, 0)
     assert after["stateHash"] == before["stateHash"]
     assert read_all(cluster.endpoints, small) == small
