@@ -77,6 +77,9 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Largest response accepted; a whole-state ``get`` can be big."""
 
 _BACKOFF_FIRST = 0.01
+_TRANSFER_RETRYABLE = RETRYABLE_CODES - {ErrorCode.TRANSFERRING}
+"""Answers after which a transfer to a named target is asked for again. ``transferring``
+means another transfer superseded ours: retrying would fight it."""
 _BACKOFF_MAX = 0.5
 _MIN_ATTEMPT = 0.2
 
@@ -142,18 +145,30 @@ class _Attempts:
         self.problems: dict[str, str] = {}
         """Each endpoint's latest problem: "no node reachable" names them all, so a refused
         certificate is not hidden behind another node's timeout."""
+        self.leaderless: set[str] = set()
+        """Endpoints whose latest answer was that they know no leader."""
 
     def record(
-        self, endpoint: str, problem: str, *, no_leader: bool = False, answered: bool = True
+        self, endpoint: str, problem: str, *, no_leader: bool = False, answered: bool = True,
+        sent: bool = True,
     ) -> None:
-        """``answered``: the node said something (a timeout or a lost connection did not)."""
+        """``answered``: the node said something (a timeout or a lost connection did not);
+        ``sent``: the request reached its connection (a failed connect did not)."""
         if endpoint not in self.tried:
             self.tried.append(endpoint)
         if answered:
-            # Silence does not contradict a node that said no leader is known: a last attempt
-            # cut short by the deadline, or a frozen member, must not turn "no leader" (exit
-            # status 1) into a plain timeout (3).
             self.no_leader = no_leader
+            if no_leader:
+                self.leaderless.add(endpoint)
+            else:
+                self.leaderless.discard(endpoint)
+        elif endpoint in self.leaderless:
+            # Silence does not contradict what this node said: a last attempt cut short by
+            # the deadline must not turn "no leader" (exit status 1) into a timeout (3).
+            self.last = problem
+            return
+        elif sent:
+            self.no_leader = False  # that node may have been a leader that took the request
         self.last = problem
         self.problems[endpoint] = problem
 
@@ -382,15 +397,20 @@ class AsyncClient:
 
         Returns the new leader. A transfer the leader could not finish within an election
         timeout (the target was still catching up under load, an election intervened) is
-        tried again until the client's timeout when ``address`` names the target: asking
-        again for a node that already leads succeeds at once, so a retry never moves
-        leadership twice. Without ``address`` an answered attempt is never retried, since a
-        lost answer to a transfer that happened would move leadership a second time.
+        tried again while the client's timeout leaves room for a whole attempt, when
+        ``address`` names the target: asking again for a node that already leads succeeds at
+        once, so a retry never moves leadership twice. A transfer superseded by another one
+        (``transferring``) is not fought over, and without ``address`` an answered attempt
+        is never retried, since a lost answer to a transfer that happened would move
+        leadership a second time.
         """
         request: dict[str, Any] = {"type": "transfer_leader"}
         if address is not None:
             request["address"] = address
         attempts = _Attempts(self.timeout)
+        # The leader answers a failed transfer only after an election timeout: an attempt
+        # the deadline cuts short would report a bare timeout instead of the leader's reason.
+        whole_attempt = min(1.0, self.timeout / 4)
         backoff = _BACKOFF_FIRST
         while True:
             try:
@@ -402,7 +422,8 @@ class AsyncClient:
                 return address
             except ServerError as exc:
                 left = attempts.deadline - asyncio.get_running_loop().time()
-                if address is None or exc.code not in RETRYABLE_CODES or left <= backoff:
+                if (address is None or exc.code not in _TRANSFER_RETRYABLE
+                        or left <= backoff + whole_attempt):
                     raise
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -597,9 +618,12 @@ class AsyncClient:
                 attempts.reached = True
                 attempts.sent += 1
                 response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
-            except (ConnectFailed, ConnectionLost) as exc:
+            except ConnectFailed as exc:
+                attempts.record(endpoint, str(exc), answered=False, sent=False)
+                self._forget(endpoint)
+            except ConnectionLost as exc:
                 attempts.record(endpoint, str(exc), answered=False)
-                attempts.undecided |= isinstance(exc, ConnectionLost)
+                attempts.undecided = True
                 self._forget(endpoint)
             except TimeoutError:
                 attempts.record(endpoint, f"{endpoint}: no answer within {wait:.2f}s",

@@ -70,7 +70,7 @@ def transfer_leader(app: App, address: str | None) -> None:
     The leader waits for the target to catch up, then tells it to campaign at once, so
     there is no election timeout to wait for (before maintenance on the leader's host).
     A transfer to ADDRESS that did not complete (the target was still catching up, an
-    election intervened) is tried again until --timeout. Exit status 1 if it did not
+    election intervened) is tried again within --timeout. Exit status 1 if it did not
     complete in time.
     """
     with app.client() as client:

@@ -5,7 +5,7 @@ The runtime loop is::
     feed inputs: tick() / step(msg) / propose(data) / read_index(ctx)
     while node.has_ready():
         rd = node.ready()
-        persist rd.hard_state and rd.entries; send rd.messages
+        persist rd.hard_state (durably); send rd.messages; write rd.entries
         fsync if rd.must_sync; send rd.after_persist
         apply rd.committed_entries; serve rd.read_states
         node.advance(rd)
