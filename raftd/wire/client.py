@@ -15,6 +15,7 @@ client still awaits, so the server may forget its cached replies below it. A cli
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -248,6 +249,14 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ValueError(f"expected host:port, got {_short(text)}")
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"port must be 1-65535 in {_short(text)}")
+    if host.startswith("[") and host.endswith("]"):
+        # Node ids of IPv6 nodes are written [addr]:port (raftd.config.format_address);
+        # sockets want the bare address.
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_short(host)} is not an IPv6 address") from None
     return host, int(port)
 
 

@@ -241,13 +241,16 @@ def test_response_builders() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("127.0.0.1:7001", ("127.0.0.1", 7001)), ("[::1]:1", ("[::1]", 1)), ("h:65535", ("h", 65535))],
+    [("127.0.0.1:7001", ("127.0.0.1", 7001)), ("[::1]:1", ("::1", 1)), ("h:65535", ("h", 65535)),
+     ("[fe80::1%eth0]:7001", ("fe80::1%eth0", 7001))],
 )
 def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "h", ":1", "h:", "h:x", "h:0", "h:65536", "h :1", "h:\uff11"])
+@pytest.mark.parametrize(
+    "text", ["", "h", ":1", "h:", "h:x", "h:0", "h:65536", "h :1", "h:\uff11", "[h]:1", "[]:1"]
+)
 def test_parse_address_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
