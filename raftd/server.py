@@ -429,18 +429,34 @@ class Server:
         elif isinstance(req, HealthRequest):
             self.replica.submit_health(token, outbox)
         elif isinstance(req, ConfigRequest):
-            if req.action == "add":
-                try:  # a member that cannot be reached would be committed for good
-                    _resolve(req.address)
-                except (OSError, ValueError) as e:
-                    self.respond(token, error(
-                        ErrorCode.BAD_REQUEST, f"cannot resolve {req.address}: {e}"
-                    ))
-                    return
+            problem = self._cannot_add(req.address) if req.action == "add" else None
+            if problem is not None:
+                self.respond(token, error(ErrorCode.BAD_REQUEST, problem))
+                return
             self.replica.submit_conf_change(token, _conf_change(req))
         elif isinstance(req, TransferLeaderRequest):
             self.replica.submit_transfer(token, req.address, outbox)
         self._schedule()
+
+    def _cannot_add(self, address: str) -> str | None:
+        """Why ``address`` cannot join, or None.
+
+        It must resolve: a member that cannot be reached would be committed for good. And it
+        must not be a member under another name (``localhost:7001`` for ``127.0.0.1:7001``):
+        a node answers only to its own id, so the alias would be a voter that never answers.
+        """
+        try:
+            target = _resolve_all(address)
+        except (OSError, ValueError) as e:
+            return f"cannot resolve {address}: {e}"
+        for member in self.node.raft.members:
+            try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
+                same = member != address and bool(_resolve_all(member) & target)
+            except (OSError, ValueError):
+                continue  # a member that no longer resolves is no one's alias
+            if same:
+                return f"{address} is the member {member} under another name"
+        return None
 
     # -- the turn --------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -664,6 +680,12 @@ def _resolve(address: str) -> Address:
     info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     sockaddr = info[0][4]
     return (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def _resolve_all(address: str) -> set[Address]:
+    host, port = parse_address(address)
+    return {(str(i[4][0]), int(i[4][1])) for i in socket.getaddrinfo(host, port,
+                                                                      type=socket.SOCK_DGRAM)}
 
 
 def run(config: NodeConfig) -> int:

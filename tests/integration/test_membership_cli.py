@@ -78,6 +78,10 @@ def test_grow_transfer_and_shrink(make_cluster: ClusterFactory) -> None:
     again = change(eps, "add-node", spare_a)
     assert (again.returncode, again.stdout) == (1, "")
     assert f"bad_request: {spare_a} is already a member" in again.stderr
+    alias = spare_a.replace("127.0.0.1", "localhost")  # the same node under another name
+    aliased = change(eps, "add-node", alias)
+    assert (aliased.returncode, aliased.stdout) == (1, "")
+    assert f"bad_request: {alias} is the member {spare_a} under another name" in aliased.stderr
     assert change(eps, "promote", spare_a).returncode == 1  # not a learner any more
     assert change(eps, "remove-node", "127.0.0.1:9").returncode == 1  # not a member
 
