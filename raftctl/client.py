@@ -360,7 +360,14 @@ class AsyncClient:
         self._check_open()
         if not valid_address(address):
             raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
-        return _unwrap(await self._ask_node(address, {"type": "health"}, _Attempts(self.timeout)))
+        response = await self._ask_node(address, {"type": "health"}, _Attempts(self.timeout))
+        if response.get("type") == "redirect":
+            # A member answers with the commit it confirmed; only a node outside the
+            # configuration it knows (removed, or blank and never joined) sends us on.
+            leader = response.get("leader")
+            raise ServerError("not_a_member", f"{address} is not a member of the cluster it "
+                                              f"knows (leader: {leader or 'unknown'})")
+        return _unwrap(response)
 
     async def _diagnose(self, address: str, attempts: _Attempts) -> Response:
         return await self._ask_node(address, {"type": "diagnostic"}, attempts)

@@ -220,12 +220,17 @@ def test_transfer_to_the_current_leader_succeeds(node: FakeNode) -> None:
 
 
 def test_health_of_one_node_is_one_attempt(node: FakeNode) -> None:
-    answers = iter([ok(leader="127.0.0.1:7001", commit_index=12), error("no_leader", "none")])
+    answers = iter([ok(leader="127.0.0.1:7001", commit_index=12), error("no_leader", "none"),
+                    {"type": "redirect", "leader": None}])
     with script(node, lambda request: next(answers)) as client:
         assert client.health(node.address) == {"leader": "127.0.0.1:7001", "commit_index": 12}
         with pytest.raises(NoLeader):
             client.health(node.address)
-    assert node.types() == ["health", "health"]
+        # A node outside the configuration (removed, or blank and never joined) takes no
+        # part in committing: unhealthy, not a result without a leader.
+        with pytest.raises(ServerError, match="not a member"):
+            client.health(node.address)
+    assert node.types() == ["health", "health", "health"]
 
 
 def test_silence_does_not_hide_that_no_leader_is_known() -> None:
