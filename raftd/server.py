@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import msgpack
 import uvloop
 
 from raftd.apps import APP_SETTINGS, hosted_apps
@@ -75,8 +76,6 @@ log = logging.getLogger("raftd")
 REQUEST_TIMEOUT_MS = 3000
 """Below the client library's default deadline, so a client hears "timeout" and can retry."""
 MAX_RESPONSE_BYTES = 64 << 20
-COMMAND_OVERHEAD_BYTES = 256
-"""A write's encoded fields besides its key and value (op, session ids, conditions)."""
 MAX_SNAPSHOT_RESPONSE_BYTES = 2 << 30
 
 
@@ -414,12 +413,13 @@ class Server:
                 if_revision=req.if_revision,
                 if_absent=req.if_absent,
             )
-            value_bytes = len(packed) - len(req.key.encode()) - COMMAND_OVERHEAD_BYTES
-            if value_bytes > self.max_value_bytes:
+            # The value is no bigger than its command: only a large one needs measuring.
+            if len(packed) > self.max_value_bytes and (
+                    (value_bytes := _value_bytes(req.value)) > self.max_value_bytes):
                 self.clients.rejected["value_too_large"] += 1
                 self.respond(token, error(
                     ErrorCode.TOO_LARGE,
-                    f"a value of about {value_bytes} bytes exceeds max_entry_bytes"
+                    f"a value of {value_bytes} bytes exceeds max_entry_bytes"
                     f" ({self.max_value_bytes})",
                 ))
                 return
@@ -680,6 +680,16 @@ def _resolve(address: str) -> Address:
     info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     sockaddr = info[0][4]
     return (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def _value_bytes(value: Any) -> int:
+    """The size of a write's value as max_entry_bytes counts it: the bytes of a string
+    (UTF-8) or of a bytes value, the msgpack encoding of anything else (numbers, lists, maps)."""
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def _resolve_all(address: str) -> set[Address]:

@@ -179,6 +179,19 @@ def test_write_larger_than_max_entry_bytes_is_too_large(cluster: LocalCluster) -
         assert client.get("small") == "fits"
 
 
+def test_max_entry_bytes_is_the_exact_largest_value(cluster: LocalCluster) -> None:
+    """max_entry_bytes (1 MiB by default) counts a string's UTF-8 bytes: a value of exactly
+    that size is taken, one byte more is refused, and the error says how big it was."""
+    limit = 1_048_576
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        client.set("at-limit", "é" * (limit // 2))  # 2 UTF-8 bytes each
+        assert client.get("at-limit") == "é" * (limit // 2)
+        with pytest.raises(TooLarge) as raised:
+            client.set("over-limit", b"x" * (limit + 1))
+        assert f"a value of {limit + 1} bytes exceeds max_entry_bytes ({limit})" in str(
+            raised.value)
+
+
 def test_client_keeps_writing_after_a_refused_first_write(cluster: LocalCluster) -> None:
     """A client whose first write was refused (too_large, so no session was opened on the
     server) can still write, even when its next write is first sent to a follower."""
