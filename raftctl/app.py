@@ -6,6 +6,8 @@ Commands get it with ``@click.pass_obj`` and never print or exit on their own: d
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -20,12 +22,19 @@ from raftctl.output.printers import Printer, choose
 _UNBOUNDED = 1 << 16
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 here; let the root's error boundary (raftctl.cli) choose the status.
+        self.quiet = True  # nothing more to print, e.g. when a Live display stops
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def make_console() -> Console:
     """The stdout console for tables."""
     # Into a pipe or file, rich would assume 80 columns and elide cells: never lose data.
     width = None if sys.stdout.isatty() else _UNBOUNDED
     # Data must come out exactly as stored: no markup, emoji or number highlighting.
-    return Console(markup=False, emoji=False, highlight=False, width=width)
+    return _Console(markup=False, emoji=False, highlight=False, width=width)
 
 
 @dataclass

@@ -9,6 +9,8 @@ traceback (etcdctl's cobrautl.ExitWithError).
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -63,12 +65,36 @@ class RaftctlGroup(OrderedGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if sys.stdout is not None:  # None when started with stdout closed (>&-)
+                sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+            return result
         except RaftctlError as err:
             app = ctx.obj
             endpoints = app.endpoints if isinstance(app, App) else ()
             click.echo(f"Error: {error_message(err, endpoints)}", err=True)
             ctx.exit(int(exit_code_for(err)))
+        except KeyboardInterrupt:
+            # click would print "Aborted!" and exit 1, which scripts read as "not found".
+            # (status --watch ends on Ctrl-C by design and catches it itself: exit 0.)
+            newline = "\n" if sys.stderr and sys.stderr.isatty() else ""  # after ^C
+            click.echo(f"{newline}Interrupted", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:
+            # Like `yes | head`: stop quietly. Python's recipe (signal docs, "Note on SIGPIPE"):
+            # send what stdout still buffers to /dev/null, or it fails again at exit.
+            _stdout_to_devnull()
+            ctx.exit(int(ExitCode.PIPE_CLOSED))
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (CliRunner): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.group(cls=RaftctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +106,7 @@ def cli() -> None:
     Any one reachable endpoint is enough: raftctl finds the leader and follows redirects.
     Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found, a
     condition failed, or the cluster answered with an error; 2 usage error; 3 no node
-    reachable or timed out.
+    reachable or timed out; 130 interrupted (Ctrl-C).
 
     The options below may also follow the command (raftctl get KEY -o json). Given both
     before and after it, an option takes the value given after it.

@@ -29,3 +29,9 @@ class ExitCode(enum.IntEnum):
         3,
         ("No node was reachable, or the request timed out; the message names the endpoints tried."),
     )
+    # 128 + the signal number, as a shell reports a process the signal ended.
+    INTERRUPTED = 130, "Interrupted (Ctrl-C, SIGINT); a write may or may not have been applied."
+    PIPE_CLOSED = (
+        141,
+        "The reader of stdout went away (raftctl list | head -1); nothing more is printed.",
+    )

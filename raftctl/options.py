@@ -12,6 +12,7 @@ every verb gets with ``@click.pass_obj``; no callback ever sees the options them
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,8 @@ import click
 from click.core import ParameterSource
 
 from raftctl.app import App
-from raftctl.connection import parse_endpoints, tls_context
+from raftctl.commands.params import cli_endpoints
+from raftctl.connection import tls_context
 from raftctl.errors import InvalidEndpoint, RaftctlError
 from raftctl.output.printers import FORMATS
 
@@ -31,9 +33,25 @@ HEADING = "Global options (also before the command)"
 
 def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     try:
-        return tuple(parse_endpoints(value))
+        return tuple(cli_endpoints(value))
     except InvalidEndpoint as err:
         raise click.BadParameter(str(err)) from None
+
+
+class Seconds(click.FloatRange):
+    """A finite duration above ``min`` (> 0 by default): FloatRange lets nan through (no
+    comparison holds) and inf too."""
+
+    name = "seconds"
+
+    def __init__(self, min: float = 0, *, min_open: bool = True) -> None:
+        super().__init__(min=min, min_open=min_open)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
 
 
 OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
@@ -45,7 +63,7 @@ OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         type=click.Choice(FORMATS),
         help="Output format. Default: table on a terminal, plain otherwise.")),
     (("--timeout",), dict(
-        envvar="RAFTCTL_TIMEOUT", show_envvar=True, type=click.FloatRange(min=0, min_open=True),
+        envvar="RAFTCTL_TIMEOUT", show_envvar=True, type=Seconds(),
         default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
         help="Give up on a request after this long (exit status 3).")),
     (("--token",), dict(

@@ -26,7 +26,7 @@ from raftctl.bench.results import Extras, WorkerResult, summarize
 from raftctl.bench.runner import LoadSpec, preload, run_load
 from raftctl.bench.target import Target, existing, local_cluster
 from raftctl.connection import parse_endpoints
-from raftctl.options import VerbGroup
+from raftctl.options import Seconds, VerbGroup
 from raftctl.output.rows import to_json
 
 DEFAULT_DURATION = 10.0
@@ -48,7 +48,7 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      metavar="W", help="Load generator processes the clients are spread over."),
         click.option("--entries", type=click.IntRange(1), metavar="E",
                      help="Stop after E requests in all (shared evenly by the clients)."),
-        click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
+        click.option("--duration", type=Seconds(), metavar="S",
                      help=f"Stop after S seconds (default {DEFAULT_DURATION:g} unless --entries)."),
         click.option("--size", type=click.IntRange(0), default=100, show_default=True,
                      metavar="BYTES", help="Size of each value."),
@@ -204,7 +204,7 @@ def election(app: App, servers: int, trials: int, sigstop: bool, fsync: bool,
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("bench-report.json"), show_default=True,
               help="With --head: where the merged report (JSON) is written.")
-@click.option("--wait", type=click.FloatRange(min=0, min_open=True), default=300.0,
+@click.option("--wait", type=Seconds(), default=300.0,
               show_default=True, metavar="S", help="Give up waiting for the joiners after S seconds.")
 @click.pass_obj
 def serve(app: App, /, head_: bool, servers: int | None, fsync: bool, joiners: int, report: Path,
@@ -254,7 +254,7 @@ def _host(app: App, servers: int, fsync: bool) -> None:
 @bench.command(name="join",
                short_help="Take part in a distributed run (raftctl bench serve --head).")
 @click.argument("head_endpoints", metavar="HEAD")
-@click.option("--wait", type=click.FloatRange(min=0, min_open=True), default=300.0,
+@click.option("--wait", type=Seconds(), default=300.0,
               show_default=True, metavar="S",
               help="Give up waiting for the head's configuration or start after S seconds.")
 @click.pass_obj

@@ -14,7 +14,7 @@ from raftctl.client import AsyncClient
 from raftctl.commands.params import node_address
 from raftctl.errors import RaftctlError
 from raftctl.exitcodes import ExitCode
-from raftctl.options import VerbCommand
+from raftctl.options import Seconds, VerbCommand
 from raftctl.output.rows import StatusRow
 from raftctl.output.watch import StatusWatch
 from raftctl.survey import collect_status, first_diagnostic, health_rows, status_rows
@@ -29,7 +29,7 @@ Survey = tuple[list[StatusRow] | None, str | None]
 @click.option(
     "-w",
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1, min_open=False),
     is_flag=False,
     flag_value=DEFAULT_WATCH_SECONDS,
     default=None,

@@ -9,12 +9,19 @@ from typing import Any
 import click
 
 from raftctl.app import App
+from raftctl.commands.params import key_argument, prefix_argument
 from raftctl.exitcodes import ExitCode
 from raftctl.options import VerbCommand
 
 
 def _stdin_value() -> str | bytes:
-    data = sys.stdin.buffer.read()
+    if sys.stdin is None:  # started with stdin closed (<&-): Python sets it to None
+        raise click.BadParameter("'-' reads stdin, which is closed", param_hint="'VALUE'")
+    try:
+        data = sys.stdin.buffer.read()
+    except (OSError, ValueError) as err:  # e.g. stdin opened write-only (0>file)
+        reason = getattr(err, "strerror", None) or err
+        raise click.BadParameter(f"cannot read stdin: {reason}", param_hint="'VALUE'") from None
     # Like shell $(...): `echo v | raftctl set k -` stores "v", not "v\n".
     if data.endswith(b"\n"):
         data = data[:-1]
@@ -41,7 +48,7 @@ _IF_REVISION = click.option(
 
 
 @click.command("set", cls=VerbCommand, short_help='Set KEY to VALUE ("-": read it from stdin).')
-@click.argument("key")
+@click.argument("key", callback=key_argument)
 @click.argument("value")
 @_IF_REVISION
 @click.option(
@@ -79,10 +86,11 @@ def set_(
 
 @click.command(cls=VerbCommand,
                short_help="Print the value of KEY, or of every key under --prefix.")
-@click.argument("key", required=False)
+@click.argument("key", required=False, callback=key_argument)
 @click.option(
     "--prefix",
     metavar="PREFIX",
+    callback=prefix_argument,
     help="Instead of one KEY, print every key starting with PREFIX (\"\" for all) and its "
     "value, in key order.",
 )
@@ -120,7 +128,7 @@ def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None
 
 @click.command("list", cls=VerbCommand,
                short_help="List the keys starting with PREFIX (default: all).")
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", callback=prefix_argument)
 @click.pass_obj
 def list_(app: App, prefix: str) -> None:
     """List the keys starting with PREFIX (all keys by default), in order.
@@ -133,7 +141,7 @@ def list_(app: App, prefix: str) -> None:
 
 
 @click.command(cls=VerbCommand)
-@click.argument("key")
+@click.argument("key", callback=key_argument)
 @_IF_REVISION
 @click.pass_obj
 def delete(app: App, key: str, if_revision: int | None) -> None:

@@ -94,7 +94,13 @@ def test_environment_and_defaults_apply_as_before(clients: list[tuple[Any, ...]]
 
 @pytest.mark.parametrize(
     "variable,bad,typed",
-    [("RAFTCTL_ENDPOINTS", "garbage", ["-e", A]), ("RAFTCTL_TIMEOUT", "soon", ["--timeout", "2"])],
+    [
+        ("RAFTCTL_ENDPOINTS", "garbage", ["-e", A]),
+        ("RAFTCTL_ENDPOINTS", "http://h:1", ["-e", A]),
+        ("RAFTCTL_TIMEOUT", "soon", ["--timeout", "2"]),
+        ("RAFTCTL_TIMEOUT", "nan", ["--timeout", "2"]),
+        ("RAFTCTL_TIMEOUT", "inf", ["--timeout", "2"]),
+    ],
 )
 def test_a_bad_variable_typed_over_after_the_verb_is_no_error(
     clients: list[tuple[Any, ...]], variable: str, bad: str, typed: list[str]

@@ -26,6 +26,7 @@ from raftctl.errors import (
 )
 from raftctl.localcluster import free_ports
 from raftctl.manpage import walk
+from raftd.wire.client import MAX_KEY_BYTES
 
 A, B, C = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
 
@@ -49,6 +50,27 @@ def run(
         (["-e", "", "get", "k"], {}, "no endpoint given"),
         (["get", "k"], {"RAFTCTL_ENDPOINTS": "h:99999"}, "RAFTCTL_ENDPOINTS"),
         (["--timeout", "0", "get", "k"], {}, "Invalid value for '--timeout'"),
+        (["--timeout", "nan", "get", "k"], {}, "'nan' is not a finite number of seconds"),
+        (["get", "k", "--timeout", "inf"], {}, "'inf' is not a finite number of seconds"),
+        (["--timeout", "-inf", "get", "k"], {}, "-inf is not in the range x>0"),
+        (["get", "k"], {"RAFTCTL_TIMEOUT": "nan"}, "RAFTCTL_TIMEOUT"),
+        (["status", "--watch", "nan"], {}, "'nan' is not a finite number of seconds"),
+        (["bench", "write", "--duration", "inf"], {}, "'inf' is not a finite number of seconds"),
+        (["-e", "http://127.0.0.1:21401", "get", "k"], {}, "no URL scheme"),
+        (["-e", "127.0.0.1:1;127.0.0.1:2", "get", "k"], {}, "separate endpoints with commas"),
+        (["-e", "a/b:1", "get", "k"], {}, "'/' is not allowed in a host name"),
+        (["-e", "n1..example:1", "get", "k"], {}, "'n1..example' is not a valid host name"),
+        (["-e", "[::zz]:1", "get", "k"], {}, "'::zz' is not an IPv6 address"),
+        (["get", "k"], {"RAFTCTL_ENDPOINTS": "tcp://h:1"}, "RAFTCTL_ENDPOINTS"),
+        (["add-node", "http://h:1"], {}, "Invalid value for 'ADDRESS': invalid endpoint"),
+        (["set", "", "v"], {}, "Invalid value for 'KEY': a key must not be empty"),
+        (["set", "k" * (MAX_KEY_BYTES + 1), "v"], {}, f"at most {MAX_KEY_BYTES} UTF-8 bytes"),
+        (["get", ""], {}, "Invalid value for '[KEY]': a key must not be empty"),
+        (["get", "é" * 2049], {}, f"at most {MAX_KEY_BYTES} UTF-8 bytes, not 4098"),
+        (["get", "\udcff"], {}, "Invalid value for '[KEY]': a key must be valid UTF-8"),
+        (["delete", ""], {}, "Invalid value for 'KEY': a key must not be empty"),
+        (["get", "--prefix", "p" * 4097], {}, "Invalid value for '--prefix'"),
+        (["list", "p" * 4097], {}, "Invalid value for '[PREFIX]'"),
         (["get", "k"], {"RAFTCTL_TIMEOUT": "soon"}, "RAFTCTL_TIMEOUT"),
         (["-o", "yaml", "status"], {}, "Invalid value for '-o' / '--output'"),
         (["get", "k", "--consistency", "eventual"], {}, "Invalid value for '--consistency'"),
@@ -191,6 +213,15 @@ def test_set_get_delete(store: FakeStore) -> None:
     )
     gone = run("delete", "k")
     assert (gone.exit_code, gone.stderr) == (1, "Error: key not found: k\n")
+
+
+def test_keys_up_to_the_limit_and_names_of_every_kind_pass(store: FakeStore) -> None:
+    assert run("set", "é" * (MAX_KEY_BYTES // 2), "v").exit_code == 0
+    assert run("get", "--prefix", "").exit_code == 0
+    for endpoints in ("n1.example.com:7001", "[::1]:7001", "my_node:1", "bücher.example:1",
+                      "localhost.:1,127.0.0.1:2", "[fe80::1%eth0]:1"):
+        result = run("-e", endpoints, "get", "é" * (MAX_KEY_BYTES // 2))
+        assert (result.exit_code, result.stdout) == (0, "v\n"), result.stderr
 
 
 def test_set_from_stdin(store: FakeStore) -> None:
