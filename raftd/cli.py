@@ -20,6 +20,7 @@ from raftd.config import (
     load_config,
     new_secret,
     parse_address,
+    prepare_data_dir,
     write_cluster_configs,
 )
 from raftd.logs import FORMATS, setup_logging
@@ -71,8 +72,8 @@ def cli() -> None:
 def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     """Run one node until SIGTERM or SIGINT.
 
-    The config is validated first; any problem is reported as one line naming the key, and
-    the node does not start (exit status 2).
+    The config is validated first, and the data dir created if missing and tried; any problem
+    is reported as one line naming the key, and the node does not start (exit status 2).
 
     --force-new-cluster is for disaster recovery when the other members are gone and will
     not come back. This node becomes the only voter and keeps its data, but since it cannot
@@ -83,11 +84,13 @@ def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     """
     try:
         config = load_config(config_path)
+        prepare_data_dir(config)
     except ConfigError as err:
         raise _fail(str(err), EXIT_USAGE) from None
     setup_logging(log_format)
     # Imported here so `raftd init` and `--help` work without loading the server stack.
     from raftd import recovery, server
+    from raftd.metrics import MetricsError
 
     if force_new_cluster:
         try:
@@ -99,6 +102,9 @@ def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
         code = server.run(config)
     except KeyboardInterrupt:
         code = 130
+    except MetricsError as e:  # like a taken node port: may clear up, so a restart may help
+        log.error("%s", e)
+        code = EXIT_FAILED
     except Exception:
         # A crash is a bug, not a user error: keep the details, but in the log format.
         log.critical("raftd stopped on an unexpected error", exc_info=True)

@@ -356,7 +356,8 @@ KEYS: tuple[KeySpec, ...] = (
         "raft",
         "max_entry_bytes",
         _positive,
-        "Largest accepted value of a client write; larger than a datagram, it travels in fragments.",
+        "Largest accepted value of a client write; larger than a datagram, it travels in "
+        "fragments.",
         str(_R.max_entry_bytes),
     ),
     KeySpec(
@@ -465,6 +466,9 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
             raw = tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise fail(f"invalid TOML: {err}") from None
+    except UnicodeDecodeError as err:  # TOML is UTF-8; tomllib decodes before it parses
+        raise fail(f"invalid TOML: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                   f"offset {err.start}); save the file as UTF-8") from None
     except OSError as err:
         raise fail(f"cannot read config: {err.strerror or err}") from None
 
@@ -623,6 +627,54 @@ def _unwritable(data_dir: Path) -> str | None:
             return "is not writable"
         return f"cannot be created ({probe} is not writable)"
     return None
+
+
+_PROBE_NAME = "write-probe.tmp"
+"""The file DiskStorage itself creates and removes to test the dir (raftd.storage.disk)."""
+_LOCK_NAME = "LOCK"
+
+
+def prepare_data_dir(config: NodeConfig) -> None:
+    """Create the data dir if missing and try it; raise `ConfigError` naming the key if unusable.
+
+    `load_config` only asks the permission bits, which can say yes to a dir that still
+    refuses (a path under /proc; for root the bits say yes to almost anything).
+    `raftd start` calls this before storage opens the dir, so such a dir is a config error
+    (exit 2: restarting would not help) rather than a storage failure (exit 1). A LOCK that
+    another raftd holds is left to storage: that one goes away when the other node stops.
+    """
+    data_dir = config.node.data_dir
+    name = os.fspath(config.source) if config.source is not None else "config"
+
+    def fail(problem: str, err: OSError) -> ConfigError:
+        return ConfigError(f"{name}: [node] data_dir {problem} ({err.strerror or err}): "
+                           f"{data_dir}")
+
+    try:
+        if not data_dir.is_dir():
+            data_dir.mkdir(parents=True)
+            # The new dir's name must be durable, or a crash could lose the whole node state.
+            _fsync_dir(data_dir.parent)
+    except OSError as err:
+        raise fail("cannot be created", err) from None
+    try:
+        os.listdir(data_dir)
+    except OSError as err:
+        raise fail("cannot be read", err) from None
+    try:
+        for file_name in (_PROBE_NAME, _LOCK_NAME):  # LOCK: storage opens it read-write
+            os.close(os.open(data_dir / file_name, os.O_RDWR | os.O_CREAT, 0o644))
+        os.remove(data_dir / _PROBE_NAME)
+    except OSError as err:
+        raise fail("is not writable", err) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

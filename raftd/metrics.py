@@ -17,8 +17,17 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from raftd.config import format_address
+
 ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
 STATS_SECONDS = 10
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot be served; ``str(err)`` names ``[metrics] address``.
+
+    Not an OSError, so it is never taken for a failure of the node's own address.
+    """
 
 
 class RateStats:
@@ -130,4 +139,9 @@ class Metrics:
         )
 
     def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+        """Serve ``/metrics`` on ``host:port``; raise MetricsError if it cannot be bound."""
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise MetricsError(f"cannot serve metrics on {format_address(host, port)} "
+                               f"([metrics] address): {e.strerror or e}") from None

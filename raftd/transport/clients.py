@@ -46,6 +46,9 @@ REJECT_REASONS = (
     "too_many_pending",
 )
 """Labels of ``raft_client_rejected_total{reason}``."""
+MISSING_TOKEN = "this node requires a client token (raftctl --token)"
+WRONG_TOKEN = ("wrong client token: it does not match this node's [security] "
+               "client_token_file (raftctl --token)")
 LINGER_S = 2.0
 """After refusing a broken stream the node reads and discards what the client still sends,
 this long at most, before closing: closing with unread bytes makes the kernel reset the
@@ -74,13 +77,17 @@ class ClientGate:
         self.live: set[ClientConnection] = set()
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
 
-    def authorized(self, obj: object) -> bool:
-        """Whether the request map ``obj`` carries the token (always, without one)."""
+    def refusal(self, obj: object) -> str | None:
+        """Why the request map ``obj`` is unauthorized (no token, a wrong one), or None."""
         if self.token is None:
-            return True
+            return None
         token = obj.get("token") if type(obj) is dict else None
+        if token is None:
+            return MISSING_TOKEN
         # compare_digest: the time taken must not tell how much of a guess was right.
-        return type(token) is str and hmac.compare_digest(token.encode(), self.token)
+        if type(token) is str and hmac.compare_digest(token.encode(), self.token):
+            return None
+        return WRONG_TOKEN
 
 
 def tls_server_context(security: SecuritySection) -> ssl.SSLContext | None:
@@ -172,9 +179,9 @@ class ClientConnection(asyncio.Protocol):
         rid = obj.get("id") if type(obj) is dict else None
         rid = rid if type(rid) is int and 0 <= rid < 2**63 else None
         gate = self.gate
-        if not gate.authorized(obj):
-            self._reject("unauthorized", ErrorCode.UNAUTHORIZED,
-                         "this node requires a client token (raftctl --token)", rid)
+        refusal = gate.refusal(obj)
+        if refusal is not None:
+            self._reject("unauthorized", ErrorCode.UNAUTHORIZED, refusal, rid)
             return
         if type(obj) is dict:
             obj.pop("token", None)

@@ -9,7 +9,9 @@ fragments are reassembled and then delivered like any other datagram. No Raft lo
 With a cluster secret (``auth``, a ``wire.auth.PeerAuth``) every datagram out, fragments and
 their acks included, is sealed last, and every datagram in is opened first: payloads and
 fragments are sized ``auth.overhead`` bytes below ``max_datagram_bytes`` so sealed datagrams
-still fit. Datagrams that fail are dropped and counted in ``dropped`` by reason.
+still fit. Datagrams that fail are dropped and counted in ``dropped`` by reason. Without a
+secret, sealed datagrams are dropped as ``sealed``. Drops that betray a misconfigured node (a
+secret on one side only, or a different one) are also logged, at most once a minute each.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
-from raftd.wire.auth import REASONS, AuthError, PeerAuth
+from raftd.config import format_address
+from raftd.wire.auth import (
+    FOREIGN_CLUSTER,
+    REASONS,
+    UNAUTHENTICATED,
+    AuthError,
+    PeerAuth,
+    is_sealed,
+)
 from raftd.wire.errors import DecodeError
 from raftd.wire.fragments import FragmentReceiver, FragmentSender, is_ack, is_fragment
 
@@ -57,6 +68,18 @@ class PeerProtocol(asyncio.DatagramProtocol):
 
 
 BAD_FRAGMENT = "bad_fragment"
+SEALED = "sealed"
+"""Drop reason of a sealed (authenticated) datagram at a node without a cluster secret."""
+WARN_EVERY_S = 60.0
+"""At most one warning per reason this often: a misconfigured peer sends many per second."""
+_HINTS = {
+    SEALED: "peers send authenticated datagrams (from %s) and this node has no [cluster] "
+            "secret_file: it drops them all; give it the cluster's secret_file",
+    UNAUTHENTICATED: "a peer sends unauthenticated datagrams (from %s): is its [cluster] "
+                     "secret_file missing? They are dropped",
+    FOREIGN_CLUSTER: "a peer sends datagrams sealed with another cluster's secret (from %s): "
+                     "does its [cluster] secret_file hold another key? They are dropped",
+}
 
 
 class PeerLink:
@@ -89,8 +112,10 @@ class PeerLink:
         self.timer: asyncio.Handle | None = None
         self.timer_at = 0.0
         self.dropped: dict[str, int] = dict.fromkeys(
-            (BAD_FRAGMENT, *(REASONS if auth is not None else ())), 0)
+            (BAD_FRAGMENT, *(REASONS if auth is not None else (SEALED,))), 0)
         """Datagrams dropped here, by reason (merged into the server's metrics)."""
+        self.warned_at: dict[str, float] = {}
+        """Monotonic time of the last warning logged per drop reason."""
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -168,13 +193,29 @@ class PeerLink:
             except AuthError as e:
                 self.dropped[e.reason] += 1
                 log.debug("dropped datagram from %s: %s", addr, e)
+                # A bad tag on a sealed datagram is a forgery, not a peer's missing secret.
+                if e.reason != UNAUTHENTICATED or not is_sealed(data):
+                    self._warn(e.reason, addr)
                 return
+        elif is_sealed(data):
+            self.dropped[SEALED] += 1
+            self._warn(SEALED, addr)
+            return
         if is_fragment(data):
             reassembled = self._on_fragment(data, addr, sender)
             if reassembled is None:
                 return
             data = reassembled
         self.on_message(data, addr)
+
+    def _warn(self, reason: str, addr: Address) -> None:
+        hint = _HINTS.get(reason)
+        now = time.monotonic()
+        last = self.warned_at.get(reason)
+        if hint is None or (last is not None and now - last < WARN_EVERY_S):
+            return
+        self.warned_at[reason] = now
+        log.warning(hint, format_address(addr[0], addr[1]))
 
     def _on_fragment(self, data: bytes, addr: Address, sender: str | None) -> bytes | None:
         """``sender``: the authenticated sender, if any; else acks are matched by address."""

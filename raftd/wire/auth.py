@@ -20,7 +20,8 @@ Datagram layout (integers big-endian)::
     | counter u64 | sender length u8 | sender (UTF-8) | payload | tag (32 bytes)
 
 - 0xC1 is the one byte msgpack never uses, shared with ``wire.fragments`` whose kinds are 1
-  and 2: a node without a secret sees a sealed datagram as a bad fragment and drops it.
+  and 2: a node without a secret tells a sealed datagram by its kind (``is_sealed``) and
+  drops it.
 - ``tag`` = HMAC-SHA256(MAC key, everything before the tag, then the receiver's node id with
   its length). The receiver's id is not sent: each node uses its own, so a datagram sealed for
   one node fails at every other (it cannot be replayed across nodes).
@@ -85,6 +86,11 @@ REASONS: Final = (UNAUTHENTICATED, FOREIGN_CLUSTER, REPLAYED)
 
 _HEAD = struct.Struct(">BBBB8sQQB")  # magic, version, kind, flags, cluster, epoch, counter, len
 HEADER_BYTES: Final = _HEAD.size
+
+
+def is_sealed(datagram: bytes) -> bool:
+    """Whether ``datagram`` has the header of a sealed one (checks no tag: nothing to trust)."""
+    return len(datagram) > 2 and datagram[0] == MAGIC and datagram[2] == KIND
 
 
 class AuthError(DecodeError):

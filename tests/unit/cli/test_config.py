@@ -210,6 +210,15 @@ def test_missing_file(tmp_path: Path) -> None:
     )
 
 
+def test_a_config_that_is_not_utf8_exits_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_bytes(b"\xff\xfe[node]\n")
+    result = CliRunner().invoke(cli, ["start", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"raftd: {path}: invalid TOML: not UTF-8 text (byte 0xff at "
+                             "offset 0); save the file as UTF-8\n")
+
+
 def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("")
     for data_dir, expected in (

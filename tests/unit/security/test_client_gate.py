@@ -17,7 +17,13 @@ import msgpack
 import pytest
 
 from raftd.config import SecuritySection
-from raftd.transport.clients import ClientConnection, ClientGate, tls_server_context
+from raftd.transport.clients import (
+    MISSING_TOKEN,
+    WRONG_TOKEN,
+    ClientConnection,
+    ClientGate,
+    tls_server_context,
+)
 from raftd.wire.client import MAX_KEY_BYTES, Request
 from raftd.wire.limits import MAX_NESTING_DEPTH
 from tests.unit.security.certs import make_pki
@@ -122,6 +128,18 @@ def test_a_missing_or_wrong_token_is_unauthorized_and_the_connection_survives() 
     assert h.gate.rejected["unauthorized"] == 3 and not transport.closed
     send(conn, [1, 2])  # not even a map, and no id: answered, then closed
     assert codes(transport)[-1] == (None, "unauthorized") and transport.closed
+
+
+def test_the_refusal_tells_a_missing_token_from_a_wrong_one() -> None:
+    h = Harness(token=TOKEN)
+    conn, transport = h.connect()
+    send(conn, {"type": "get", "key": "k", "id": 1},
+         {"type": "get", "key": "k", "id": 2, "token": None},
+         {"type": "get", "key": "k", "id": 3, "token": "wrongwrongwrong"},
+         {"type": "get", "key": "k", "id": 4, "token": b"sixteen-byte-tok"})
+    assert [(f["id"], f["message"]) for f in transport.frames()] == [
+        (1, MISSING_TOKEN), (2, MISSING_TOKEN), (3, WRONG_TOKEN), (4, WRONG_TOKEN)]
+    assert "requires" in MISSING_TOKEN and "wrong client token" in WRONG_TOKEN
 
 
 def test_nesting_beyond_the_limit_is_too_large_and_the_connection_survives() -> None:
