@@ -151,16 +151,13 @@ def config_reference() -> str:
         ".PP",
         esc(
             "raftd start reads one TOML file. Unknown sections or keys, wrong types and bad "
-            "addresses stop the node with one line naming the key. Keys marked "
-            '"not supported yet" are refused.'
+            "addresses stop the node with one line naming the key."
         ),
     ]
     for section in SECTIONS:
         out.append(f'.SS "[{section}]"')
         for spec in (s for s in KEYS if s.section == section):
-            if spec.check is None:
-                note = "Not supported yet."
-            elif spec.required:
+            if spec.required:
                 note = "Required."
             elif spec.default is None:
                 note = "Unset by default."

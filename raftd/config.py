@@ -5,8 +5,7 @@ section is checked against a table of known keys before any value is used. Every
 raises `ConfigError` with ONE line that names the file and the key (``node.toml: [raft]
 tick_ms must be a positive integer, got "x"``), because a daemon that refuses to start must
 say exactly why. Unknown keys are errors, not warnings: a typo such as ``fsnyc = false``
-would otherwise silently keep the default. Keys documented in DESIGN.md whose feature does
-not exist yet are refused with "not supported yet" for the same reason.
+would otherwise silently keep the default.
 
 `write_cluster_configs` renders the files `raftd init` writes; LocalCluster (tests, demo)
 uses it too, so both always produce configs that `load_config` accepts.
@@ -265,17 +264,14 @@ def _bounded(value: Any, low: int, high: int) -> int:
     return value
 
 
-_NOT_YET = "is not supported yet"
-
-
 @dataclass(frozen=True, slots=True)
 class KeySpec:
     """One config key: how it is checked and how it is documented (raftd(8), README)."""
 
     section: str
     key: str
-    check: Callable[[Any], Any] | None
-    """Converts a valid value or raises _Bad; None marks a planned key refused for now."""
+    check: Callable[[Any], Any]
+    """Converts a valid value or raises _Bad."""
     doc: str
     default: str | None = None
     """The default as TOML text; None when the key is required or has no default."""
@@ -485,11 +481,8 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
         for key, value in table.items():
             if key not in known:
                 raise fail(f'[{section}] unknown key "{key}"{_suggest(key, list(known))}')
-            check = known[key].check
-            if check is None:
-                raise fail(f"[{section}] {key} {_NOT_YET}; remove it")
             try:
-                checked[key] = check(value)
+                checked[key] = known[key].check(value)
             except _Bad as bad:
                 raise fail(f"[{section}] {key} {bad}") from None
         values[section] = checked
