@@ -37,7 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
+import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -46,6 +48,7 @@ from typing import Any, NamedTuple, Self, TypeVar
 
 from raftctl.connection import (
     ConnectFailed,
+    ConnectTimedOut,
     Connection,
     ConnectionLost,
     Response,
@@ -626,7 +629,12 @@ class AsyncClient:
                 attempts.sent += 1
                 response = await conn.request(rid, frame, min(wait, deadline - loop.time()))
             except ConnectFailed as exc:
-                attempts.record(endpoint, str(exc), answered=False, sent=False)
+                # An attempt the deadline cut short says less than what this endpoint
+                # said before (say, "TLS: wrong version number"): keep that.
+                cut_short = wait < max(_MIN_ATTEMPT, self.timeout / 2)
+                if not (isinstance(exc, ConnectTimedOut) and cut_short
+                        and endpoint in attempts.problems):
+                    attempts.record(endpoint, str(exc), answered=False, sent=False)
                 self._forget(endpoint)
             except ConnectionLost as exc:
                 attempts.record(endpoint, str(exc), answered=False)
@@ -684,7 +692,7 @@ class AsyncClient:
                 # shield: one waiter timing out must not abort the connect for the others.
                 return await asyncio.shield(task)
         except TimeoutError:
-            raise ConnectFailed(f"{endpoint}: connect timed out") from None
+            raise ConnectTimedOut(f"{endpoint}: connect timed out") from None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -699,7 +707,7 @@ class AsyncClient:
                     host, port, ssl=self._tls, server_hostname=host if self._tls else None
                 )
         except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA rejects
-            raise ConnectFailed(f"{endpoint}: {exc or type(exc).__name__}") from None
+            raise ConnectFailed(f"{endpoint}: {_connect_problem(exc)}") from None
         conn = Connection(endpoint, reader, writer, self._max_frame_bytes)
         if self._closed:
             conn.close()
@@ -733,6 +741,22 @@ def _strip(response: Response) -> Response:
     """The response without its transport ``id``."""
     response.pop("id", None)
     return response
+
+
+def _connect_problem(exc: Exception) -> str:
+    """Why a connection failed, in a few words ("connection refused"), not Python's repr
+    ("[Errno 111] Connect call failed ('127.0.0.1', 7001)")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        # A plain-TCP node answers a TLS hello with bytes that are no TLS record.
+        hint = " (does the node speak TLS?)" if exc.reason == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS: {(exc.reason or str(exc)).lower().replace('_', ' ')}{hint}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
 
 
 def _unwrap(response: Response) -> Response:

@@ -86,6 +86,10 @@ class ConnectFailed(Exception):
     """The endpoint could not be reached."""
 
 
+class ConnectTimedOut(ConnectFailed):
+    """The endpoint did not complete a connection in the time given."""
+
+
 class ConnectionLost(Exception):
     """The connection broke (or was closed) while a request was outstanding."""
 

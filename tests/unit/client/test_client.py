@@ -6,6 +6,8 @@ Real raftd processes are in tests/integration; here each answer is chosen by the
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -255,6 +257,37 @@ def test_silence_of_another_member_may_be_a_leader_at_work() -> None:
         assert first.requests and other.requests
 
 
+def test_tls_to_a_plain_tcp_node_says_so() -> None:
+    """A node without TLS answers the TLS hello with bytes that are no TLS record: the
+    reason asks the question, rather than quoting OpenSSL ("WRONG_VERSION_NUMBER")."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    done = threading.Event()
+
+    def answer_plainly() -> None:  # every connection: the client tries again till its deadline
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"\x81\xa4type\xa5error" * 8)  # a msgpack answer, not TLS
+
+    thread = threading.Thread(target=answer_plainly, daemon=True)
+    thread.start()
+    try:
+        with Client([address], timeout=2.0, tls=True) as client, \
+                pytest.raises(ClusterUnavailable) as raised:
+            client.get("k")
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+    assert "TLS: wrong version number (does the node speak TLS?)" in str(raised.value)
+
+
 def test_an_unanswered_request_times_out(node: FakeNode) -> None:
     with Client([node.address], timeout=0.3) as client, pytest.raises(RequestTimeout):
         client.get("k")
@@ -268,3 +301,5 @@ def test_no_node_reachable_names_each_endpoints_problem() -> None:
     message = str(raised.value)
     assert message.startswith(f"no node reachable (tried {a}, {b}): "), message
     assert f"{a}: " in message.split("): ", 1)[1] and f"{b}: " in message, message
+    # In a few words, not Python's "[Errno 111] Connect call failed ('127.0.0.1', ...)".
+    assert f"{a}: connection refused" in message and "Errno" not in message, message
