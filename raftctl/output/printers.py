@@ -114,7 +114,10 @@ class JsonPrinter:
         click.echo(to_json(item_record(item)))
 
     def done(self, action: str, key: str, revision: int | None) -> None:
-        click.echo(to_json({"action": action, "key": key, "revision": revision}))
+        record: dict[str, Any] = {"action": action, "key": key}
+        if revision is not None:  # a delete reports none: no "revision": null to misread
+            record["revision"] = revision
+        click.echo(to_json(record))
 
     def items(self, items: Sequence[Item], *, values: bool) -> None:
         click.echo(to_json([item_record(item, values=values) for item in items]))

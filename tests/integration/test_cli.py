@@ -110,7 +110,7 @@ def test_key_value_verbs_in_every_format(cluster: LocalCluster) -> None:
     assert "hello world" in invoke(eps, "-o", "table", "get", "--prefix", "cli/")[1]
 
     deleted = json.loads(invoke(eps, "-o", "json", "delete", "cli/multi")[1])
-    assert deleted == {"action": "delete", "key": "cli/multi", "revision": None}
+    assert deleted == {"action": "delete", "key": "cli/multi"}
     missing = raftctl(eps, "get", "cli/multi")
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == "Error: key not found: cli/multi\n"

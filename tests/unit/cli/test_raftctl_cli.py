@@ -249,7 +249,7 @@ def test_json_output_of_writes(store: FakeStore) -> None:
     result = run("-o", "json", "set", "k", "v")
     assert json.loads(result.stdout) == {"action": "set", "key": "k", "revision": 1}
     result = run("-o", "json", "delete", "k")
-    assert json.loads(result.stdout) == {"action": "delete", "key": "k", "revision": None}
+    assert json.loads(result.stdout) == {"action": "delete", "key": "k"}
 
 
 def test_compare_and_set(store: FakeStore) -> None:
