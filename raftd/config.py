@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftd.storage import owner
+
 
 class ConfigError(Exception):
     """The node config is unusable; ``str(err)`` is one line naming the file and the key."""
@@ -635,6 +637,7 @@ def prepare_data_dir(config: NodeConfig) -> None:
     `raftd start` calls this before storage opens the dir, so such a dir is a config error
     (exit 2: restarting would not help) rather than a storage failure (exit 1). A LOCK that
     another raftd holds is left to storage: that one goes away when the other node stops.
+    A dir that belongs to another node (`raftd.storage.owner`) is refused the same way.
     """
     data_dir = config.node.data_dir
     name = os.fspath(config.source) if config.source is not None else "config"
@@ -658,6 +661,13 @@ def prepare_data_dir(config: NodeConfig) -> None:
         for file_name in (_PROBE_NAME, _LOCK_NAME):  # LOCK: storage opens it read-write
             os.close(os.open(data_dir / file_name, os.O_RDWR | os.O_CREAT, 0o644))
         os.remove(data_dir / _PROBE_NAME)
+        owner.claim(data_dir, config.node.address)
+    except owner.DataDirOwned as err:
+        raise ConfigError(
+            f"{name}: [node] data_dir {data_dir} holds the votes and log of node {err.owner}, "
+            f"not of {config.node.address} ([node] address); give this node an empty data "
+            f"dir (see raftctl add-node) or fix the path"
+        ) from None
     except OSError as err:
         raise fail("is not writable", err) from None
 

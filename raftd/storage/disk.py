@@ -49,8 +49,9 @@ dropped, not entries), never less far: compaction keeps the record of the entry 
 compaction index on disk, so every answer given before the restart is given after it.
 
 Layout of the data dir: ``LOCK`` (an exclusive lock held while open, so two daemons never share
-a dir), ``hardstate`` (see ``raftd.storage.hardstate``), ``*.wal`` segments (see
-``raftd.storage.wal``) and ``snap-*.snap`` files (see ``raftd.storage.snapshots``).
+a dir), ``NODE`` (whose dir it is, see ``raftd.storage.owner``), ``hardstate`` (see
+``raftd.storage.hardstate``), ``*.wal`` segments (see ``raftd.storage.wal``) and
+``snap-*.snap`` files (see ``raftd.storage.snapshots``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from raftctl.localcluster import free_ports
 from raftd.cli import cli
+from raftd.config import load_config, prepare_data_dir
 
 
 def write_config(tmp_path: Path, data_dir: str, extra: str = "") -> Path:
@@ -78,3 +79,22 @@ def test_a_taken_metrics_port_names_the_metrics_address(tmp_path: Path) -> None:
         f"raftd: cannot serve metrics on {metrics} ([metrics] address): Address already in use"
     ), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_data_dir_of_another_node_exits_2_naming_its_owner(tmp_path: Path) -> None:
+    """A data_dir pasted into the wrong config: the node would inherit another node's votes
+    and could vote twice in a term. The first start claims the dir (NODE); another refuses."""
+    mine = load_config(write_config(tmp_path, "data"))
+    prepare_data_dir(mine)  # what `raftd start` does first: the dir is now this node's
+    assert (tmp_path / "data" / "NODE").read_text() == f"{mine.node.address}\n"
+    prepare_data_dir(mine)  # its own dir, again: fine
+    other = write_config(tmp_path, "data")
+    second = load_config(other).node.address
+    code, lines = start(other)
+    assert code == 2
+    assert lines == [f"raftd: {other}: [node] data_dir {tmp_path / 'data'} holds the votes and "
+                     f"log of node {mine.node.address}, not of {second} ([node] address); give "
+                     "this node an empty data dir (see raftctl add-node) or fix the path"]
+    os.remove(tmp_path / "data" / "NODE")  # the documented way out, for a dir not needed
+    prepare_data_dir(load_config(other))
+    assert (tmp_path / "data" / "NODE").read_text() == f"{second}\n"

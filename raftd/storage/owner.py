@@ -1,0 +1,53 @@
+"""The NODE file: which node a data dir belongs to.
+
+A node's data dir holds its votes and its log, and both are promises made under its own id:
+another node started on it (a ``data_dir`` pasted into the wrong config, a disk moved to
+another machine) would inherit a vote record that is not its own and could vote twice in a
+term, which breaks election safety. So the first start writes the node's id into ``NODE``,
+and every later start refuses a dir whose ``NODE`` names another node. A dir without the
+file (blank, restored by ``raftd restore``, or written before the file existed) is claimed.
+
+Renaming a node is a membership change (add the new address with an empty dir, remove the
+old one), never a rename of its dir: delete ``NODE`` only for a dir whose log is not needed.
+"""
+
+from __future__ import annotations
+
+import os
+
+OWNER_FILE = "NODE"
+
+
+class DataDirOwned(Exception):
+    """The data dir belongs to another node (``owner``)."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
+def claim(data_dir: str | os.PathLike[str], node: str) -> None:
+    """Record ``node`` as the owner of ``data_dir`` unless it has one; raise
+    ``DataDirOwned`` if the owner is another node, ``OSError`` if the file cannot be read or
+    written."""
+    path = os.path.join(data_dir, OWNER_FILE)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            owner = f.read().strip()
+    except FileNotFoundError:
+        owner = ""
+    if owner == node:
+        return
+    if owner:
+        raise DataDirOwned(owner)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(node + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename must outlive a crash like the data it guards
+    finally:
+        os.close(fd)
