@@ -80,6 +80,9 @@ def status_row(address: str, diagnostic: Diagnostic, leader: Diagnostic | None) 
 def unreachable_row(address: str, error: str, leader: Diagnostic | None) -> StatusRow:
     """A member that did not answer us; the leader may still report hearing from it."""
     lag, contact = _leader_view(address, leader)
+    match = _mapping(leader.get("matchIndex")).get(address) if leader is not None else None
+    if match == 0:
+        lag = None  # no ack in this leader's term: how far behind it is, nobody knows
     return StatusRow(
         address=address,
         role=None,

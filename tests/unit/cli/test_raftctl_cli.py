@@ -442,6 +442,16 @@ def test_status_json_has_one_object_per_member(nodes: dict[str, Any]) -> None:
     assert sorted(nodes["_asked"]) == [A, B, C]
 
 
+def test_status_lag_of_an_unreachable_member_never_acked_is_unknown(
+    nodes: dict[str, Any],
+) -> None:
+    """A new leader has no ack from a member that died (say, the old leader): its match
+    index is 0 only for want of news, so the lag is unknown, not the whole log."""
+    nodes[A]["matchIndex"][C] = 0
+    rows = json.loads(run("-e", A, "-o", "json", "status").stdout)
+    assert (rows[2]["reachable"], rows[2]["lag"]) == (False, None)
+
+
 def test_status_plain_and_table(nodes: dict[str, Any]) -> None:
     plain = run("-e", f"{C},{B}", "status").stdout.splitlines()
     assert plain[0].split("\t") == [A, "leader", "3", A, "10", "9", "11", "0", "-", "yes", "-"]
