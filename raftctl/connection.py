@@ -75,11 +75,25 @@ def tls_context(
         raise RaftctlError("a client key needs its certificate (cert)")
     try:
         context = ssl.create_default_context(cafile=cacert)
-        if cert is not None:
-            context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise RaftctlError(f"cannot load the TLS files: {exc}") from None
+        problem = _tls_file_problem(exc, "it holds no PEM certificate")
+        raise RaftctlError(f"cannot load the CA certificates {cacert}: {problem}") from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            files = cert if key is None else f"{cert} and {key}"
+            problem = _tls_file_problem(
+                exc, "not a PEM certificate and its key, or the key does not match")
+            raise RaftctlError(f"cannot load the client certificate {files}: {problem}") from None
     return context
+
+
+def _tls_file_problem(exc: OSError, ssl_problem: str) -> str:
+    """What went wrong in a few words: OpenSSL says "[SSL] PEM lib (_ssl.c:3905)"."""
+    if isinstance(exc, ssl.SSLError):
+        return ssl_problem
+    return (exc.strerror or str(exc)).lower() if exc.errno else str(exc)
 
 
 class ConnectFailed(Exception):

@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from raftctl.connection import tls_context as client_tls_context
+from raftctl.errors import RaftctlError
 from raftd.config import SecuritySection
 from raftd.transport.clients import (
     MISSING_TOKEN,
@@ -237,3 +239,17 @@ def test_tls_context(tmp_path: Path) -> None:
     assert mutual is not None and mutual.verify_mode == ssl.CERT_REQUIRED
     with pytest.raises(ValueError, match="TLS files unusable.*node.crt"):
         tls_server_context(SecuritySection(tls_cert=pki.node_cert, tls_key=pki.rogue_key))
+
+
+def test_client_tls_files_that_do_not_load_are_named_in_plain_words(tmp_path: Path) -> None:
+    """Not OpenSSL's "[SSL] PEM lib (_ssl.c:3905)": which file, and what is wrong with it."""
+    pki = make_pki(tmp_path)
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(RaftctlError, match=f"CA certificates {not_pem}: it holds no PEM"):
+        client_tls_context(cacert=str(not_pem))
+    with pytest.raises(RaftctlError, match="client certificate .*the key does not match"):
+        client_tls_context(cacert=str(pki.ca), cert=str(pki.client_cert), key=str(pki.rogue_key))
+    context = client_tls_context(cacert=str(pki.ca), cert=str(pki.client_cert),
+                                 key=str(pki.client_key))
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
