@@ -45,7 +45,7 @@ def exit_code_for(err: RaftctlError) -> ExitCode:
 
 def error_message(err: RaftctlError, endpoints: tuple[str, ...]) -> str:
     if isinstance(err, RequestTimeout):
-        return f"timed out ({err}; endpoints tried: {', '.join(endpoints)})"
+        return f"{err}; endpoints tried: {', '.join(endpoints)}"
     if isinstance(err, ConditionFailed):
         return f"condition failed: {err.message or 'the key changed'}"
     if isinstance(err, ServerError):

@@ -181,7 +181,8 @@ class _Attempts:
         if self.no_leader:
             return NoLeader("no_leader", f"no leader known after {self.timeout:g}s "
                                          f"({'; '.join(self.problems.values())})")
-        return RequestTimeout(f"request timed out after {self.timeout:g}s (last: {self.last})")
+        last = f" (last: {self.last})" if self.last else ""
+        return RequestTimeout(f"request timed out after {self.timeout:g}s{last}")
 
 
 class AsyncClient:
