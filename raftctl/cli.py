@@ -106,7 +106,7 @@ def cli() -> None:
     Any one reachable endpoint is enough: raftctl finds the leader and follows redirects.
     Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found, a
     condition failed, or the cluster answered with an error; 2 usage error; 3 no node
-    reachable or timed out; 130 interrupted (Ctrl-C).
+    reachable or timed out; 130 interrupted (Ctrl-C); 141 stdout closed by its reader.
 
     The options below may also follow the command (raftctl get KEY -o json). Given both
     before and after it, an option takes the value given after it.

@@ -42,7 +42,7 @@ class Seconds(click.FloatRange):
     """A finite duration above ``min`` (> 0 by default): FloatRange lets nan through (no
     comparison holds) and inf too."""
 
-    name = "seconds"
+    name = "number of seconds"  # click: "'abc' is not a valid number of seconds."
 
     def __init__(self, min: float = 0, *, min_open: bool = True) -> None:
         super().__init__(min=min, min_open=min_open)

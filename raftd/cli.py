@@ -16,6 +16,7 @@ import click
 from raftd import __version__
 from raftd.config import (
     ConfigError,
+    DataDirUnavailable,
     format_address,
     load_config,
     new_secret,
@@ -84,9 +85,11 @@ def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     """
     try:
         config = load_config(config_path)
-        prepare_data_dir(config)
+        prepare_data_dir(config, reclaim=force_new_cluster)
     except ConfigError as err:
         raise _fail(str(err), EXIT_USAGE) from None
+    except DataDirUnavailable as err:  # a full disk, say: a later restart may succeed
+        raise _fail(str(err), EXIT_FAILED) from None
     setup_logging(log_format)
     # Imported here so `raftd init` and `--help` work without loading the server stack.
     from raftd import recovery, server

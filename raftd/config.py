@@ -14,6 +14,8 @@ uses it too, so both always produce configs that `load_config` accepts.
 from __future__ import annotations
 
 import difflib
+import errno
+import fcntl
 import ipaddress
 import json
 import os
@@ -295,7 +297,9 @@ KEYS: tuple[KeySpec, ...] = (
         "node",
         "data_dir",
         _path,
-        "Where the node keeps its log and state; relative paths are relative to the config file.",
+        "Where the node keeps its log and state; relative paths are relative to the config file. "
+        "The first start records the node's address in it (NODE); a node with another address "
+        "refuses it.",
         required=True,
     ),
     KeySpec(
@@ -629,22 +633,35 @@ _PROBE_NAME = "write-probe.tmp"
 _LOCK_NAME = "LOCK"
 
 
-def prepare_data_dir(config: NodeConfig) -> None:
-    """Create the data dir if missing and try it; raise `ConfigError` naming the key if unusable.
+class DataDirUnavailable(Exception):
+    """The data dir failed for a reason that may pass (a full disk, an I/O error): unlike a
+    `ConfigError`, restarting later may help (exit status 1)."""
+
+
+_CONFIG_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                            errno.EISDIR, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG})
+"""Failures of the path itself, which only a config (or permission) change repairs."""
+
+
+def prepare_data_dir(config: NodeConfig, *, reclaim: bool = False) -> None:
+    """Create the data dir if missing, try it and claim it for this node.
 
     `load_config` only asks the permission bits, which can say yes to a dir that still
     refuses (a path under /proc; for root the bits say yes to almost anything).
-    `raftd start` calls this before storage opens the dir, so such a dir is a config error
-    (exit 2: restarting would not help) rather than a storage failure (exit 1). A LOCK that
-    another raftd holds is left to storage: that one goes away when the other node stops.
-    A dir that belongs to another node (`raftd.storage.owner`) is refused the same way.
+    `raftd start` calls this before storage opens the dir, so such a dir is a `ConfigError`
+    naming the key (exit 2: restarting would not help); a failure that may pass (ENOSPC,
+    EIO) is `DataDirUnavailable` (exit 1). A dir that belongs to another node
+    (`raftd.storage.owner`) is a `ConfigError` too, unless ``reclaim`` (--force-new-cluster,
+    where the old votes no longer matter) makes it this node's. The claim is made holding
+    the LOCK; a LOCK another raftd holds is left to storage to report (exit 1: it goes away
+    when that node stops), and that node's dir is not claimed.
     """
     data_dir = config.node.data_dir
     name = os.fspath(config.source) if config.source is not None else "config"
 
-    def fail(problem: str, err: OSError) -> ConfigError:
-        return ConfigError(f"{name}: [node] data_dir {problem} ({err.strerror or err}): "
-                           f"{data_dir}")
+    def fail(problem: str, err: OSError) -> Exception:
+        text = f"{name}: [node] data_dir {problem} ({err.strerror or err}): {data_dir}"
+        return ConfigError(text) if err.errno in _CONFIG_ERRNOS else DataDirUnavailable(text)
 
     try:
         if not data_dir.is_dir():
@@ -658,10 +675,17 @@ def prepare_data_dir(config: NodeConfig) -> None:
     except OSError as err:
         raise fail("cannot be read", err) from None
     try:
-        for file_name in (_PROBE_NAME, _LOCK_NAME):  # LOCK: storage opens it read-write
-            os.close(os.open(data_dir / file_name, os.O_RDWR | os.O_CREAT, 0o644))
+        os.close(os.open(data_dir / _PROBE_NAME, os.O_RDWR | os.O_CREAT, 0o644))
         os.remove(data_dir / _PROBE_NAME)
-        owner.claim(data_dir, config.node.address)
+        lock = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise fail("is not writable", err) from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another raftd runs on it: storage says so
+        owner.claim(data_dir, config.node.address, force=reclaim)
     except owner.DataDirOwned as err:
         raise ConfigError(
             f"{name}: [node] data_dir {data_dir} holds the votes and log of node {err.owner}, "
@@ -670,6 +694,8 @@ def prepare_data_dir(config: NodeConfig) -> None:
         ) from None
     except OSError as err:
         raise fail("is not writable", err) from None
+    finally:
+        os.close(lock)  # releases the flock: storage takes it for good
 
 
 def _fsync_dir(path: Path) -> None:

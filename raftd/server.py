@@ -183,6 +183,8 @@ class Server:
         self.max_value_bytes = raft.max_entry_bytes
         self.tick_s = raft.tick_ms / 1000
         self.addresses: dict[str, Address] = {}
+        self.member_resolutions: dict[str, set[Address]] = {}
+        """Every address each member's name resolves to (add-node refuses aliases)."""
         self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
                               self._on_transfer_outcome, auth=self.peer_auth)
         self.snapshot_transfers: dict[str, int] = {}
@@ -450,11 +452,16 @@ class Server:
         except (OSError, ValueError) as e:
             return f"cannot resolve {address}: {e}"
         for member in self.node.raft.members:
-            try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
-                same = member != address and bool(_resolve_all(member) & target)
-            except (OSError, ValueError):
-                continue  # a member that no longer resolves is no one's alias
-            if same:
+            if member == address:
+                continue
+            known = self.member_resolutions.get(member)
+            if known is None:
+                try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
+                    # Cached: a lookup blocks the loop, and members rarely change address.
+                    known = self.member_resolutions[member] = _resolve_all(member)
+                except (OSError, ValueError):
+                    continue  # a member that no longer resolves is no one's alias
+            if known & target:
                 return f"{address} is the member {member} under another name"
         return None
 

@@ -147,6 +147,10 @@ async def run_load(
         parent_after = cpu_seconds(os.getpid())
         if watcher is not None:
             await watcher.stop()
+    except BaseException:  # Ctrl-C, a failed worker: the others have nothing left to do
+        for proc in procs:
+            proc.kill()
+        raise
     finally:
         for proc in procs:
             proc.join(timeout=5)
@@ -222,6 +226,8 @@ async def _collect(
     finally:
         for t in tasks:
             t.cancel()
+        # Let them finish (their pipes are closed next): none is left to fail unheard.
+        await asyncio.gather(*tasks, return_exceptions=True)
     if progress is not None:
         progress(sum(shared))
     return [WorkerResult.from_wire(t.result()) for t in tasks]

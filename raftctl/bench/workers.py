@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,9 @@ class Go:
 
 def worker_main(spec: WorkerSpec, conn: Connection, progress: Any) -> None:
     """Process entry point; ``progress`` is a shared array with one counter per worker."""
+    # Ctrl-C reaches the whole process group: the parent decides, and stops us (no traceback
+    # per worker under its "Interrupted").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         uvloop.run(_Worker(spec, conn, progress).run())
     except BaseException as exc:

@@ -26,10 +26,11 @@ class DataDirOwned(Exception):
         self.owner = owner
 
 
-def claim(data_dir: str | os.PathLike[str], node: str) -> None:
+def claim(data_dir: str | os.PathLike[str], node: str, *, force: bool = False) -> None:
     """Record ``node`` as the owner of ``data_dir`` unless it has one; raise
-    ``DataDirOwned`` if the owner is another node, ``OSError`` if the file cannot be read or
-    written."""
+    ``DataDirOwned`` if the owner is another node (unless ``force``: a disaster recovery
+    makes the dir this node's), ``OSError`` if the file cannot be read or written. The
+    caller holds the dir's LOCK."""
     path = os.path.join(data_dir, OWNER_FILE)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -38,7 +39,7 @@ def claim(data_dir: str | os.PathLike[str], node: str) -> None:
         owner = ""
     if owner == node:
         return
-    if owner:
+    if owner and not force:
         raise DataDirOwned(owner)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -197,11 +197,11 @@ class PeerLink:
                 if e.reason != UNAUTHENTICATED or not is_sealed(data):
                     self._warn(e.reason, addr)
                 return
-        elif is_sealed(data):
-            self.dropped[SEALED] += 1
-            self._warn(SEALED, addr)
-            return
-        if is_fragment(data):
+        if is_fragment(data):  # (sealed datagrams share the fragments' first byte)
+            if sender is None and is_sealed(data):
+                self.dropped[SEALED] += 1
+                self._warn(SEALED, addr)
+                return
             reassembled = self._on_fragment(data, addr, sender)
             if reassembled is None:
                 return
@@ -210,9 +210,11 @@ class PeerLink:
 
     def _warn(self, reason: str, addr: Address) -> None:
         hint = _HINTS.get(reason)
+        if hint is None:
+            return  # e.g. replayed: no configuration mistake to point at
         now = time.monotonic()
         last = self.warned_at.get(reason)
-        if hint is None or (last is not None and now - last < WARN_EVERY_S):
+        if last is not None and now - last < WARN_EVERY_S:
             return
         self.warned_at[reason] = now
         log.warning(hint, format_address(addr[0], addr[1]))

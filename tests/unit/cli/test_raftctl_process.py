@@ -6,10 +6,12 @@ process, against a silent socket or one real ``raftd`` node.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +162,27 @@ def test_long_keys_are_checked_before_any_request(node: str) -> None:
         f"Error: Invalid value for 'KEY': a key is at most {MAX_KEY_BYTES} UTF-8 bytes, "
         f"not {MAX_KEY_BYTES + 2}"
     )
+
+
+def test_ctrl_c_stops_a_benchmark_and_its_workers_quietly(node: str) -> None:
+    """Ctrl-C reaches the terminal's whole process group, load generators included: one
+    "Interrupted" and exit 130, no traceback from the workers or their pipes."""
+    proc = subprocess.Popen(
+        [*RAFTCTL, "-e", node, "bench", "write", "--duration", "60", "--clients", "4",
+         "--workers", "2", "--keys", "8"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own group, which the "terminal" interrupts as a whole
+    )
+    try:
+        with Client([node], timeout=DEADLINE) as client:
+            deadline = time.monotonic() + DEADLINE
+            while client.get("bench/0/0") is None:  # the workers are writing
+                assert time.monotonic() < deadline and proc.poll() is None, "no load"
+                time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert (proc.returncode, err) == (130, "Interrupted\n"), err

@@ -63,6 +63,8 @@ def test_a_locked_data_dir_still_exits_1(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].endswith(
         f"cannot start: {tmp_path / 'data' / 'LOCK'} is locked: another raftd is using this "
         "data dir"), lines
+    # The node running there owns the dir: a mistaken start must not claim it for itself.
+    assert not (tmp_path / "data" / "NODE").exists()
 
 
 def test_a_taken_metrics_port_names_the_metrics_address(tmp_path: Path) -> None:
@@ -95,6 +97,9 @@ def test_a_data_dir_of_another_node_exits_2_naming_its_owner(tmp_path: Path) -> 
     assert lines == [f"raftd: {other}: [node] data_dir {tmp_path / 'data'} holds the votes and "
                      f"log of node {mine.node.address}, not of {second} ([node] address); give "
                      "this node an empty data dir (see raftctl add-node) or fix the path"]
-    os.remove(tmp_path / "data" / "NODE")  # the documented way out, for a dir not needed
-    prepare_data_dir(load_config(other))
+    # --force-new-cluster (a survivor's disk, brought back under a new address) re-claims it.
+    prepare_data_dir(load_config(other), reclaim=True)
     assert (tmp_path / "data" / "NODE").read_text() == f"{second}\n"
+    os.remove(tmp_path / "data" / "NODE")  # the documented way out, for a dir not needed
+    prepare_data_dir(mine)
+    assert (tmp_path / "data" / "NODE").read_text() == f"{mine.node.address}\n"
