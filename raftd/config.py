@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -628,11 +627,6 @@ def _unwritable(data_dir: Path) -> str | None:
     return None
 
 
-_PROBE_NAME = "write-probe.tmp"
-"""The file DiskStorage itself creates and removes to test the dir (raftd.storage.disk)."""
-_LOCK_NAME = "LOCK"
-
-
 class DataDirUnavailable(Exception):
     """The data dir failed for a reason that may pass (a full disk, an I/O error): unlike a
     `ConfigError`, restarting later may help (exit status 1)."""
@@ -644,7 +638,8 @@ _CONFIG_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDI
 
 
 def prepare_data_dir(config: NodeConfig, *, reclaim: bool = False) -> None:
-    """Create the data dir if missing, try it and claim it for this node.
+    """Open the data dir as storage will (`raftd.storage.disk.open_data_dir`) and claim it
+    for this node.
 
     `load_config` only asks the permission bits, which can say yes to a dir that still
     refuses (a path under /proc; for root the bits say yes to almost anything).
@@ -656,36 +651,30 @@ def prepare_data_dir(config: NodeConfig, *, reclaim: bool = False) -> None:
     the LOCK; a LOCK another raftd holds is left to storage to report (exit 1: it goes away
     when that node stops), and that node's dir is not claimed.
     """
+    # The storage stack: only `raftd start` needs it, not raftctl's use of this module.
+    from raftd.storage.disk import open_data_dir
+    from raftd.storage.files import LOCKED, DataDirError, FsyncError, OsFileSystem
+
     data_dir = config.node.data_dir
     name = os.fspath(config.source) if config.source is not None else "config"
 
-    def fail(problem: str, err: OSError) -> Exception:
-        text = f"{name}: [node] data_dir {problem} ({err.strerror or err}): {data_dir}"
-        return ConfigError(text) if err.errno in _CONFIG_ERRNOS else DataDirUnavailable(text)
+    def fail(problem: str, err: OSError | None) -> Exception:
+        reason = (err.strerror or str(err)) if err is not None else "unknown reason"
+        text = f"{name}: [node] data_dir {problem} ({reason}): {data_dir}"
+        permanent = err is not None and err.errno in _CONFIG_ERRNOS
+        return ConfigError(text) if permanent else DataDirUnavailable(text)
 
+    fs = OsFileSystem()
     try:
-        if not data_dir.is_dir():
-            data_dir.mkdir(parents=True)
-            # The new dir's name must be durable, or a crash could lose the whole node state.
-            _fsync_dir(data_dir.parent)
-    except OSError as err:
-        raise fail("cannot be created", err) from None
-    try:
-        os.listdir(data_dir)
-    except OSError as err:
-        raise fail("cannot be read", err) from None
-    try:
-        os.close(os.open(data_dir / _PROBE_NAME, os.O_RDWR | os.O_CREAT, 0o644))
-        os.remove(data_dir / _PROBE_NAME)
-        lock = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise fail("is not writable", err) from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        lock = open_data_dir(fs, str(data_dir))
+    except DataDirError as err:
+        if err.problem == LOCKED:
             return  # another raftd runs on it: storage says so
-        owner.claim(data_dir, config.node.address, force=reclaim)
+        raise fail(err.problem, err.cause) from None
+    except FsyncError as err:
+        raise DataDirUnavailable(f"{name}: [node] data_dir: {err}") from None
+    try:
+        owner.claim(fs, str(data_dir), config.node.address, force=reclaim)
     except owner.DataDirOwned as err:
         raise ConfigError(
             f"{name}: [node] data_dir {data_dir} holds the votes and log of node {err.owner}, "
@@ -694,16 +683,10 @@ def prepare_data_dir(config: NodeConfig, *, reclaim: bool = False) -> None:
         ) from None
     except OSError as err:
         raise fail("is not writable", err) from None
+    except FsyncError as err:
+        raise DataDirUnavailable(f"{name}: [node] data_dir: {err}") from None
     finally:
-        os.close(lock)  # releases the flock: storage takes it for good
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        lock.release()  # storage takes it for good
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ class DiskStorage:
         self.reserve_bytes = min(NO_SPACE_RESERVE_BYTES, segment_bytes // 8)
         """What ``can_append`` keeps free in the no-space condition (see the module doc)."""
         self._packer = msgpack.Packer()
-        self._lock = _open_data_dir(fs, data_dir)
+        self._lock = open_data_dir(fs, data_dir)
         try:
             self._hard_state = hardstate.load(fs, data_dir)
             self._hard_state_file = hardstate.HardStateFile(fs, data_dir)
@@ -401,26 +401,31 @@ def _recover_log(
     return snap_base, [], True
 
 
-def _open_data_dir(fs: FileSystem, data_dir: str) -> FileLock:
-    """Create the data dir if missing, lock it and check that it is writable.
+def open_data_dir(fs: FileSystem, data_dir: str) -> FileLock:
+    """Create the data dir if missing, lock it and check that it can be read and written.
 
-    Raises DataDirError naming the path when any of these fails.
+    Raises DataDirError naming the path, with the step that failed as its ``problem``.
     """
+    step = "cannot be created"
     try:
         if not fs.exists(data_dir):
             fs.makedirs(data_dir)
             # Make the new dir's own name durable, or a crash could lose the whole node state.
             fs.fsync_dir(os.path.dirname(os.path.normpath(data_dir)) or ".")
+        step = "is not writable"
         lock = fs.lock(os.path.join(data_dir, LOCK_NAME))
     except OSError as e:
-        raise DataDirError(f"data dir {data_dir} is not usable: {e.strerror or e}") from e
+        raise DataDirError(f"data dir {data_dir} is not usable: {e.strerror or e}", step, e) from e
     try:
+        step = "cannot be read"
+        fs.listdir(data_dir)
         # A writable LOCK file in a read-only dir passes the lock; refuse now, not at the
         # first vote.
+        step = "is not writable"
         probe = os.path.join(data_dir, _PROBE_NAME)
         fs.create(probe).close()
         fs.remove(probe)
     except OSError as e:
         lock.release()
-        raise DataDirError(f"data dir {data_dir} is not usable: {e.strerror or e}") from e
+        raise DataDirError(f"data dir {data_dir} is not usable: {e.strerror or e}", step, e) from e
     return lock

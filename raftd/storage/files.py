@@ -30,6 +30,7 @@ left behind, so a caller may carry on and retry later.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -60,8 +61,21 @@ def is_no_space(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in SPACE_ERRNOS
 
 
+LOCKED = "is locked"
+
+
 class DataDirError(Exception):
-    """The data dir cannot be used: not creatable, not writable, or locked by another daemon."""
+    """The data dir cannot be used: not creatable, not writable, or locked by another daemon.
+
+    ``problem`` names the step that failed ("cannot be created", "cannot be read", "is not
+    writable" or ``LOCKED``) and ``cause`` the OSError behind it, if any.
+    """
+
+    def __init__(self, message: str, problem: str = "is not usable",
+                 cause: OSError | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.cause = cause
 
 
 class UnsupportedVersion(Exception):
@@ -263,6 +277,30 @@ class OsFileSystem:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise DataDirError(f"{path} is locked: another raftd is using this data dir") from e
+                raise DataDirError(f"{path} is locked: another raftd is using this data dir",
+                                   LOCKED, e) from e
             raise
         return OsFileLock(fd)
+
+
+def replace_file(fs: FileSystem, dir: str, name: str, content: bytes, what: str) -> None:
+    """Make ``dir/name`` hold ``content``, atomically and durably (temp file, fsync, rename,
+    fsync of the dir). Raises NoSpace (``what`` says what was written), leaving no temp file,
+    when the disk is full."""
+    path = os.path.join(dir, name)
+    tmp = path + ".tmp"
+    try:
+        handle = fs.create(tmp)
+        try:
+            handle.write(content)
+            handle.fsync()
+        finally:
+            handle.close()
+    except OSError as e:
+        if not is_no_space(e):
+            raise
+        with contextlib.suppress(OSError):
+            fs.remove(tmp)
+        raise NoSpace(tmp, what) from e
+    fs.rename(tmp, path)
+    fs.fsync_dir(dir)

@@ -27,7 +27,6 @@ file and raises ``NoSpace``, the live file untouched.
 
 from __future__ import annotations
 
-import contextlib
 import os.path
 import struct
 import zlib
@@ -35,7 +34,7 @@ import zlib
 import msgpack
 
 from raftd.core.state import ConfState, HardState
-from raftd.storage.files import FileSystem, NoSpace, UnsupportedVersion, is_no_space
+from raftd.storage.files import FileSystem, UnsupportedVersion, replace_file
 
 FILE_NAME = "hardstate"
 CONF_FILE_NAME = "confstate"
@@ -76,7 +75,7 @@ def _slot(seq: int, payload: bytes) -> bytes:
 
 def save(fs: FileSystem, dir: str, hs: HardState) -> None:
     """Replace the hard-state file in ``dir`` by a fresh one; durable when this returns."""
-    _replace(fs, dir, FILE_NAME, _slot(1, _payload(hs)) + bytes(SLOT_BYTES),
+    replace_file(fs, dir, FILE_NAME, _slot(1, _payload(hs)) + bytes(SLOT_BYTES),
              "saving the hard state")
 
 
@@ -140,7 +139,7 @@ def save_conf(fs: FileSystem, dir: str, conf: ConfState, index: int) -> None:
             "auto_promote": list(conf.auto_promote),
         }
     )
-    _replace(fs, dir, CONF_FILE_NAME, _CRC.pack(zlib.crc32(payload)) + payload,
+    replace_file(fs, dir, CONF_FILE_NAME, _CRC.pack(zlib.crc32(payload)) + payload,
              "saving the configuration")
 
 
@@ -161,26 +160,6 @@ def load_conf(fs: FileSystem, dir: str) -> tuple[ConfState, int] | None:
         raise CorruptHardState(f"{path}: configuration has fields of the wrong type: {fields!r}")
     voters, learners, auto = (tuple(ids) for ids in lists)
     return ConfState(voters=voters, learners=learners, auto_promote=auto), index
-
-
-def _replace(fs: FileSystem, dir: str, name: str, content: bytes, what: str) -> None:
-    path = os.path.join(dir, name)
-    tmp = path + ".tmp"
-    try:
-        handle = fs.create(tmp)
-        try:
-            handle.write(content)
-            handle.fsync()
-        finally:
-            handle.close()
-    except OSError as e:
-        if not is_no_space(e):
-            raise
-        with contextlib.suppress(OSError):
-            fs.remove(tmp)
-        raise NoSpace(tmp, what) from e
-    fs.rename(tmp, path)
-    fs.fsync_dir(dir)
 
 
 def _read(fs: FileSystem, dir: str, name: str) -> dict[str, object] | None:

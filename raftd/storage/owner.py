@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from raftd.storage.files import FileSystem, replace_file
+
 OWNER_FILE = "NODE"
 
 
@@ -26,29 +28,15 @@ class DataDirOwned(Exception):
         self.owner = owner
 
 
-def claim(data_dir: str | os.PathLike[str], node: str, *, force: bool = False) -> None:
+def claim(fs: FileSystem, data_dir: str, node: str, *, force: bool = False) -> None:
     """Record ``node`` as the owner of ``data_dir`` unless it has one; raise
     ``DataDirOwned`` if the owner is another node (unless ``force``: a disaster recovery
     makes the dir this node's), ``OSError`` if the file cannot be read or written. The
     caller holds the dir's LOCK."""
     path = os.path.join(data_dir, OWNER_FILE)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            owner = f.read().strip()
-    except FileNotFoundError:
-        owner = ""
+    owner = fs.read(path).decode(errors="replace").strip() if fs.exists(path) else ""
     if owner == node:
         return
     if owner and not force:
         raise DataDirOwned(owner)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(node + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename must outlive a crash like the data it guards
-    finally:
-        os.close(fd)
+    replace_file(fs, data_dir, OWNER_FILE, f"{node}\n".encode(), "the data dir's owner")
