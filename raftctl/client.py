@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import random
 import socket
 import ssl
@@ -52,6 +51,7 @@ from raftctl.connection import (
     Connection,
     ConnectionLost,
     Response,
+    os_problem,
     parse_endpoints,
     tls_context,
     valid_address,
@@ -745,8 +745,7 @@ def _strip(response: Response) -> Response:
 
 
 def _connect_problem(exc: Exception) -> str:
-    """Why a connection failed, in a few words ("connection refused"), not Python's repr
-    ("[Errno 111] Connect call failed ('127.0.0.1', 7001)")."""
+    """Why a connection failed, in a few words (TLS and name lookups said in their terms)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
@@ -755,8 +754,8 @@ def _connect_problem(exc: Exception) -> str:
         return f"TLS: {(exc.reason or str(exc)).lower().replace('_', ' ')}{hint}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host: {exc.strerror or exc}"
-    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
-        return os.strerror(exc.errno).lower()
+    if isinstance(exc, OSError):
+        return os_problem(exc)
     return str(exc) or type(exc).__name__
 
 

@@ -7,6 +7,7 @@ module knows nothing of leaders, retries or sessions.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -91,9 +92,15 @@ def tls_context(
 
 def _tls_file_problem(exc: OSError, ssl_problem: str) -> str:
     """What went wrong in a few words: OpenSSL says "[SSL] PEM lib (_ssl.c:3905)"."""
-    if isinstance(exc, ssl.SSLError):
-        return ssl_problem
-    return (exc.strerror or str(exc)).lower() if exc.errno else str(exc)
+    return ssl_problem if isinstance(exc, ssl.SSLError) else os_problem(exc)
+
+
+def os_problem(exc: OSError) -> str:
+    """An OSError in a few words ("connection refused"), not Python's repr ("[Errno 111]
+    Connect call failed ('127.0.0.1', 7001)")."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
 
 
 class ConnectFailed(Exception):

@@ -42,15 +42,21 @@ class StatusRow:
     catching_up: bool | None = None
 
 
-def _leader_view(address: str, leader: Diagnostic | None) -> tuple[int | None, int | None]:
-    """(lag, last contact in ms) of ``address`` as the answering leader reports them."""
+def _leader_view(
+    address: str, leader: Diagnostic | None, *, reachable: bool
+) -> tuple[int | None, int | None]:
+    """(lag, last contact in ms) of ``address`` as the answering leader reports them.
+
+    A match index of 0 is a blank member catching up, or, for a member we cannot reach, only
+    the lack of an ack in this leader's term: then nobody knows its lag."""
     if leader is None:
         return None, None
     if _self(leader) == address:
         return 0, None
     last = _section(leader, "log").get("lastLogIndex")
     match = _mapping(leader.get("matchIndex")).get(address)
-    lag = last - match if isinstance(last, int) and isinstance(match, int) else None
+    known = isinstance(last, int) and isinstance(match, int) and (reachable or match > 0)
+    lag = last - match if known else None
     contact = _mapping(leader.get("lastContactMs")).get(address)
     return (None if lag is None else max(lag, 0)), (contact if isinstance(contact, int) else None)
 
@@ -61,7 +67,7 @@ def status_row(address: str, diagnostic: Diagnostic, leader: Diagnostic | None) 
     volatile = _section(diagnostic, "volatile")
     log = _section(diagnostic, "log")
     status = diagnostic.get("status")
-    lag, contact = _leader_view(address, leader)
+    lag, contact = _leader_view(address, leader, reachable=True)
     return StatusRow(
         address=address,
         role=_ROLES.get(status, status) if isinstance(status, str) else None,
@@ -79,10 +85,7 @@ def status_row(address: str, diagnostic: Diagnostic, leader: Diagnostic | None) 
 
 def unreachable_row(address: str, error: str, leader: Diagnostic | None) -> StatusRow:
     """A member that did not answer us; the leader may still report hearing from it."""
-    lag, contact = _leader_view(address, leader)
-    match = _mapping(leader.get("matchIndex")).get(address) if leader is not None else None
-    if match == 0:
-        lag = None  # no ack in this leader's term: how far behind it is, nobody knows
+    lag, contact = _leader_view(address, leader, reachable=False)
     return StatusRow(
         address=address,
         role=None,
