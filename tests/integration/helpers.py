@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from raftctl import AsyncClient
+from raftctl.bench.election import parse_role_changes
 from raftctl.localcluster import LocalCluster
 
 DEADLINE = 30.0
@@ -105,6 +106,15 @@ def diagnostic(endpoint: str, timeout: float = 1.0) -> Response | None:
 # -- cluster state -------------------------------------------------------------------------------
 
 
+def wait_diagnostic(endpoint: str) -> Response:
+    """The node's diagnostic, polled: a loaded node may not answer one request in time."""
+    return wait_until(lambda: diagnostic(endpoint, timeout=5.0), f"{endpoint}'s diagnostic")
+
+
+def diag_of(cluster: LocalCluster, node: int) -> Response:
+    return wait_diagnostic(cluster.endpoints[node])
+
+
 def diagnostics(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> dict[int, Response]:
     """Diagnostics of the given nodes (default: all) that answer, by node index."""
     wanted = range(len(cluster)) if nodes is None else nodes
@@ -162,6 +172,25 @@ def wait_caught_up(cluster: LocalCluster, node: int, leader: int) -> Response:
         return None
 
     return wait_until(probe, f"node {node} to apply node {leader}'s commit index")
+
+
+def log_offsets(cluster: LocalCluster) -> list[int]:
+    """Each node's log size now (0 before its first start): where ``log_since`` begins."""
+    return [p.stat().st_size if p.exists() else 0 for p in cluster.log_paths]
+
+
+def log_since(cluster: LocalCluster, node: int, offset: int) -> str:
+    """What ``node`` logged after its log was ``offset`` bytes long."""
+    with open(cluster.log_paths[node], "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def led_since(cluster: LocalCluster, node: int, offset: int) -> bool:
+    """Whether ``node`` became leader after its log was ``offset`` bytes long: the proof of a
+    transfer, whoever leads by the time we look (an election may follow it)."""
+    changes = parse_role_changes(log_since(cluster, node, offset))
+    return any(change.new == "leader" for change in changes)
 
 
 def freeze(cluster: LocalCluster, node: int) -> None:

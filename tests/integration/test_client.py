@@ -91,18 +91,21 @@ def append(
 
 def test_client_follows_redirect_from_a_follower(cluster: LocalCluster) -> None:
     """Given only followers, the client's write is redirected to the leader, which it caches."""
-    leader, term = leader_and_term(cluster)
-    followers = [e for i, e in enumerate(cluster.endpoints) if i != leader]
-    with Client(followers, timeout=DEADLINE) as client:
-        assert client.set("redirected", 1) > 0
-        cached = client.leader
-        assert client.get("redirected") == 1
-    # Still the same term: ``leader`` led throughout, so it is the one the client followed.
-    # (Leadership may have moved meanwhile on a busy machine; the client may then follow it.)
-    if leader_and_term(cluster)[1] == term:
-        assert cached == cluster.endpoints[leader]
-    else:
-        assert cached in cluster.endpoints
+    def redirected() -> tuple[str, str | None] | None:
+        """(the leader, the client's cached leader) of one write through the followers, in
+        a term that did not change meanwhile (a busy machine may elect another leader: then
+        the write is simply done again, which sets the same value)."""
+        leader, term = leader_and_term(cluster)
+        followers = [e for i, e in enumerate(cluster.endpoints) if i != leader]
+        with Client(followers, timeout=DEADLINE) as client:
+            assert client.set("redirected", 1) > 0
+            cached = client.leader
+            assert client.get("redirected") == 1
+        steady = leader_and_term(cluster) == (leader, term)
+        return (cluster.endpoints[leader], cached) if steady else None
+
+    leader, cached = wait_until(redirected, "a redirected write within one term")
+    assert cached == leader
 
 
 def test_client_fails_over_when_its_node_is_killed(cluster: LocalCluster) -> None:

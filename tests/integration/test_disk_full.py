@@ -24,13 +24,13 @@ from pathlib import Path
 
 from raftctl import Client
 from raftctl.errors import ServerError
-from raftctl.localcluster import LocalCluster
 from raftd.storage.wal import DEFAULT_SEGMENT_BYTES
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
     Response,
     current_leader,
+    diag_of,
     diagnostic,
     wait_caught_up,
     wait_for_leader,
@@ -53,14 +53,6 @@ MAX_WRITES = SEGMENT // VALUE_BYTES + 16
 STEADY = {"election_timeout_ms": [2000, 4000]}
 """Node 0 must keep the leadership handed to it until its disk fills: an election on a busy
 machine would redirect the writes pinned to it, and no write would ever be refused."""
-CLI_TIMEOUT = "20"
-"""raftctl --timeout of a membership change, which may have to wait out an election: more than
-the default 5 s, within raftctl()'s limit on the process."""
-
-
-def diag_of(cluster: LocalCluster, node: int) -> Response:
-    return wait_until(lambda: diagnostic(cluster.endpoints[node], timeout=5.0),
-                      f"node {node} to answer its diagnostic")
 
 
 def value(n: int) -> bytes:
@@ -178,11 +170,11 @@ def test_corrupt_wal_record_stops_the_node_and_remove_wipe_add_recovers_it(
     assert re.search(rf"{named}: corrupt record at byte offset {offset}\b", log), log[-2000:]
 
     # The documented recovery: remove-node, wipe the data dir, start blank, add-node.
-    removed = raftctl(others, "--timeout", CLI_TIMEOUT, "remove-node", endpoint)
+    removed = raftctl(others, "remove-node", endpoint)
     assert removed.returncode == 0, removed.stderr
     shutil.rmtree(data_dir)
     cluster.start(node)
-    added = raftctl(others, "--timeout", CLI_TIMEOUT, "add-node", endpoint)
+    added = raftctl(others, "add-node", endpoint)
     assert added.returncode == 0, added.stderr
     leader = wait_for_leader(cluster)
 

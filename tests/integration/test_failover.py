@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 from raftctl import Client
 from raftctl.bench.election import parse_role_changes
@@ -14,6 +13,8 @@ from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
     diagnostic,
+    log_offsets,
+    log_since,
     missing_or_wrong,
     read_all,
     wait_caught_up,
@@ -47,12 +48,6 @@ def test_writes_survive_leader_kill_and_old_leader_catches_up(cluster3: LocalClu
     expected = before | after
     stale = read_all([cluster.endpoints[old]], expected, consistency="stale")
     assert missing_or_wrong(expected, stale) == {}
-
-
-def _log_since(path: Path, offset: int) -> str:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
 
 
 def test_sigterm_on_leader_transfers_leadership_before_exiting(
@@ -90,14 +85,13 @@ def test_sigterm_on_leader_transfers_leadership_before_exiting(
 
     old, old_term = wait_until(idle_leader, "a leader that others caught up with")
     others = [i for i in range(len(cluster)) if i != old]
-    offsets = [path.stat().st_size for path in cluster.log_paths]
+    offsets = log_offsets(cluster)
 
     pid = cluster.pid(old)
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
-    old_log = cluster.log_paths[old]
     handing = wait_until(
-        lambda: next((line for line in _log_since(old_log, offsets[old]).splitlines()
+        lambda: next((line for line in log_since(cluster, old, offsets[old]).splitlines()
                       if "handing leadership to " in line), None),
         "the old leader to log the start of its handover")
     target = handing.split("handing leadership to ", 1)[1].split()[0]
@@ -112,11 +106,11 @@ def test_sigterm_on_leader_transfers_leadership_before_exiting(
     # The target's own log is the proof (its role changes since the SIGTERM), not who leads
     # by now: on a loaded machine an election may have followed the transfer.
     new = cluster.endpoints.index(target)
-    tail = _log_since(old_log, offsets[old])
+    tail = log_since(cluster, old, offsets[old])
     assert ("leadership handed over" in tail
             or "leadership transfer did not complete" in tail), tail
     assert "second stop signal" not in tail
-    changes = parse_role_changes(_log_since(cluster.log_paths[new], offsets[new]))
+    changes = parse_role_changes(log_since(cluster, new, offsets[new]))
     # Its first change is the transfer campaign; should that campaign lose its term (votes
     # late on a loaded machine), the target leads after a later one.
     assert changes and (changes[0].old, changes[0].new, changes[0].term) == (

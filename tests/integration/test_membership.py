@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from raftctl import AsyncClient, Client
-from raftctl.bench.election import parse_role_changes
 from raftctl.errors import RaftctlError
 from raftctl.localcluster import LocalCluster
 from tests.integration.conftest import ClusterFactory
@@ -26,10 +24,13 @@ from tests.integration.helpers import (
     diagnostic,
     freeze,
     holds_throughout,
+    led_since,
+    log_offsets,
     missing_or_wrong,
     read_all,
     thaw,
     wait_caught_up,
+    wait_diagnostic,
     wait_for_leader,
     wait_until,
 )
@@ -117,14 +118,6 @@ def wait_voters(cluster: LocalCluster, nodes: Sequence[int], voters: Sequence[st
     return wait_until(probe, f"voters {want}")
 
 
-def led_since(path: Path, offset: int) -> bool:
-    """Whether the node logging to ``path`` became leader after the log was ``offset`` bytes."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    return any(change.new == "leader" for change in parse_role_changes(text))
-
-
 def check_acknowledged(cluster: LocalCluster, nodes: Sequence[int], writer: Writer) -> None:
     endpoints = [cluster.endpoints[i] for i in nodes]
     wrong = missing_or_wrong(writer.acked, read_all(endpoints, writer.acked))
@@ -200,8 +193,7 @@ def test_remove_the_leader(make_cluster: ClusterFactory) -> None:
         assert leader != old
         writer.progress()
         # The removed node still runs, and does not disturb the others.
-        term = wait_until(lambda: diagnostic(eps[leader], timeout=5.0),
-                          "the leader's diagnostic")["persist"]["currentTerm"]
+        term = wait_diagnostic(eps[leader])["persist"]["currentTerm"]
 
         def disturbed() -> str | None:
             diag = diagnostic(eps[leader])
@@ -268,12 +260,12 @@ def test_transfer_leadership_under_write_load(make_cluster: ClusterFactory) -> N
     with Writer(eps, lanes=8) as writer, Client(eps, timeout=DEADLINE) as admin:
         for _ in range(5):
             writer.progress()
-            offsets = [path.stat().st_size for path in cluster.log_paths]
+            offsets = log_offsets(cluster)
             target = (wait_for_leader(cluster) + 1) % 3
             assert admin.transfer_leader(eps[target]) == eps[target]
             # The proof is the target's own log (it became leader since), not who leads when
             # we look: under this load an election may already have followed the transfer.
-            wait_until(lambda: led_since(cluster.log_paths[target], offsets[target]),
+            wait_until(lambda: led_since(cluster, target, offsets[target]),
                        f"node {target} to take over")
         writer.progress()
     writer.report("5 leadership transfers")

@@ -7,14 +7,12 @@ shrinks, with the membership read back through ``raftctl -o json status`` each t
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from raftctl.bench.election import parse_role_changes
 from raftctl.localcluster import LocalCluster
 from tests.integration.conftest import ClusterFactory
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import led_since, log_offsets, wait_until
 from tests.integration.test_cli import raftctl
 
 
@@ -24,26 +22,6 @@ def members(endpoints: Sequence[str]) -> dict[str, dict[str, Any]]:
     if done.returncode != 0:
         return {}
     return {row["address"]: row for row in json.loads(done.stdout)}
-
-
-def change(endpoints: Sequence[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``raftctl ARGS`` for a membership change or a transfer, which may have to wait out an
-    election: more than the default 5 s --timeout, within raftctl()'s limit on the process."""
-    return raftctl(endpoints, "--timeout", "20", *args)
-
-
-def led_since(cluster: LocalCluster, address: str, offset: int) -> bool:
-    """Whether the node at ``address`` became leader after its log was ``offset`` bytes long:
-    the proof of a transfer, whoever leads by the time we look (an election may follow it)."""
-    with open(cluster.log_paths[cluster.endpoints.index(address)], "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    return any(c.new == "leader" for c in parse_role_changes(text))
-
-
-def log_sizes(cluster: LocalCluster) -> dict[str, int]:
-    return {e: p.stat().st_size for e, p in zip(cluster.endpoints, cluster.log_paths,
-                                                   strict=True) if p.exists()}
 
 
 def leader_of(endpoints: Sequence[str]) -> str | None:
@@ -66,34 +44,34 @@ def test_grow_transfer_and_shrink(make_cluster: ClusterFactory) -> None:
     eps = cluster.endpoints
 
     # A learner receives the log but does not vote, until promoted.
-    added = change(eps, "add-node", spare_a, "--learner")
+    added = raftctl(eps, "add-node", spare_a, "--learner")
     assert (added.returncode, added.stdout) == (0, "OK\n"), added.stderr
     wait_until(lambda: members(eps).get(spare_a, {}).get("role") == "learner", "a learner")
-    assert json.loads(change(eps, "-o", "json", "promote", spare_a).stdout) == {
+    assert json.loads(raftctl(eps, "-o", "json", "promote", spare_a).stdout) == {
         "action": "promote", "address": spare_a,
     }
     wait_until(lambda: members(eps).get(spare_a, {}).get("role") == "follower", "a voter")
 
     # Refusals: exit status 1 with the cluster's reason.
-    again = change(eps, "add-node", spare_a)
+    again = raftctl(eps, "add-node", spare_a)
     assert (again.returncode, again.stdout) == (1, "")
     assert f"bad_request: {spare_a} is already a member" in again.stderr
     alias = spare_a.replace("127.0.0.1", "localhost")  # the same node under another name
-    aliased = change(eps, "add-node", alias)
+    aliased = raftctl(eps, "add-node", alias)
     assert (aliased.returncode, aliased.stdout) == (1, "")
     assert f"bad_request: {alias} is the member {spare_a} under another name" in aliased.stderr
-    assert change(eps, "promote", spare_a).returncode == 1  # not a learner any more
-    assert change(eps, "remove-node", "127.0.0.1:9").returncode == 1  # not a member
+    assert raftctl(eps, "promote", spare_a).returncode == 1  # not a learner any more
+    assert raftctl(eps, "remove-node", "127.0.0.1:9").returncode == 1  # not a member
 
     # Leadership moves where asked, without an election timeout to wait for.
-    offsets = log_sizes(cluster)
-    moved = change(eps, "transfer-leader", spare_a)
+    offsets = log_offsets(cluster)
+    moved = raftctl(eps, "transfer-leader", spare_a)
     assert (moved.returncode, moved.stdout) == (0, f"{spare_a}\n"), moved.stderr
-    wait_until(lambda: led_since(cluster, spare_a, offsets[spare_a]), "the spare to take over")
-    assert change(eps, "transfer-leader", spare_a).stdout == f"{spare_a}\n"  # already there
+    wait_until(lambda: led_since(cluster, a, offsets[a]), "the spare to take over")
+    assert raftctl(eps, "transfer-leader", spare_a).stdout == f"{spare_a}\n"  # already there
 
     # The leader removes itself: it hands over first, then leaves the configuration.
-    assert change(eps, "remove-node", spare_a).returncode == 0
+    assert raftctl(eps, "remove-node", spare_a).returncode == 0
     live = [e for e in eps if e != spare_a]
     wait_until(
         lambda: spare_a not in members(live) and leader_of(live), "a leader without the spare"
@@ -102,14 +80,16 @@ def test_grow_transfer_and_shrink(make_cluster: ClusterFactory) -> None:
 
     # Without --learner a node becomes a voter by itself once caught up.
     cluster.start(b)
-    assert change(eps, "add-node", spare_b).returncode == 0
+    assert raftctl(eps, "add-node", spare_b).returncode == 0
     wait_until(lambda: members(live).get(spare_b, {}).get("role") == "follower", "auto-promotion")
-    offsets = log_sizes(cluster)
-    chosen = change(live, "-o", "json", "transfer-leader")
+    offsets = log_offsets(cluster)
+    chosen = raftctl(live, "-o", "json", "transfer-leader")
     assert chosen.returncode == 0, chosen.stderr
     new = json.loads(chosen.stdout)["leader"]
     assert new in live
     # Leadership moved: the chosen node became leader since the command (a leader naming
     # itself would not have), whoever leads by the time we look.
-    wait_until(lambda: led_since(cluster, new, offsets[new]), "the chosen node to take over")
+    chosen_node = cluster.endpoints.index(new)
+    wait_until(lambda: led_since(cluster, chosen_node, offsets[chosen_node]),
+               "the chosen node to take over")
     wait_until(lambda: sorted(members(live)) == sorted(live), "the members without the spare")

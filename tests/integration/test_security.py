@@ -40,6 +40,7 @@ from tests.integration.helpers import (
     read_frames,
     split_address,
     thaw,
+    wait_diagnostic,
     wait_for_leader,
     wait_until,
 )
@@ -77,8 +78,7 @@ def make_secure(tmp_path: Path) -> Iterator[ClusterMaker]:
 
 
 def run_rogue(cluster: LocalCluster, leader: int, *args: str) -> dict[str, Any]:
-    diag = wait_until(lambda: diagnostic(cluster.endpoints[leader], timeout=5.0),
-                      "the leader's diagnostic")
+    diag = wait_diagnostic(cluster.endpoints[leader])
     out = subprocess.run(
         [sys.executable, "-m", "tests.integration.security_rogue",
          "--members", ",".join(cluster.endpoints), "--leader", cluster.endpoints[leader],
@@ -366,7 +366,7 @@ def test_a_node_with_unusable_tls_files_does_not_start(tmp_path: Path) -> None:
 
 
 def rejected(endpoint: str) -> dict[str, int]:
-    diag = wait_until(lambda: diagnostic(endpoint, timeout=5.0), f"{endpoint}'s diagnostic")
+    diag = wait_diagnostic(endpoint)
     counts: dict[str, int] = diag["clientRejected"]
     return counts
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from raftctl import Client
-from raftctl.localcluster import LocalCluster
 from raftd.storage.wal import DEFAULT_SEGMENT_BYTES, SPARE_NAME
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
-    Response,
+    diag_of,
     diagnostic,
     read_all,
     wait_caught_up,
@@ -34,12 +33,6 @@ SMALL_SNAPSHOTS = {
     "snapshot_trailing_entries": 20,
 }
 MIB = 1 << 20
-
-
-def diag_of(cluster: LocalCluster, i: int) -> Response:
-    """Node i's diagnostic; polled, as a loaded node may not answer one request in time."""
-    return wait_until(lambda: diagnostic(cluster.endpoints[i], timeout=5.0),
-                      f"node {i} to answer a diagnostic")
 
 
 def test_stopped_follower_catches_up_by_install_snapshot(make_cluster: ClusterFactory) -> None:

@@ -92,6 +92,7 @@ def test_an_automatic_promotion_counts_as_the_change_in_flight() -> None:
         if not net["n4"].raft.catching_up:
             break
         net.tick_all()
+    assert not net["n4"].raft.catching_up
     leader = net["n1"].raft
     before = leader.log.last_index()
     net.drop_types.add(MsgApp)  # the promotion, once proposed, stays uncommitted

@@ -82,6 +82,8 @@ def test_the_warning_comes_again_after_a_minute(
     sealer = PeerAuth(SECRET, PEER, epoch=1)
     with caplog.at_level(logging.WARNING, "raftd.transport.peers"):
         link, _ = deliver(loop, None, [sealer.seal(ME, PLAIN)])
+        link._warn(SEALED, ("127.0.0.1", 7002))  # within the minute: silent
+        assert len(warnings(caplog)) == 1
         link.warned_at[SEALED] -= WARN_EVERY_S  # as if the minute had passed
         link._warn(SEALED, ("127.0.0.1", 7002))
         link._warn(SEALED, ("127.0.0.1", 7002))
