@@ -448,7 +448,7 @@ class Server:
         a node answers only to its own id, so the alias would be a voter that never answers.
         """
         try:
-            target = _resolve_all(address)
+            target = set(_sockaddrs(address))
         except (OSError, ValueError) as e:
             return f"cannot resolve {address}: {e}"
         for member in self.node.raft.members:
@@ -458,7 +458,7 @@ class Server:
             if known is None:
                 try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
                     # Cached: a lookup blocks the loop, and members rarely change address.
-                    known = self.member_resolutions[member] = _resolve_all(member)
+                    known = self.member_resolutions[member] = set(_sockaddrs(member))
                 except (OSError, ValueError):
                     continue  # a member that no longer resolves is no one's alias
             if known & target:
@@ -682,11 +682,15 @@ class _Outbox:
         self.server.respond_capture(token, meta, capture)
 
 
-def _resolve(address: str) -> Address:
+def _sockaddrs(address: str) -> list[Address]:
+    """Every (ip, port) ``address`` resolves to, the preferred one first."""
     host, port = parse_address(address)
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    sockaddr = info[0][4]
-    return (str(sockaddr[0]), int(sockaddr[1]))
+    return [(str(info[4][0]), int(info[4][1]))
+            for info in socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)]
+
+
+def _resolve(address: str) -> Address:
+    return _sockaddrs(address)[0]
 
 
 def _value_bytes(value: Any) -> int:
@@ -697,12 +701,6 @@ def _value_bytes(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode())
     return len(msgpack.packb(value, use_bin_type=True))
-
-
-def _resolve_all(address: str) -> set[Address]:
-    host, port = parse_address(address)
-    return {(str(i[4][0]), int(i[4][1])) for i in socket.getaddrinfo(host, port,
-                                                                      type=socket.SOCK_DGRAM)}
 
 
 def run(config: NodeConfig) -> int:
