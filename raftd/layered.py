@@ -44,8 +44,10 @@ class LayeredDict:
             return self._frozen.get(key)
         return None if item is _TOMBSTONE else item
 
-    def set(self, key: str, item: Any) -> None:
-        if self.get(key) is None:
+    def set(self, key: str, item: Any, *, existed: bool | None = None) -> None:
+        """``existed``: whether ``key`` is present, when the caller just looked it up (the
+        state machine always has: this spares a second lookup per write)."""
+        if not (self.get(key) is not None if existed is None else existed):
             self._count += 1
         self._live[key] = item
 

@@ -542,7 +542,7 @@ class Replica:
 def _write_response(res: dict[str, Any]) -> dict[str, Any]:
     code = res.get("error")
     if code is None:
-        return result(**res)
+        return {"type": "result", "success": True, **res}  # result(**res), without the call
     response = error(ErrorCode(code), res["message"])
     if "revision" in res:
         response["revision"] = res["revision"]

@@ -198,6 +198,8 @@ class Server:
         self.requests: dict[Token, tuple[ClientConnection, int | None, str, float]] = {}
         self.next_token = 0
         self.scheduled = False
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+        """Packs client commands (a Packer of our own: ``packb`` builds one per call)."""
         self.stopping: asyncio.Event | None = None
         self.stats = RateStats()
         self.append_sent = 0
@@ -414,6 +416,7 @@ class Server:
                 first_unacked_seq=req.first_unacked_seq,
                 if_revision=req.if_revision,
                 if_absent=req.if_absent,
+                pack=self.pack,
             )
             # The value is no bigger than its command: only a large one needs measuring.
             if len(packed) > self.max_value_bytes and (

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from raftd.wire.client import RETRYABLE_CODES, ErrorCode, parse_address
+from raftd.wire.stream import frame_encoder
 
 MAX_RESPONSE_BYTES = 16 << 20
 _BACKOFF_FIRST = 0.002
@@ -140,6 +141,7 @@ class BenchClient:
         self._ids = itertools.count(1)
         self._session = _Session()
         self._connecting: asyncio.Lock | None = None
+        self._encode = frame_encoder()
 
     async def write(self, key: str, value: Any) -> Response:
         session = self._session
@@ -173,7 +175,7 @@ class BenchClient:
         """
         rid = next(self._ids)
         body["id"] = rid
-        frame = msgpack.packb(body, use_bin_type=True)
+        frame = self._encode(body)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 10 * self.timeout
         backoff = _BACKOFF_FIRST

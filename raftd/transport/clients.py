@@ -30,7 +30,7 @@ from raftd.wire.limits import (
     MAX_PENDING_PER_CONNECTION,
     nesting_exceeds,
 )
-from raftd.wire.stream import NEED_DATA, StreamDecoder, encode_frame
+from raftd.wire.stream import NEED_DATA, StreamDecoder, encode_frame, frame_encoder
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class ClientConnection(asyncio.Protocol):
         self.on_close = on_close
         self.gate = gate
         self.decoder = StreamDecoder(gate.max_frame_bytes)
+        self.encode = frame_encoder()
         self.transport: asyncio.Transport | None = None
         self.closing = False
         self.discarding = False
@@ -232,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if request_id is not None:
             response["id"] = request_id
-        frame = encode_frame(response)
+        frame = self.encode(response)
         if len(frame) > (limit or self.gate.max_response_bytes):
             frame = encode_frame(error(ErrorCode.TOO_LARGE,
                                        "response exceeds max_frame_bytes; use list",

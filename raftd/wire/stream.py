@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final, Literal
 
 import msgpack
 
 from raftd.wire.errors import DecodeError, FrameTooLarge
 
-__all__ = ["NEED_DATA", "DecodeError", "FrameTooLarge", "StreamDecoder", "encode_frame"]
+__all__ = ["NEED_DATA", "DecodeError", "FrameTooLarge", "StreamDecoder", "encode_frame",
+           "frame_encoder"]
 
 
 class _Sentinel(enum.Enum):
@@ -48,6 +49,13 @@ def encode_frame(obj: Any) -> bytes:
     msgpack cannot carry (a set, a cycle, an int beyond 64 bits)."""
     frame: bytes = msgpack.packb(obj, use_bin_type=True)
     return frame
+
+
+def frame_encoder() -> Callable[[Any], bytes]:
+    """``encode_frame`` for one owner on one thread, twice as fast for small frames: it keeps
+    its msgpack Packer, which ``packb`` builds anew per call (a Packer is not thread-safe)."""
+    encode: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+    return encode
 
 
 def _refuse_extension(code: int, data: bytes) -> object:
@@ -79,25 +87,36 @@ class StreamDecoder:
         return self._fed - self._frame_start + len(self._queued)
 
     def feed(self, data: bytes) -> None:
-        self._queued += data
+        if not self._queued and self._fed - self._frame_start + len(data) <= self._max:
+            # The common case (whole frames within the bound): straight to the unpacker,
+            # without a copy through the queue.
+            self._unpacker.feed(data)
+            self._fed += len(data)
+        else:
+            self._queued += data
 
     def next(self) -> Any | Literal[_Sentinel.NEED_DATA]:
         """Return the next decoded object, or ``NEED_DATA``; raises ``DecodeError``."""
         if self._error is not None:
             raise self._error
         while True:
-            try:
-                obj = self._unpacker.unpack()
-            except msgpack.OutOfData:
-                pass
-            except Exception as exc:
-                # Garbage raises ValueError, StackError, UnicodeDecodeError...; the set is not
-                # documented as closed. Only the message tells an oversized header apart.
-                text = str(exc)
-                kind = FrameTooLarge if _SIZE_LIMITS.search(text) else DecodeError
-                self._error = kind(f"invalid frame: {text or type(exc).__name__}")
-                raise self._error from exc
+            # Only try when the unpacker holds unparsed bytes: OutOfData is an exception, and
+            # raising one per request would cost more than the parse itself.
+            if self._unpacker.tell() == self._fed:
+                obj = NEED_DATA
             else:
+                try:
+                    obj = self._unpacker.unpack()
+                except msgpack.OutOfData:
+                    obj = NEED_DATA
+                except Exception as exc:
+                    # Garbage raises ValueError, StackError, UnicodeDecodeError...; the set is
+                    # not documented as closed. Only the message tells an oversized header apart.
+                    text = str(exc)
+                    kind = FrameTooLarge if _SIZE_LIMITS.search(text) else DecodeError
+                    self._error = kind(f"invalid frame: {text or type(exc).__name__}")
+                    raise self._error from exc
+            if obj is not NEED_DATA:
                 self._frame_start = self._unpacker.tell()
                 return obj
             if not self._queued:
