@@ -868,6 +868,8 @@ class Raft:
     def _send_append(self, peer: NodeId, *, send_if_empty: bool) -> None:
         pr = self.progress[peer]
         last = self.log.last_index()
+        if pr.next_index > last and not send_if_empty:
+            return  # nothing new (flush asks per peer several times a turn: keep it cheap)
         while not pr.paused():
             if pr.next_index < self.log.first_index():
                 self._send_snapshot(peer, pr)
