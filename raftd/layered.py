@@ -47,7 +47,9 @@ class LayeredDict:
     def set(self, key: str, item: Any, *, existed: bool | None = None) -> None:
         """``existed``: whether ``key`` is present, when the caller just looked it up (the
         state machine always has: this spares a second lookup per write)."""
-        if not (self.get(key) is not None if existed is None else existed):
+        if existed is None:
+            existed = self.get(key) is not None
+        if not existed:
             self._count += 1
         self._live[key] = item
 
