@@ -48,13 +48,17 @@ class Histogram:
     min: float = math.inf
     max: float = 0.0
 
-    def record(self, seconds: float) -> None:
-        b = bucket_of(seconds)
+    def record(self, seconds: float, bucket: int | None = None) -> None:
+        """``bucket``: ``bucket_of(seconds)``, when the caller computed it already (a load
+        generator records each latency twice: overall and in its time slot)."""
+        b = bucket_of(seconds) if bucket is None else bucket
         self.counts[b] = self.counts.get(b, 0) + 1
         self.count += 1
         self.total += seconds
-        self.min = min(self.min, seconds)
-        self.max = max(self.max, seconds)
+        if seconds < self.min:
+            self.min = seconds
+        if seconds > self.max:
+            self.max = seconds
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s samples to this histogram."""

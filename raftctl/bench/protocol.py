@@ -181,7 +181,9 @@ class BenchClient:
         backoff = _BACKOFF_FIRST
         while True:
             try:
-                link = await self._link()
+                link = self.link
+                if link is None or link.closed:  # not awaited per request: the usual case
+                    link = await self._link()
                 response = await link.send(rid, frame)
             except (OSError, LinkLost, TimeoutError):
                 self._rotate()

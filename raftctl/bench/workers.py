@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import uvloop
 
-from raftctl.bench.histogram import Histogram
+from raftctl.bench.histogram import Histogram, bucket_of
 from raftctl.bench.procstat import cpu_seconds
 from raftctl.bench.protocol import BenchClient, Response, Tally
 from raftctl.bench.results import ClientResult, WorkerResult
@@ -249,11 +249,12 @@ class _Worker:
             if response.get("type") != "result":
                 continue  # counted in the client's tally as an error
             took = now - sent
-            latency.record(took)
+            bucket = bucket_of(took)
+            latency.record(took, bucket)
             slot = int((now - self.start) / interval)
             while len(series) <= slot:
                 series.append(Histogram())
-            series[slot].record(took)
+            series[slot].record(took, bucket)
             n += 1
             self.done += 1
         return n
