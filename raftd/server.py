@@ -199,7 +199,8 @@ class Server:
         self.next_token = 0
         self.scheduled = False
         self.pack = msgpack.Packer(use_bin_type=True).pack
-        """Packs client commands (a Packer of our own: ``packb`` builds one per call)."""
+        """Packs client commands (a Packer of our own: ``packb`` builds one per call). It
+        keeps a buffer as large as the largest command, at most about ``max_entry_bytes``."""
         self.stopping: asyncio.Event | None = None
         self.stats = RateStats()
         self.append_sent = 0

@@ -49,6 +49,10 @@ REJECT_REASONS = (
 MISSING_TOKEN = "this node requires a client token (raftctl --token)"
 WRONG_TOKEN = ("wrong client token: it does not match this node's [security] "
                "client_token_file (raftctl --token)")
+ENCODER_KEEP_BYTES = 64 << 10
+"""A connection's Packer keeps the buffer of the largest frame it packed for as long as it
+lives; after a larger response (a whole-state get, a snapshot) it is replaced, so idle
+connections do not each hold megabytes."""
 LINGER_S = 2.0
 """After refusing a broken stream the node reads and discards what the client still sends,
 this long at most, before closing: closing with unread bytes makes the kernel reset the
@@ -234,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
         if request_id is not None:
             response["id"] = request_id
         frame = self.encode(response)
+        if len(frame) > ENCODER_KEEP_BYTES:
+            self.encode = frame_encoder()  # a Packer keeps its largest buffer: not this one
         if len(frame) > (limit or self.gate.max_response_bytes):
             frame = encode_frame(error(ErrorCode.TOO_LARGE,
                                        "response exceeds max_frame_bytes; use list",

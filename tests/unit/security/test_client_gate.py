@@ -20,6 +20,7 @@ from raftctl.connection import tls_context as client_tls_context
 from raftctl.errors import RaftctlError
 from raftd.config import SecuritySection
 from raftd.transport.clients import (
+    ENCODER_KEEP_BYTES,
     MISSING_TOKEN,
     WRONG_TOKEN,
     ClientConnection,
@@ -226,6 +227,20 @@ def test_a_client_that_does_not_read_stops_being_read() -> None:
     assert not transport.reading
     conn.resume_writing()
     assert transport.reading
+
+
+def test_a_large_response_does_not_stay_in_the_connections_encoder() -> None:
+    # A msgpack Packer keeps the buffer of the largest frame it packed: a connection that
+    # once answered a whole-state get must not hold that much memory for the rest of its life.
+    h = Harness()
+    conn, transport = h.connect()
+    small_encoder = conn.encode
+    conn.respond({"type": "result", "value": "v"}, 1)
+    assert conn.encode is small_encoder
+    conn.respond({"type": "result", "value": "x" * (2 * ENCODER_KEEP_BYTES)}, 2)
+    assert conn.encode is not small_encoder
+    assert [f["id"] for f in transport.frames()] == [1, 2]
+    assert len(transport.frames()[1]["value"]) == 2 * ENCODER_KEEP_BYTES
 
 
 def test_tls_context(tmp_path: Path) -> None:
