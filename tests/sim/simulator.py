@@ -777,7 +777,9 @@ class Simulator:
         self._settled_at = self.now + QUIET_TICKS
         self._emit("liveness: heal, no loss, restart every node, no more faults")
         self.network.heal()
-        self.network.calm()
+        # Every CheckQuorum window must see an answer to some heartbeat: the gap between
+        # answers is at most a heartbeat interval plus twice the spread of the delays.
+        self.network.calm(max_jitter=(ELECTION_TICKS[0] - HEARTBEAT_TICKS - 1) // 2)
         self._blackout = False
         for node in self.nodes.values():
             node.fs.crash_after = None
