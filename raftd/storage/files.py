@@ -283,15 +283,17 @@ class OsFileSystem:
         return OsFileLock(fd)
 
 
-def replace_file(fs: FileSystem, dir: str, name: str, content: bytes, what: str) -> None:
-    """Make ``dir/name`` hold ``content``, atomically and durably (temp file, fsync, rename,
-    fsync of the dir). Raises NoSpace (``what`` says what was written), leaving no temp file,
-    when the disk is full."""
-    path = os.path.join(dir, name)
-    tmp = path + ".tmp"
+def write_new_file(
+    fs: FileSystem, path: str, content: bytes, what: str, *, allocate: int = 0
+) -> None:
+    """Create ``path`` holding ``content``, fsync'd (its directory entry is not), after
+    reserving ``allocate`` bytes for it (``FileHandle.allocate``). When the disk is full,
+    remove what was made and raise NoSpace (``what`` says what was written)."""
     try:
-        handle = fs.create(tmp)
+        handle = fs.create(path)
         try:
+            if allocate:
+                handle.allocate(allocate)
             handle.write(content)
             handle.fsync()
         finally:
@@ -300,7 +302,16 @@ def replace_file(fs: FileSystem, dir: str, name: str, content: bytes, what: str)
         if not is_no_space(e):
             raise
         with contextlib.suppress(OSError):
-            fs.remove(tmp)
-        raise NoSpace(tmp, what) from e
+            fs.remove(path)
+        raise NoSpace(path, what) from e
+
+
+def replace_file(fs: FileSystem, dir: str, name: str, content: bytes, what: str) -> None:
+    """Make ``dir/name`` hold ``content``, atomically and durably (temp file, fsync, rename,
+    fsync of the dir). Raises NoSpace (``what`` says what was written), leaving no temp file,
+    when the disk is full."""
+    path = os.path.join(dir, name)
+    tmp = path + ".tmp"
+    write_new_file(fs, tmp, content, what)
     fs.rename(tmp, path)
     fs.fsync_dir(dir)

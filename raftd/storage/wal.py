@@ -85,6 +85,7 @@ from raftd.storage.files import (
     NoSpace,
     UnsupportedVersion,
     is_no_space,
+    write_new_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -444,22 +445,11 @@ class WAL:
         """Preallocate the next segment under ``SPARE_NAME``, its header durable; on ENOSPC
         remove what was made and raise NoSpace. Touches nothing but that file, so it may run
         on ``background``."""
-        path = os.path.join(self._dir, SPARE_NAME)
-        try:
-            handle = self._fs.create(path)
-            try:
-                handle.allocate(self._segment_bytes)
-                handle.write(_HEADER.pack(MAGIC, VERSION))
-                handle.fsync()
-            finally:
-                handle.close()
-        except OSError as e:
-            if not is_no_space(e):
-                raise
-            with contextlib.suppress(OSError):
-                self._fs.remove(path)  # not made durable: open removes a leftover spare anyway
-            raise NoSpace(path, f"preallocating the next WAL segment ({self._segment_bytes} "
-                          "bytes)") from e
+        # Its name is not made durable: open removes a leftover spare anyway.
+        write_new_file(self._fs, os.path.join(self._dir, SPARE_NAME),
+                       _HEADER.pack(MAGIC, VERSION),
+                       f"preallocating the next WAL segment ({self._segment_bytes} bytes)",
+                       allocate=self._segment_bytes)
 
     def _spare_made(self) -> None:
         self._spare = True
