@@ -47,7 +47,15 @@ from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
 from raftd.metrics import Metrics, RateStats, Sample
 from raftd.replica import Replica, Token
 from raftd.snapshotter import SnapshotPolicy, Snapshotter
-from raftd.statemachine import APP, DELETE, SET, Capture, DictStateMachine, encode_command
+from raftd.statemachine import (
+    APP,
+    DELETE,
+    SET,
+    Capture,
+    DictStateMachine,
+    encode_command,
+    value_bytes,
+)
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
 from raftd.transport.clients import ClientConnection, ClientGate, bind_tcp, tls_server_context
@@ -421,11 +429,11 @@ class Server:
             )
             # The value is no bigger than its command: only a large one needs measuring.
             if len(packed) > self.max_value_bytes and (
-                    (value_bytes := _value_bytes(req.value)) > self.max_value_bytes):
+                    (size := value_bytes(req.value)) > self.max_value_bytes):
                 self.clients.rejected["value_too_large"] += 1
                 self.respond(token, error(
                     ErrorCode.TOO_LARGE,
-                    f"a value of {value_bytes} bytes exceeds max_entry_bytes"
+                    f"a value of {size} bytes exceeds max_entry_bytes"
                     f" ({self.max_value_bytes})",
                 ))
                 return
@@ -695,16 +703,6 @@ def _sockaddrs(address: str) -> list[Address]:
 
 def _resolve(address: str) -> Address:
     return _sockaddrs(address)[0]
-
-
-def _value_bytes(value: Any) -> int:
-    """The size of a write's value as max_entry_bytes counts it: the bytes of a string
-    (UTF-8) or of a bytes value, the msgpack encoding of anything else (numbers, lists, maps)."""
-    if isinstance(value, bytes):
-        return len(value)
-    if isinstance(value, str):
-        return len(value.encode())
-    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def run(config: NodeConfig) -> int:

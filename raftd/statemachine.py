@@ -356,7 +356,7 @@ class DictStateMachine:
         size = 0
         for key in keys[:limit]:
             value, revision = self.store.get(key)
-            size += _size(key) + _size(value)
+            size += value_bytes(key) + value_bytes(value)
             if page and size > max_bytes:
                 return page, True
             page.append([key, value, revision])
@@ -371,8 +371,9 @@ class DictStateMachine:
         return f"{self.state_hash:016x}"
 
 
-def _size(value: Any) -> int:
-    """Bytes ``value`` takes in a response (near enough: msgpack adds a few per item)."""
+def value_bytes(value: Any) -> int:
+    """The size of a value as ``max_entry_bytes`` and list pages count it: the bytes of a
+    string (UTF-8) or of a bytes value, the msgpack encoding of anything else."""
     if isinstance(value, bytes):
         return len(value)
     if isinstance(value, str):
