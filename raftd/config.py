@@ -665,28 +665,27 @@ def prepare_data_dir(config: NodeConfig, *, reclaim: bool = False) -> None:
         return ConfigError(text) if permanent else DataDirUnavailable(text)
 
     fs = OsFileSystem()
+    lock = None
     try:
         lock = open_data_dir(fs, str(data_dir))
-    except DataDirError as err:
+        owner.claim(fs, str(data_dir), config.node.address, force=reclaim)
+    except DataDirError as err:  # from open_data_dir
         if err.problem == LOCKED:
             return  # another raftd runs on it: storage says so
         raise fail(err.problem, err.cause) from None
-    except FsyncError as err:
-        raise DataDirUnavailable(f"{name}: [node] data_dir: {err}") from None
-    try:
-        owner.claim(fs, str(data_dir), config.node.address, force=reclaim)
     except owner.DataDirOwned as err:
         raise ConfigError(
             f"{name}: [node] data_dir {data_dir} holds the votes and log of node {err.owner}, "
             f"not of {config.node.address} ([node] address); give this node an empty data "
             f"dir (see raftctl add-node) or fix the path"
         ) from None
-    except OSError as err:
-        raise fail("is not writable", err) from None
     except FsyncError as err:
         raise DataDirUnavailable(f"{name}: [node] data_dir: {err}") from None
+    except OSError as err:  # from claim: open_data_dir wraps its own
+        raise fail("is not writable", err) from None
     finally:
-        lock.release()  # storage takes it for good
+        if lock is not None:
+            lock.release()  # storage takes it for good
 
 
 # ---------------------------------------------------------------------------------------------
