@@ -9,7 +9,7 @@ import click
 
 from raftctl.connection import parse_endpoints
 from raftctl.errors import InvalidEndpoint, RaftctlError
-from raftd.wire.client import MAX_KEY_BYTES
+from raftd.wire.client import MAX_KEY_BYTES, utf8_size
 
 # A DNS name, IDNA-encoded first: letters, digits, '-' inside a label, '_' for the names
 # container runtimes give (not RFC 1123, but resolvers take them); an optional final dot.
@@ -68,10 +68,10 @@ def node_address(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _utf8_size(text: str, what: str) -> int:
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:  # undecodable argv bytes arrive as lone surrogates
-        raise click.BadParameter(f"{what} must be valid UTF-8") from None
+    size = utf8_size(text)
+    if size is None:
+        raise click.BadParameter(f"{what} must be valid UTF-8")
+    return size
 
 
 def key_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

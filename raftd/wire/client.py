@@ -470,11 +470,18 @@ def _too_long(value: object) -> bool:
     return type(value) is str and len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
 
 
+def utf8_size(text: str) -> int | None:
+    """The UTF-8 length of ``text``, or None if it is no valid UTF-8 (lone surrogates, as
+    undecodable command-line bytes arrive)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return None
+
+
 def _fits(text: str) -> bool:
     """``text`` is valid UTF-8 (no lone surrogates) of at most ``MAX_KEY_BYTES`` bytes."""
     if len(text) > MAX_KEY_BYTES:
         return False
-    try:
-        return len(text.encode()) <= MAX_KEY_BYTES
-    except UnicodeEncodeError:
-        return False
+    size = utf8_size(text)
+    return size is not None and size <= MAX_KEY_BYTES
