@@ -193,6 +193,8 @@ class Server:
         self.addresses: dict[str, Address] = {}
         self.member_resolutions: dict[str, set[Address]] = {}
         """Every address each member's name resolves to (add-node refuses aliases)."""
+        self.lookups: set[asyncio.Task[None]] = set()
+        """add-node requests whose names are being looked up."""
         self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
                               self._on_transfer_outcome, auth=self.peer_auth)
         self.snapshot_transfers: dict[str, int] = {}
@@ -442,17 +444,27 @@ class Server:
             self.replica.submit_read(token, req, outbox)
         elif isinstance(req, HealthRequest):
             self.replica.submit_health(token, outbox)
+        elif isinstance(req, ConfigRequest) and req.action == "add":
+            # Name lookups may take seconds: never on the loop that sends the heartbeats.
+            task = asyncio.get_running_loop().create_task(self._add_node(token, req))
+            self.lookups.add(task)
+            task.add_done_callback(self.lookups.discard)
+            return
         elif isinstance(req, ConfigRequest):
-            problem = self._cannot_add(req.address) if req.action == "add" else None
-            if problem is not None:
-                self.respond(token, error(ErrorCode.BAD_REQUEST, problem))
-                return
             self.replica.submit_conf_change(token, _conf_change(req))
         elif isinstance(req, TransferLeaderRequest):
             self.replica.submit_transfer(token, req.address, outbox)
         self._schedule()
 
-    def _cannot_add(self, address: str) -> str | None:
+    async def _add_node(self, token: Token, req: ConfigRequest) -> None:
+        problem = await self._cannot_add(req.address)
+        if problem is not None:
+            self.respond(token, error(ErrorCode.BAD_REQUEST, problem))
+            return
+        self.replica.submit_conf_change(token, _conf_change(req))
+        self._schedule()
+
+    async def _cannot_add(self, address: str) -> str | None:
         """Why ``address`` cannot join, or None.
 
         It must resolve: a member that cannot be reached would be committed for good. And it
@@ -460,17 +472,19 @@ class Server:
         a node answers only to its own id, so the alias would be a voter that never answers.
         """
         try:
-            target = set(_sockaddrs(address))
+            resolved = await _sockaddrs(address)
         except (OSError, ValueError) as e:
             return f"cannot resolve {address}: {e}"
+        self.addresses.setdefault(address, resolved[0])  # its first datagram needs no lookup
+        target = set(resolved)
         for member in self.node.raft.members:
             if member == address:
                 continue
             known = self.member_resolutions.get(member)
             if known is None:
                 try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
-                    # Cached: a lookup blocks the loop, and members rarely change address.
-                    known = self.member_resolutions[member] = set(_sockaddrs(member))
+                    # Cached: members rarely change address.
+                    known = self.member_resolutions[member] = set(await _sockaddrs(member))
                 except (OSError, ValueError):
                     continue  # a member that no longer resolves is no one's alias
             if known & target:
@@ -694,15 +708,21 @@ class _Outbox:
         self.server.respond_capture(token, meta, capture)
 
 
-def _sockaddrs(address: str) -> list[Address]:
-    """Every (ip, port) ``address`` resolves to, the preferred one first."""
-    host, port = parse_address(address)
-    return [(str(info[4][0]), int(info[4][1]))
-            for info in socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)]
-
-
 def _resolve(address: str) -> Address:
-    return _sockaddrs(address)[0]
+    """The preferred (ip, port) of ``address`` (blocking: the result is cached)."""
+    host, port = parse_address(address)
+    return _sockaddr(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0])
+
+
+async def _sockaddrs(address: str) -> list[Address]:
+    """Every (ip, port) ``address`` resolves to, the preferred one first (off the loop)."""
+    host, port = parse_address(address)
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return [_sockaddr(info) for info in infos]
+
+
+def _sockaddr(info: tuple[Any, ...]) -> Address:
+    return (str(info[4][0]), int(info[4][1]))
 
 
 def run(config: NodeConfig) -> int:

@@ -60,6 +60,9 @@ def test_grow_transfer_and_shrink(make_cluster: ClusterFactory) -> None:
     aliased = raftctl(eps, "add-node", alias)
     assert (aliased.returncode, aliased.stdout) == (1, "")
     assert f"bad_request: {alias} is the member {spare_a} under another name" in aliased.stderr
+    unknown = raftctl(eps, "add-node", "nosuchhost.invalid:7001")  # RFC 2606: never resolves
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert "bad_request: cannot resolve nosuchhost.invalid:7001" in unknown.stderr
     assert raftctl(eps, "promote", spare_a).returncode == 1  # not a learner any more
     assert raftctl(eps, "remove-node", "127.0.0.1:9").returncode == 1  # not a member
 
