@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from raftctl.localcluster import LocalCluster
-from tests.integration.helpers import wait_for_leader
+from tests.integration.helpers import DEADLINE, wait_for_leader
 
 LOG_TAIL_LINES = 150
 
@@ -52,8 +52,9 @@ def _shutdown(cluster: LocalCluster) -> None:
 
 
 def _launch(base: Path, n: int, raft: dict[str, Any] | None,
-            federated: dict[str, Any] | None = None) -> LocalCluster:
-    cluster = LocalCluster(n, base, fsync=True, extra_raft_config=raft, federated=federated)
+            federated: dict[str, Any] | None = None, **kwargs: Any) -> LocalCluster:
+    cluster = LocalCluster(n, base, fsync=True, extra_raft_config=raft, federated=federated,
+                           **kwargs)
     _active.append(cluster)
     return cluster
 
@@ -61,12 +62,13 @@ def _launch(base: Path, n: int, raft: dict[str, Any] | None,
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     """``make_cluster(n)``: a LocalCluster of ``n`` nodes, not started yet; stopped at teardown.
-    ``raft`` and ``federated`` add keys to every node's ``[raft]`` and ``[federated]``."""
+    ``raft`` and ``federated`` add keys to every node's ``[raft]`` and ``[federated]``; any
+    other keyword (``secret``, ``security``, ``access``, ``metrics``) goes to LocalCluster."""
     made: list[LocalCluster] = []
 
     def make(n: int, raft: dict[str, Any] | None = None,
-             federated: dict[str, Any] | None = None) -> LocalCluster:
-        cluster = _launch(tmp_path / f"cluster{len(made) + 1}", n, raft, federated)
+             federated: dict[str, Any] | None = None, **kwargs: Any) -> LocalCluster:
+        cluster = _launch(tmp_path / f"cluster{len(made) + 1}", n, raft, federated, **kwargs)
         made.append(cluster)
         return cluster
 
@@ -78,6 +80,22 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
                 _shutdown(cluster)
             finally:
                 _active.remove(cluster)
+
+
+@pytest.fixture
+def make_secure(make_cluster: ClusterFactory) -> ClusterFactory:
+    """``make_secure(n=3, *, start=True, **LocalCluster kwargs)`` (``secret``, ``access``,
+    ``security``, ``extra_raft_config``...): a cluster of ``make_cluster`` (stopped, SIGCONT
+    first, at teardown), started with a leader unless ``start`` is False. The leader is waited
+    for through LocalCluster's own clients, which use ``access`` (a token, TLS)."""
+    def make(n: int = 3, *, start: bool = True, **kwargs: Any) -> LocalCluster:
+        cluster = make_cluster(n, raft=kwargs.pop("extra_raft_config", None), **kwargs)
+        if start:
+            cluster.start_all()
+            cluster.wait_for_leader(DEADLINE)
+        return cluster
+
+    return make
 
 
 @pytest.fixture

@@ -20,10 +20,15 @@ import msgpack
 from raftctl import AsyncClient
 from raftctl.bench.election import parse_role_changes
 from raftctl.localcluster import LocalCluster
+from raftd.wire.client import parse_address
 
 DEADLINE = 30.0
 """Generous deadline of every wait: a slow CI machine must never fail a test by timing."""
 POLL = 0.05
+STEADY: dict[str, Any] = {"election_timeout_ms": [3000, 6000]}
+"""``[raft]`` keys of a cluster whose leader and term must not change for seconds while a test
+watches (on a busy machine the default 150-300 ms lets one late heartbeat, or a CheckQuorum
+step-down, start an election the test did not cause). Pass it as is: LocalCluster copies it."""
 
 T = TypeVar("T")
 Response = dict[str, Any]
@@ -43,7 +48,8 @@ def wait_until(
         if last is not None and last is not False:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
         time.sleep(POLL)
 
 
@@ -64,8 +70,8 @@ def holds_throughout(check: Callable[[], str | None], seconds: float) -> None:
 
 
 def split_address(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host, int(port)
+    """(host, port) to connect to: ``[::1]:7001`` gives ``("::1", 7001)``."""
+    return parse_address(endpoint)
 
 
 def read_frames(sock: socket.socket, count: int | None = None) -> list[Any]:
@@ -146,6 +152,32 @@ def current_leader(cluster: LocalCluster, nodes: Iterable[int] | None = None) ->
     return None
 
 
+def leader_diagnostic(
+    cluster: LocalCluster, leader: int | None = None,
+    ask: Callable[[str], Response | None] = diagnostic,
+) -> tuple[int, Response] | None:
+    """``(leader, its diagnostic)`` if the leader's own diagnostic says it leads, else None: one
+    probe, for ``wait_until``. ``leader``: the node to ask (default: ``current_leader`` now);
+    ``ask``: how to get an endpoint's diagnostic (default: ``diagnostic``)."""
+    if leader is None:
+        leader = current_leader(cluster)
+        if leader is None:
+            return None
+    diag = ask(cluster.endpoints[leader])
+    if diag is None or diag["status"] != "leader":
+        return None
+    return leader, diag
+
+
+def leader_and_term(cluster: LocalCluster) -> tuple[int, int]:
+    """The leader and its term, as its own diagnostic names them."""
+    def probe() -> tuple[int, int] | None:
+        found = leader_diagnostic(cluster)
+        return None if found is None else (found[0], found[1]["persist"]["currentTerm"])
+
+    return wait_until(probe, "a leader and its term")
+
+
 def wait_for_leader(
     cluster: LocalCluster, nodes: Iterable[int] | None = None, timeout: float = DEADLINE
 ) -> int:
@@ -172,6 +204,20 @@ def wait_caught_up(cluster: LocalCluster, node: int, leader: int) -> Response:
         return None
 
     return wait_until(probe, f"node {node} to apply node {leader}'s commit index")
+
+
+def agreed_state_hash(cluster: LocalCluster, nodes: Iterable[int] | None = None) -> str:
+    """The state hash, once every node of ``nodes`` (default: all) reports the same one. Call
+    it after the last write: each acknowledged write was applied by the leader that
+    acknowledged it, so a hash all nodes agree on includes them all, whoever leads by now."""
+    endpoints = [cluster.endpoints[i] for i in (range(len(cluster)) if nodes is None else nodes)]
+
+    def probe() -> str | None:
+        diags = [diagnostic(ep, timeout=5.0) for ep in endpoints]
+        hashes = {d["stateHash"] for d in diags if d is not None}
+        return hashes.pop() if None not in diags and len(hashes) == 1 else None
+
+    return wait_until(probe, f"{endpoints} to report the same state hash")
 
 
 def log_offsets(cluster: LocalCluster) -> list[int]:

@@ -21,6 +21,7 @@ from raftctl.localcluster import LocalCluster
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
+    agreed_state_hash,
     diagnostic,
     read_all,
     wait_for_leader,
@@ -56,18 +57,6 @@ def sole_leader(endpoint: str) -> dict[str, object] | None:
     if diag is None or diag["status"] != "leader" or diag["volatile"]["voters"] != [endpoint]:
         return None
     return diag
-
-
-def agreed_state_hash(cluster: LocalCluster) -> str:
-    """The state hash, once every node reports the same one. Call it after the last write:
-    each acknowledged write was applied by the leader that acknowledged it, so a hash all
-    nodes agree on includes them all, whoever leads by now."""
-    def probe() -> str | None:
-        diags = [diagnostic(ep, timeout=5.0) for ep in cluster.endpoints]
-        hashes = {d["stateHash"] for d in diags if d is not None}
-        return hashes.pop() if None not in diags and len(hashes) == 1 else None
-
-    return wait_until(probe, "every node to report the same state hash")
 
 
 def test_backup_restores_into_a_new_single_node_cluster(

@@ -35,6 +35,7 @@ from tests.integration.helpers import (
     current_leader,
     diagnostic,
     freeze,
+    leader_diagnostic,
     thaw,
     wait_for_leader,
     wait_until,
@@ -168,14 +169,15 @@ def test_status_and_diagnostic(cluster: LocalCluster) -> None:
     plain = invoke(eps, "status")[1].splitlines()
     assert len(plain) == 3 and all(line.split("\t")[9] == "yes" for line in plain)
 
-    def leader_diagnostic() -> tuple[str, dict[str, Any]] | None:
-        """``diagnostic LEADER`` of the leader resolved just before (it may have moved since)."""
-        leader = eps[wait_for_leader(cluster)]
-        done = raftctl(eps, "-o", "json", "diagnostic", leader)
-        diag = json.loads(done.stdout) if done.returncode == 0 else None
-        return (leader, diag) if diag is not None and diag["status"] == "leader" else None
+    def cli_diagnostic(endpoint: str) -> dict[str, Any] | None:
+        """``raftctl diagnostic ENDPOINT``, as JSON."""
+        done = raftctl(eps, "-o", "json", "diagnostic", endpoint)
+        return json.loads(done.stdout) if done.returncode == 0 else None
 
-    leader, diag = wait_until(leader_diagnostic, "diagnostic LEADER to show a leader")
+    # ``diagnostic LEADER`` of the leader resolved just before (it may have moved since).
+    index, diag = wait_until(lambda: leader_diagnostic(cluster, ask=cli_diagnostic),
+                             "diagnostic LEADER to show a leader")
+    leader = eps[index]
     assert set(diag["stats"]) >= {"reads", "writes", "append"}
     assert set(diag["persist"]) == {"votedFor", "currentTerm"}
     assert f"diagnostic of {leader}" in invoke(eps, "-o", "table", "diagnostic", leader)[1]

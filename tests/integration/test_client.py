@@ -13,8 +13,9 @@ from raftctl import Client, ClusterUnavailable, TooLarge
 from raftctl.localcluster import LocalCluster, free_ports
 from tests.integration.helpers import (
     DEADLINE,
-    current_leader,
     diagnostic,
+    leader_and_term,
+    leader_diagnostic,
     one_shot,
     read_frames,
     split_address,
@@ -32,27 +33,15 @@ def settled_revision(cluster: LocalCluster) -> int:
     """The state machine revision (one more per applied write) of the current leader, once it
     has committed and applied its whole log: every write committed so far, whoever led."""
     def probe() -> int | None:
-        leader = current_leader(cluster)
-        diag = None if leader is None else diagnostic(cluster.endpoints[leader])
-        if diag is None or diag["status"] != "leader":
+        found = leader_diagnostic(cluster)
+        if found is None:
             return None
+        diag = found[1]
         log = diag["log"]
         settled = log["appliedIndex"] >= log["commitIndex"] >= log["lastLogIndex"]
         return int(diag["revision"]) if settled else None
 
     return wait_until(probe, "the leader to apply its whole log")
-
-
-def leader_and_term(cluster: LocalCluster) -> tuple[int, int]:
-    """The leader and its term, as its own diagnostic names them."""
-    def probe() -> tuple[int, int] | None:
-        leader = current_leader(cluster)
-        diag = None if leader is None else diagnostic(cluster.endpoints[leader])
-        if diag is None or diag["status"] != "leader":
-            return None
-        return leader, diag["persist"]["currentTerm"]
-
-    return wait_until(probe, "a leader and its term")
 
 
 def to_leader(cluster: LocalCluster, request: dict[str, object]) -> dict[str, object]:

@@ -28,7 +28,9 @@ from raftd.storage.wal import DEFAULT_SEGMENT_BYTES
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
+    STEADY,
     Response,
+    agreed_state_hash,
     current_leader,
     diag_of,
     diagnostic,
@@ -50,9 +52,6 @@ KEYS = [f"big{i}" for i in range(8)]
 """Values overwrite a few keys: the log grows, the state (and every node's memory) does not."""
 MAX_WRITES = SEGMENT // VALUE_BYTES + 16
 """More than enough writes to fill half a segment (a bound, so a bug cannot loop forever)."""
-STEADY = {"election_timeout_ms": [2000, 4000]}
-"""Node 0 must keep the leadership handed to it until its disk fills: an election on a busy
-machine would redirect the writes pinned to it, and no write would ever be refused."""
 
 
 def value(n: int) -> bytes:
@@ -62,6 +61,8 @@ def value(n: int) -> bytes:
 def test_full_disk_moves_leadership_and_the_node_catches_up_once_space_returns(
     make_cluster: ClusterFactory,
 ) -> None:
+    # Node 0 must keep the leadership handed to it until its disk fills: an election on a busy
+    # machine would redirect the writes pinned to it, and no write would ever be refused.
     cluster = make_cluster(3, raft=STEADY)
     full_ep = cluster.endpoints[0]
     data_dir = cluster.base_dir / "data" / "n1"
@@ -154,9 +155,7 @@ def test_corrupt_wal_record_stops_the_node_and_remove_wipe_add_recovers_it(
     node = next(i for i in range(len(cluster)) if i != leader)
     endpoint = cluster.endpoints[node]
     others = [e for e in cluster.endpoints if e != endpoint]
-    hashes = {wait_caught_up(cluster, i, leader)["stateHash"] for i in range(len(cluster))}
-    assert len(hashes) == 1, hashes
-    expected = hashes.pop()
+    expected = agreed_state_hash(cluster)
     cluster.kill(node, signal.SIGTERM)
     assert cluster.wait(node, DEADLINE) == 0
 

@@ -7,7 +7,14 @@ import time
 from raftctl import Client
 from raftctl.localcluster import LocalCluster
 from tests.integration.conftest import ClusterFactory
-from tests.integration.helpers import DEADLINE, diagnostics, wait_for_leader
+from tests.integration.helpers import (
+    DEADLINE,
+    Response,
+    diagnostics,
+    leader_diagnostic,
+    wait_for_leader,
+    wait_until,
+)
 
 KILLS = 5
 
@@ -19,6 +26,11 @@ def assert_one_leader_per_term(cluster: LocalCluster) -> None:
         if diag["status"] == "leader":
             claims.setdefault(diag["persist"]["currentTerm"], []).append(cluster.endpoints[i])
     assert all(len(leaders) == 1 for leaders in claims.values()), claims
+
+
+def term_of(found: tuple[int, Response]) -> int:
+    term: int = found[1]["persist"]["currentTerm"]
+    return term
 
 
 def test_five_nodes_elect_one_leader_and_reelect_after_each_kill(
@@ -45,9 +57,22 @@ def test_five_nodes_elect_one_leader_and_reelect_after_each_kill(
             budget -= time.monotonic() - started
             assert new != leader
             assert_one_leader_per_term(cluster)
-            client.set(f"after-kill-{kill}", kill)
-            # Whoever leads by now (it may have moved again since ``new``): a live member.
-            assert client.leader in [cluster.endpoints[i] for i in alive]
+
+            def set_in_one_term(kill: int = kill) -> tuple[str, str | None] | None:
+                """(the leader, the client's cached leader) of one write done while the same
+                leader kept the same term (it may have moved again since ``new``; if it moves
+                during the write, the write is simply done again: it sets the same value)."""
+                before = leader_diagnostic(cluster)
+                if before is None:
+                    return None
+                client.set(f"after-kill-{kill}", kill)
+                after = leader_diagnostic(cluster)
+                if after is None or (after[0], term_of(after)) != (before[0], term_of(before)):
+                    return None
+                return cluster.endpoints[after[0]], client.leader
+
+            lead, cached = wait_until(set_in_one_term, f"write {kill} within one term")
+            assert cached == lead and lead in [cluster.endpoints[i] for i in alive]
             cluster.start(leader)  # keep five members, so the next kill leaves a quorum
             # The next kill is of the leader of the moment, once the restarted node answers too.
             leader = wait_for_leader(cluster)

@@ -20,7 +20,9 @@ from raftctl.localcluster import LocalCluster
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
+    STEADY,
     Response,
+    agreed_state_hash,
     diagnostic,
     freeze,
     holds_throughout,
@@ -37,8 +39,6 @@ from tests.integration.helpers import (
 
 WRITE_TIMEOUT = 10.0
 """Per write: long enough to ride out an election, so a failure means something."""
-STEADY_MS = [2000, 4000]
-"""Election timeout of a cluster whose leader must not change for seconds on a busy machine."""
 
 
 class Writer:
@@ -148,9 +148,7 @@ def test_grow_3_to_5_and_shrink_to_3_while_writing(make_cluster: ClusterFactory)
     assert writer.failed <= writer.total // 10, writer.errors[:10]
     live = [2, 3, 4]
     check_acknowledged(cluster, live, writer)
-    leader = wait_for_leader(cluster, live)
-    hashes = {wait_caught_up(cluster, i, leader)["stateHash"] for i in live}
-    assert len(hashes) == 1, hashes
+    agreed_state_hash(cluster, live)
 
 
 def test_replace_a_node(make_cluster: ClusterFactory) -> None:
@@ -181,7 +179,7 @@ def test_replace_a_node(make_cluster: ClusterFactory) -> None:
 def test_remove_the_leader(make_cluster: ClusterFactory) -> None:
     # The remaining leader must keep its term throughout the check below, which an election
     # caused by a busy machine (not by the removed node) would break with the default timeout.
-    cluster = make_cluster(3, raft={"election_timeout_ms": STEADY_MS})
+    cluster = make_cluster(3, raft=STEADY)
     cluster.start_all()
     old = wait_for_leader(cluster)
     eps = cluster.endpoints
@@ -205,7 +203,7 @@ def test_remove_the_leader(make_cluster: ClusterFactory) -> None:
 
         # Longer than the removed node's election timeout, so whatever it does when it hears
         # no leader happens while we watch.
-        holds_throughout(disturbed, STEADY_MS[1] / 1000 + 1.0)
+        holds_throughout(disturbed, STEADY["election_timeout_ms"][1] / 1000 + 1.0)
         writer.progress()
     writer.report("remove the leader")
     check_acknowledged(cluster, rest, writer)

@@ -14,8 +14,8 @@ from raftctl import Client
 from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import (
     DEADLINE,
-    current_leader,
     diagnostic,
+    leader_diagnostic,
     one_shot,
     split_address,
     wait_for_leader,
@@ -90,9 +90,8 @@ def test_scrape_leader_and_follower(metered: LocalCluster) -> None:
         assert client.get("missing") is None
 
     def leader_commit() -> int | None:
-        leader = current_leader(metered)
-        diag = None if leader is None else diagnostic(metered.endpoints[leader])
-        return None if diag is None else diag["log"]["commitIndex"]
+        found = leader_diagnostic(metered)
+        return None if found is None else found[1]["log"]["commitIndex"]
 
     commit = wait_until(leader_commit, "the leader's commit index")
 

@@ -3,16 +3,20 @@ cluster secret, and a client with a wrong token rather than none."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from click.testing import CliRunner
 
-import tests.integration.conftest as integration
 from raftctl import Client
 from raftctl.cli import cli as raftctl_cli
-from raftctl.localcluster import LocalCluster
-from tests.integration.helpers import DEADLINE, diagnostic, wait_for_leader, wait_until
+from tests.integration.conftest import ClusterFactory
+from tests.integration.helpers import (
+    DEADLINE,
+    diagnostic,
+    wait_diagnostic,
+    wait_for_leader,
+    wait_until,
+)
 
 TOKEN = "misconfig-client-token-0123456789"
 NO_SECRET = "and this node has no [cluster] secret_file: it drops them all"
@@ -29,74 +33,59 @@ def strip_secret(config: Path) -> None:
                               if not line.startswith("secret_file")))
 
 
-def test_a_node_added_without_the_cluster_secret_says_so(tmp_path: Path) -> None:
-    cluster = LocalCluster(3, tmp_path, secret=True)
-    integration._active.append(cluster)  # node logs in the failure report
-    try:
-        cluster.start_all()
-        wait_for_leader(cluster)
-        new = cluster.add_spare()
-        strip_secret(cluster.config_paths[new])
-        cluster.start(new)
-        with Client(cluster.endpoints[:3], timeout=DEADLINE) as admin:
-            admin.add_node(cluster.endpoints[new])  # a learner first: commits without it
+def test_a_node_added_without_the_cluster_secret_says_so(make_secure: ClusterFactory) -> None:
+    cluster = make_secure(3, secret=True)
+    wait_for_leader(cluster)
+    new = cluster.add_spare()
+    strip_secret(cluster.config_paths[new])
+    cluster.start(new)
+    with Client(cluster.endpoints[:3], timeout=DEADLINE) as admin:
+        admin.add_node(cluster.endpoints[new])  # a learner first: commits without it
 
-        def sealed_drops() -> dict[str, int] | None:
-            diag = diagnostic(cluster.endpoints[new])
-            dropped = diag["droppedDatagrams"] if diag is not None else None
-            return dropped if dropped and dropped["sealed"] > 0 else None
+    def sealed_drops() -> dict[str, int] | None:
+        diag = diagnostic(cluster.endpoints[new])
+        dropped = diag["droppedDatagrams"] if diag is not None else None
+        return dropped if dropped and dropped["sealed"] > 0 else None
 
-        dropped = wait_until(sealed_drops, "the node without a secret to drop sealed datagrams")
-        assert set(dropped) == {"undecodable", "misaddressed", "not_a_member", "no_space",
-                                "bad_fragment", "sealed"}
-        wait_until(lambda: warnings(cluster.log_paths[new], NO_SECRET), "its warning")
-        first = dropped["sealed"]
-        wait_until(lambda: (sealed_drops() or {}).get("sealed", 0) > first + 50 or None,
-                   "50 more sealed datagrams")
-    finally:
-        cluster.stop_all()
-        integration._active.remove(cluster)
+    dropped = wait_until(sealed_drops, "the node without a secret to drop sealed datagrams")
+    assert set(dropped) == {"undecodable", "misaddressed", "not_a_member", "no_space",
+                            "bad_fragment", "sealed"}
+    wait_until(lambda: warnings(cluster.log_paths[new], NO_SECRET), "its warning")
+    first = dropped["sealed"]
+    wait_until(lambda: (sealed_drops() or {}).get("sealed", 0) > first + 50 or None,
+               "50 more sealed datagrams")
+    cluster.stop_all()  # its whole life in the log before counting
     # Sealed datagrams kept coming many times a second: still one line (at most one a minute).
     assert len(warnings(cluster.log_paths[new], NO_SECRET)) == 1
 
 
-def test_members_hear_a_member_without_the_secret_and_say_so(tmp_path: Path) -> None:
+def test_members_hear_a_member_without_the_secret_and_say_so(make_secure: ClusterFactory) -> None:
     """A new cluster whose third member lacks the secret: the others drop its unsealed probes
     (and, never hearing from it, never bootstrap: see raftd.core.bootstrap)."""
-    cluster = LocalCluster(3, tmp_path, secret=True)
-    integration._active.append(cluster)
+    cluster = make_secure(3, start=False, secret=True)
     strip_secret(cluster.config_paths[2])
     port = cluster.endpoints[2].rpartition(":")[2]
-    try:
-        cluster.start_all()
-        wait_until(lambda: all(warnings(log, SECRET_MISSING.format(port))
-                               for log in cluster.log_paths[:2]), "the others' warning")
-        for endpoint in cluster.endpoints[:2]:
-            diag = wait_until(partial(diagnostic, endpoint), "a diagnostic")
-            assert diag["droppedDatagrams"]["unauthenticated"] > 0
-    finally:
-        cluster.stop_all()
-        integration._active.remove(cluster)
+    cluster.start_all()
+    wait_until(lambda: all(warnings(log, SECRET_MISSING.format(port))
+                           for log in cluster.log_paths[:2]), "the others' warning")
+    for endpoint in cluster.endpoints[:2]:
+        diag = wait_diagnostic(endpoint)
+        assert diag["droppedDatagrams"]["unauthenticated"] > 0
 
 
-def test_a_wrong_token_is_not_reported_as_a_missing_one(tmp_path: Path) -> None:
+def test_a_wrong_token_is_not_reported_as_a_missing_one(
+    make_secure: ClusterFactory, tmp_path: Path
+) -> None:
     token_file = tmp_path / "client.token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    cluster = LocalCluster(1, tmp_path / "cluster", access={"token": TOKEN},
-                           security={"client_token_file": str(token_file)})
-    integration._active.append(cluster)
-    try:
-        cluster.start_all()
-        cluster.wait_for_leader(DEADLINE)
-        runner = CliRunner()
-        ep = ["-e", cluster.endpoints[0], "--timeout", str(DEADLINE)]
-        wrong = runner.invoke(raftctl_cli, [*ep, "--token", "wrongwrongwrong", "set", "k", "v"])
-        none = runner.invoke(raftctl_cli, [*ep, "set", "k", "v"])
-        right = runner.invoke(raftctl_cli, [*ep, "--token", TOKEN, "set", "k", "v"])
-    finally:
-        cluster.stop_all()
-        integration._active.remove(cluster)
+    cluster = make_secure(1, access={"token": TOKEN},
+                          security={"client_token_file": str(token_file)})
+    runner = CliRunner()
+    ep = ["-e", cluster.endpoints[0], "--timeout", str(DEADLINE)]
+    wrong = runner.invoke(raftctl_cli, [*ep, "--token", "wrongwrongwrong", "set", "k", "v"])
+    none = runner.invoke(raftctl_cli, [*ep, "set", "k", "v"])
+    right = runner.invoke(raftctl_cli, [*ep, "--token", TOKEN, "set", "k", "v"])
     assert (wrong.exit_code, none.exit_code, right.exit_code) == (1, 1, 0), wrong.output
     assert ("unauthorized: wrong client token: it does not match this node's [security] "
             "client_token_file (raftctl --token)") in wrong.stderr

@@ -12,13 +12,11 @@ import json
 import os
 import random
 import resource
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,15 @@ import msgpack
 import pytest
 from click.testing import CliRunner
 
-import tests.integration.conftest as integration
 from raftctl import Client, Unauthorized
 from raftctl.cli import cli as raftctl_cli
 from raftctl.localcluster import LocalCluster
 from raftd.wire.client import MAX_KEY_BYTES
 from raftd.wire.limits import MAX_CONNECTIONS, MAX_NESTING_DEPTH, MAX_PENDING_PER_CONNECTION
+from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
+    STEADY,
     diagnostic,
     freeze,
     one_shot,
@@ -47,34 +46,6 @@ from tests.integration.helpers import (
 from tests.unit.security.certs import Pki, make_pki
 
 TOKEN = "test-client-token-0123456789abcdef"
-ClusterMaker = Callable[..., LocalCluster]
-STEADY = {"election_timeout_ms": [3000, 6000]}
-"""Raft config of a cluster whose test asserts that its term and leader do not change while
-it is flooded: on a busy machine the default 150-300 ms lets one late heartbeat (or a
-CheckQuorum step-down) start an election the test did not cause."""
-
-
-@pytest.fixture
-def make_secure(tmp_path: Path) -> Iterator[ClusterMaker]:
-    """``make_secure(n, **LocalCluster kwargs)``: started, with a leader; stopped at teardown."""
-    made: list[LocalCluster] = []
-
-    def make(n: int = 3, **kwargs: Any) -> LocalCluster:
-        cluster = LocalCluster(n, tmp_path / f"cluster{len(made) + 1}", **kwargs)
-        made.append(cluster)
-        integration._active.append(cluster)  # node logs in the failure report
-        cluster.start_all()
-        cluster.wait_for_leader(DEADLINE)
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster in made:
-            for i in range(len(cluster)):
-                cluster.kill(i, signal.SIGCONT)
-            cluster.stop_all()
-            integration._active.remove(cluster)
 
 
 def run_rogue(cluster: LocalCluster, leader: int, *args: str) -> dict[str, Any]:
@@ -158,7 +129,7 @@ def stale_reads(cluster: LocalCluster, key: str) -> list[Any]:
 
 
 def test_a_rogue_without_the_secret_cannot_vote_append_or_disrupt(
-    make_secure: ClusterMaker,
+    make_secure: ClusterFactory,
 ) -> None:
     cluster = make_secure(3, secret=True, extra_raft_config=STEADY)
     with Client(cluster.endpoints, timeout=DEADLINE) as client:
@@ -202,7 +173,7 @@ def test_a_rogue_without_the_secret_cannot_vote_append_or_disrupt(
           f"{sum(n['forged'] for n in sent)} forged datagrams dropped")
 
 
-def test_the_same_rogue_disrupts_a_cluster_without_a_secret(make_secure: ClusterMaker) -> None:
+def test_the_same_rogue_disrupts_a_cluster_without_a_secret(make_secure: ClusterFactory) -> None:
     """The control: the rogue's messages are real Raft; only the secret keeps them out."""
     cluster = make_secure(3)
     term, leader = steady_term_and_leader(cluster)
@@ -211,7 +182,7 @@ def test_the_same_rogue_disrupts_a_cluster_without_a_secret(make_secure: Cluster
                "a spoofed TimeoutNow to force an election")
 
 
-def test_a_restarted_peer_is_heard_again_at_once(make_secure: ClusterMaker) -> None:
+def test_a_restarted_peer_is_heard_again_at_once(make_secure: ClusterFactory) -> None:
     cluster = make_secure(3, secret=True)
     leader = wait_for_leader(cluster)
     follower = (leader + 1) % 3
@@ -252,7 +223,7 @@ def tls_socket(endpoint: str, pki: Pki, *, cert: bool = True) -> ssl.SSLSocket:
     return context.wrap_socket(raw, server_hostname=host)
 
 
-def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Path) -> None:
+def test_tokens_and_mutual_tls(make_secure: ClusterFactory, pki: Pki, tmp_path: Path) -> None:
     access = {"token": TOKEN, "cacert": str(pki.ca), "cert": str(pki.client_cert),
               "key": str(pki.client_key)}
     cluster = make_secure(3, secret=True, access=access, security={
@@ -333,7 +304,7 @@ def test_tokens_and_mutual_tls(make_secure: ClusterMaker, pki: Pki, tmp_path: Pa
 
 
 def test_status_and_health_without_the_token_exit_1_unauthorized(
-    make_secure: ClusterMaker, tmp_path: Path
+    make_secure: ClusterFactory, tmp_path: Path
 ) -> None:
     """Nodes that answer ``unauthorized`` are reachable: the message says why (exit 1), not
     "no node reachable" (exit 3)."""
@@ -350,15 +321,14 @@ def test_status_and_health_without_the_token_exit_1_unauthorized(
         assert ok.exit_code == 0, ok.output
 
 
-def test_a_node_with_unusable_tls_files_does_not_start(tmp_path: Path) -> None:
+def test_a_node_with_unusable_tls_files_does_not_start(
+    make_secure: ClusterFactory, tmp_path: Path
+) -> None:
     (tmp_path / "bad.crt").write_text("not a certificate")
-    cluster = LocalCluster(1, tmp_path / "c", security={
+    cluster = make_secure(1, start=False, security={
         "tls_cert": str(tmp_path / "bad.crt"), "tls_key": str(tmp_path / "bad.crt")})
-    try:
-        cluster.start(0)
-        assert cluster.wait(0, DEADLINE) == 1
-    finally:
-        cluster.stop_all()
+    cluster.start(0)
+    assert cluster.wait(0, DEADLINE) == 1
     assert "TLS files unusable" in cluster.log_paths[0].read_text()
 
 
@@ -378,7 +348,7 @@ def nested(depth: int) -> Any:
     return value
 
 
-def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterMaker) -> None:
+def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterFactory) -> None:
     cluster = make_secure(1, extra_raft_config={"max_entry_bytes": 100_000})
     endpoint = cluster.endpoints[0]
     base = rejected(endpoint)
@@ -412,7 +382,7 @@ def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterM
         "frame_too_large": 1}
 
 
-def test_pending_requests_beyond_the_limit_are_overloaded(make_secure: ClusterMaker) -> None:
+def test_pending_requests_beyond_the_limit_are_overloaded(make_secure: ClusterFactory) -> None:
     # CheckQuorum would depose the leader one election timeout into the freeze, and its pending
     # writes would then answer not_leader: the timeout must outlast the whole freeze.
     cluster = make_secure(3, extra_raft_config={"election_timeout_ms": [5000, 10000]})
@@ -444,7 +414,7 @@ def test_pending_requests_beyond_the_limit_are_overloaded(make_secure: ClusterMa
 
 
 def test_connections_beyond_the_limit_are_overloaded_and_closed(
-    make_secure: ClusterMaker,
+    make_secure: ClusterFactory,
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = MAX_CONNECTIONS + 256
@@ -503,7 +473,7 @@ def garbage(rng: random.Random) -> bytes:
 
 
 @pytest.mark.parametrize("secret", [False, True], ids=["plain", "secret"])
-def test_garbage_on_tcp_and_udp_never_stops_a_node(make_secure: ClusterMaker,
+def test_garbage_on_tcp_and_udp_never_stops_a_node(make_secure: ClusterFactory,
                                                    secret: bool) -> None:
     seed = GARBAGE_SEED
     print(f"garbage seed {seed} (GARBAGE_SEED={seed} replays it)")

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from raftctl import Client
 from raftctl.exitcodes import ExitCode
 from raftctl.localcluster import LocalCluster, free_ports
 from raftd.wire.client import MAX_KEY_BYTES
+from tests.integration.helpers import DEADLINE, wait_until
 
 RAFTCTL = [sys.executable, "-m", "raftctl"]
-DEADLINE = 30.0
 PIPE_KEYS = 200  # 200 keys of 4 KB: far more than a pipe holds, so raftctl is still writing
 
 
@@ -175,10 +174,13 @@ def test_ctrl_c_stops_a_benchmark_and_its_workers_quietly(node: str) -> None:
     )
     try:
         with Client([node], timeout=DEADLINE) as client:
-            deadline = time.monotonic() + DEADLINE
-            while client.get("bench/0/0") is None:  # the workers are writing
-                assert time.monotonic() < deadline and proc.poll() is None, "no load"
-                time.sleep(0.05)
+            def loaded() -> bool:
+                if client.get("bench/0/0") is not None:  # the workers are writing
+                    return True
+                assert proc.poll() is None, "no load"
+                return False
+
+            wait_until(loaded, "the workers' first write (no load)")
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=DEADLINE)
     finally:

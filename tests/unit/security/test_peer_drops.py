@@ -29,26 +29,43 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         loop.close()
 
 
-def deliver(loop: asyncio.AbstractEventLoop, auth: PeerAuth | None, datagrams: list[bytes],
-            held: int = 0) -> tuple[PeerLink, list[bytes]]:
-    """Send ``datagrams`` over UDP to a PeerLink with ``auth``; return it once it delivered or
-    dropped all but ``held`` of them (loopback keeps their order: send those first)."""
+def new_link(auth: PeerAuth | None) -> tuple[PeerLink, list[bytes]]:
+    """A PeerLink with ``auth`` (not open yet) and the list of what it delivers."""
     delivered: list[bytes] = []
     link = PeerLink(1400, lambda node: ("127.0.0.1", 1), lambda data, _: delivered.append(data),
                     lambda *_: None, auth=auth)
+    return link, delivered
+
+
+async def send_through(link: PeerLink, delivered: list[bytes], datagrams: list[bytes],
+                       held: int = 0) -> None:
+    """Send ``datagrams`` over UDP to the open ``link``, through its receive path; return once
+    it delivered or dropped all but ``held`` of them (loopback keeps their order: send those
+    first)."""
+    assert link.udp is not None
+    port = link.udp.get_extra_info("sockname")[1]
+    target = len(delivered) + sum(link.dropped.values()) + len(datagrams) - held
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        for data in datagrams:
+            out.sendto(data, ("127.0.0.1", port))
+    for _ in range(500):
+        if len(delivered) + sum(link.dropped.values()) >= target:
+            break
+        await asyncio.sleep(0.01)
+
+
+def deliver(loop: asyncio.AbstractEventLoop, auth: PeerAuth | None, datagrams: list[bytes],
+            held: int = 0) -> tuple[PeerLink, list[bytes]]:
+    """Send ``datagrams`` over UDP to a PeerLink with ``auth`` (see ``send_through``); return it
+    closed."""
+    link, delivered = new_link(auth)
 
     async def run() -> None:
         await link.open("127.0.0.1", 0)
-        assert link.udp is not None
-        port = link.udp.get_extra_info("sockname")[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
-            for data in datagrams:
-                out.sendto(data, ("127.0.0.1", port))
-        for _ in range(500):
-            if len(delivered) + sum(link.dropped.values()) >= len(datagrams) - held:
-                break
-            await asyncio.sleep(0.01)
-        link.close()
+        try:
+            await send_through(link, delivered, datagrams, held)
+        finally:
+            link.close()
 
     loop.run_until_complete(run())
     return link, delivered
@@ -80,14 +97,26 @@ def test_the_warning_comes_again_after_a_minute(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     sealer = PeerAuth(SECRET, PEER, epoch=1)
+    link, delivered = new_link(None)
+
+    async def run() -> None:
+        await link.open("127.0.0.1", 0)
+        try:
+            await send_through(link, delivered, [sealer.seal(ME, PLAIN) for _ in range(2)])
+            assert link.dropped[SEALED] == 2
+            assert len(warnings(caplog)) == 1  # the second one within the minute: silent
+            link.warned_at[SEALED] -= WARN_EVERY_S  # as if the minute had passed
+            await send_through(link, delivered, [sealer.seal(ME, PLAIN) for _ in range(2)])
+            assert link.dropped[SEALED] == 4
+        finally:
+            link.close()
+
     with caplog.at_level(logging.WARNING, "raftd.transport.peers"):
-        link, _ = deliver(loop, None, [sealer.seal(ME, PLAIN)])
-        link._warn(SEALED, ("127.0.0.1", 7002))  # within the minute: silent
-        assert len(warnings(caplog)) == 1
-        link.warned_at[SEALED] -= WARN_EVERY_S  # as if the minute had passed
-        link._warn(SEALED, ("127.0.0.1", 7002))
-        link._warn(SEALED, ("127.0.0.1", 7002))
+        loop.run_until_complete(run())
+    assert delivered == []
     assert len(warnings(caplog)) == 2
+    assert all(w.startswith("peers send authenticated datagrams (from 127.0.0.1:")
+               for w in warnings(caplog))
 
 
 def test_unsealed_and_foreign_datagrams_at_a_node_with_a_secret(
