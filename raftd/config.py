@@ -313,7 +313,9 @@ KEYS: tuple[KeySpec, ...] = (
         "members",
         _members,
         "The initial voters, as host:port strings. A node "
-        "not listed starts blank and waits to be added.",
+        "not listed starts blank and waits to be added. Host names are looked up off the "
+        "event loop, again every 30 s (a rescheduled peer may change address); a node "
+        "starts while a peer's name does not resolve yet and drops datagrams to it meanwhile.",
         required=True,
     ),
     KeySpec(

@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -58,6 +57,7 @@ from raftd.statemachine import (
 )
 from raftd.storage.disk import DiskStorage
 from raftd.storage.files import OsFileSystem
+from raftd.transport.addresses import PeerAddresses, lookup_name
 from raftd.transport.clients import ClientConnection, ClientGate, bind_tcp, tls_server_context
 from raftd.transport.peers import Address, PeerLink
 from raftd.wire.auth import PeerAuth
@@ -190,12 +190,12 @@ class Server:
         # max_entry_bytes bounds the value; the key and the command's fields come on top.
         self.max_value_bytes = raft.max_entry_bytes
         self.tick_s = raft.tick_ms / 1000
-        self.addresses: dict[str, Address] = {}
+        self.addresses = PeerAddresses()
         self.member_resolutions: dict[str, set[Address]] = {}
         """Every address each member's name resolves to (add-node refuses aliases)."""
         self.lookups: set[asyncio.Task[None]] = set()
         """add-node requests whose names are being looked up."""
-        self.peers = PeerLink(raft.max_datagram_bytes, self._address_of, self._on_peer_message,
+        self.peers = PeerLink(raft.max_datagram_bytes, self.addresses.get, self._on_peer_message,
                               self._on_transfer_outcome, auth=self.peer_auth)
         self.snapshot_transfers: dict[str, int] = {}
         """peer -> transfer id of the MsgSnap on its way there (a newer one supersedes it)."""
@@ -233,8 +233,8 @@ class Server:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         host, port = parse_address(self.config.node.listen)
-        for member in set(self.config.cluster.members) | {self.id}:
-            self._address_of(member)
+        for member in self.config.cluster.members:
+            self.addresses.get(member)  # names: their lookups start now, off the loop
         await self.peers.open(host, port)
         self.tcp = await loop.create_server(
             lambda: ClientConnection(self._on_request, self.connections.discard, self.clients),
@@ -303,6 +303,7 @@ class Server:
         for app in self.apps.values():
             app.close()
         self.peers.close()
+        self.addresses.close()
         self.storage.sync()
         self.storage.close()
         self.wal_thread.shutdown()
@@ -472,10 +473,10 @@ class Server:
         a node answers only to its own id, so the alias would be a voter that never answers.
         """
         try:
-            resolved = await _sockaddrs(address)
+            resolved = await lookup_name(address)
         except (OSError, ValueError) as e:
             return f"cannot resolve {address}: {e}"
-        self.addresses.setdefault(address, resolved[0])  # its first datagram needs no lookup
+        self.addresses.learn(address, resolved[0])  # its first datagram needs no lookup
         target = set(resolved)
         for member in self.node.raft.members:
             if member == address:
@@ -484,7 +485,7 @@ class Server:
             if known is None:
                 try:  # every resolution: "localhost" may name ::1 first and 127.0.0.1 after
                     # Cached: members rarely change address.
-                    known = self.member_resolutions[member] = set(await _sockaddrs(member))
+                    known = self.member_resolutions[member] = set(await lookup_name(member))
                 except (OSError, ValueError):
                     continue  # a member that no longer resolves is no one's alias
             if known & target:
@@ -536,12 +537,7 @@ class Server:
             if isinstance(m, MsgApp):
                 self.append_sent += 1
             snapshot = isinstance(m, MsgSnap)
-            try:
-                transfer = self.peers.send(m.dst, encode_peer(m), supersede=snapshot)
-            except (OSError, ValueError) as e:  # a member whose address no longer resolves
-                self.dropped["unresolvable"] = self.dropped.get("unresolvable", 0) + 1
-                log.warning("cannot send to %s: %s", m.dst, e)
-                continue
+            transfer = self.peers.send(m.dst, encode_peer(m), supersede=snapshot)
             if snapshot and transfer is not None:
                 self.snapshot_transfers[m.dst] = transfer
             elif snapshot:
@@ -551,12 +547,6 @@ class Server:
 
     def _is_peer(self, node: str) -> bool:
         return self.replica.accepts_from(node, self.config.cluster.members)
-
-    def _address_of(self, node: str) -> Address:
-        address = self.addresses.get(node)
-        if address is None:
-            address = self.addresses[node] = _resolve(node)
-        return address
 
     def respond(self, token: Token, response: dict[str, Any]) -> None:
         callback = self.callbacks.pop(token, None)
@@ -708,21 +698,6 @@ class _Outbox:
         self.server.respond_capture(token, meta, capture)
 
 
-def _resolve(address: str) -> Address:
-    """The preferred (ip, port) of ``address`` (blocking: the result is cached)."""
-    host, port = parse_address(address)
-    return _sockaddr(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0])
-
-
-async def _sockaddrs(address: str) -> list[Address]:
-    """Every (ip, port) ``address`` resolves to, the preferred one first (off the loop)."""
-    host, port = parse_address(address)
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return [_sockaddr(info) for info in infos]
-
-
-def _sockaddr(info: tuple[Any, ...]) -> Address:
-    return (str(info[4][0]), int(info[4][1]))
 
 
 def run(config: NodeConfig) -> int:

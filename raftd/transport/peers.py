@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import cast
 
 from raftd.config import format_address
+from raftd.transport.addresses import Address
 from raftd.wire.auth import (
     FOREIGN_CLUSTER,
     REASONS,
@@ -47,8 +48,6 @@ FRAGMENT_TIMEOUT_S = 30.0
 FRAGMENT_WINDOW_BYTES = 4 << 20
 """Fragments in flight per peer, in bytes: enough for loopback speed, not a flood."""
 
-Address = tuple[str, int]
-
 
 class PeerProtocol(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
@@ -68,6 +67,8 @@ class PeerProtocol(asyncio.DatagramProtocol):
 
 
 BAD_FRAGMENT = "bad_fragment"
+UNRESOLVED = "unresolved"
+"""Drop reason of a datagram to a peer whose name has no address (yet)."""
 SEALED = "sealed"
 """Drop reason of a sealed (authenticated) datagram at a node without a cluster secret."""
 WARN_EVERY_S = 60.0
@@ -88,7 +89,7 @@ class PeerLink:
     def __init__(
         self,
         max_datagram_bytes: int,
-        resolve: Callable[[str], Address],
+        resolve: Callable[[str], Address | None],
         on_message: Callable[[bytes, Address], None],
         on_transfer_outcome: Callable[[str, int, bool], None],
         auth: PeerAuth | None = None,
@@ -112,7 +113,7 @@ class PeerLink:
         self.timer: asyncio.Handle | None = None
         self.timer_at = 0.0
         self.dropped: dict[str, int] = dict.fromkeys(
-            (BAD_FRAGMENT, *(REASONS if auth is not None else (SEALED,))), 0)
+            (BAD_FRAGMENT, UNRESOLVED, *(REASONS if auth is not None else (SEALED,))), 0)
         """Datagrams dropped here, by reason (merged into the server's metrics)."""
         self.warned_at: dict[str, float] = {}
         """Monotonic time of the last warning logged per drop reason."""
@@ -130,9 +131,10 @@ class PeerLink:
         if self.udp is not None:
             self.udp.close()
 
-    def address_of(self, node: str) -> Address:
+    def address_of(self, node: str) -> Address | None:
         address = self.resolve(node)
-        self.peer_of_address[address] = node  # fragment acks name their sender by address
+        if address is not None:
+            self.peer_of_address[address] = node  # fragment acks name their sender by address
         return address
 
     # -- out -------------------------------------------------------------------------------
@@ -152,9 +154,13 @@ class PeerLink:
 
     def _sendto(self, dst: str, datagram: bytes) -> None:
         assert self.udp is not None
+        address = self.address_of(dst)
+        if address is None:
+            self.dropped[UNRESOLVED] += 1  # its name is being looked up: Raft sends again
+            return
         if self.auth is not None:
             datagram = self.auth.seal(dst, datagram)
-        self.udp.sendto(datagram, self.address_of(dst))
+        self.udp.sendto(datagram, address)
 
     def _pump(self) -> None:
         assert self.udp is not None

@@ -49,7 +49,7 @@ def test_a_node_added_without_the_cluster_secret_says_so(make_secure: ClusterFac
 
     dropped = wait_until(sealed_drops, "the node without a secret to drop sealed datagrams")
     assert set(dropped) == {"undecodable", "misaddressed", "not_a_member", "no_space",
-                            "bad_fragment", "sealed"}
+                            "bad_fragment", "unresolved", "sealed"}
     wait_until(lambda: warnings(cluster.log_paths[new], NO_SECRET), "its warning")
     first = dropped["sealed"]
     wait_until(lambda: (sealed_drops() or {}).get("sealed", 0) > first + 50 or None,
