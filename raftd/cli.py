@@ -37,6 +37,15 @@ def _fail(message: str, code: int) -> click.exceptions.Exit:
     return click.exceptions.Exit(code)
 
 
+def _fail_start(message: str, code: int, log_format: str) -> click.exceptions.Exit:
+    """A node that cannot start says why in its log format: a JSON log pipeline must not
+    drop the one line that explains an outage."""
+    if log_format == "json":
+        log.error("%s", message)
+        return click.exceptions.Exit(code)
+    return _fail(message, code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="raftd")
 def cli() -> None:
@@ -83,14 +92,14 @@ def start(config_path: Path, log_format: str, force_new_cluster: bool) -> None:
     it once, on one survivor; never restart the old members with their old data dirs: wipe
     them and add them back with `raftctl add-node`.
     """
+    setup_logging(log_format)
     try:
         config = load_config(config_path)
         prepare_data_dir(config, reclaim=force_new_cluster)
     except ConfigError as err:
-        raise _fail(str(err), EXIT_USAGE) from None
+        raise _fail_start(str(err), EXIT_USAGE, log_format) from None
     except DataDirUnavailable as err:  # a full disk, say: a later restart may succeed
-        raise _fail(str(err), EXIT_FAILED) from None
-    setup_logging(log_format)
+        raise _fail_start(str(err), EXIT_FAILED, log_format) from None
     # Imported here so `raftd init` and `--help` work without loading the server stack.
     from raftd import recovery, server
     from raftd.metrics import MetricsError

@@ -202,6 +202,8 @@ class Server:
         self.tcp: asyncio.base_events.Server | None = None
         self.clients = ClientGate(max_frame_bytes=raft.max_entry_bytes + (64 << 10),
                                   max_response_bytes=MAX_RESPONSE_BYTES,
+                                  too_large_note="a value may have up to max_entry_bytes "
+                                                 f"({raft.max_entry_bytes} bytes)",
                                   token=config.security.client_token)
         self.tls = tls_server_context(config.security)  # bad files: the node does not start
         self.connections: set[ClientConnection] = set()

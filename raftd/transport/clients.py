@@ -71,8 +71,12 @@ class ClientGate:
         max_connections: int = MAX_CONNECTIONS,
         max_pending: int = MAX_PENDING_PER_CONNECTION,
         max_depth: int = MAX_NESTING_DEPTH,
+        too_large_note: str = "",
     ) -> None:
+        """``too_large_note``: what a client whose request exceeds ``max_frame_bytes`` is told
+        besides that (which limit of the node's config it ran into)."""
         self.max_frame_bytes = max_frame_bytes
+        self.too_large_note = too_large_note
         self.max_response_bytes = max_response_bytes
         self.token = token
         self.max_connections = max_connections
@@ -170,7 +174,9 @@ class ClientConnection(asyncio.Protocol):
             try:
                 obj = self.decoder.next()
             except FrameTooLarge as e:
-                self._refuse_stream("frame_too_large", ErrorCode.TOO_LARGE, str(e))
+                note = self.gate.too_large_note
+                self._refuse_stream("frame_too_large", ErrorCode.TOO_LARGE,
+                                    f"{e}: {note}" if note else str(e))
                 return
             except DecodeError as e:
                 self._refuse_stream("undecodable", ErrorCode.BAD_REQUEST,

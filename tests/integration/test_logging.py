@@ -50,3 +50,18 @@ def test_json_log_has_the_startup_line_role_and_membership_changes(tmp_path: Pat
     assert "fsync on" in startup
     one("role candidate -> leader")
     assert learner in one("membership: add_learner")
+
+
+def test_a_config_error_is_one_json_line_in_the_json_log(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\naddress = "127.0.0.1:7001"\ndata_dir = "data"\nlisten_on = 1\n'
+                      '[cluster]\nmembers = ["127.0.0.1:7001"]\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "raftd", "start", "--config", str(config), "--log-format", "json"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=tmp_path,
+        timeout=DEADLINE, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error" and "listen_on" in record["msg"], record

@@ -376,6 +376,7 @@ def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterF
     (answer,) = one_shot(endpoint, msgpack.packb({"type": "append", "data": {
         "action": "change", "key": "huge", "value": b"x" * 200_000}}))
     assert answer["code"] == "too_large"
+    assert answer["message"].endswith("a value may have up to max_entry_bytes (100000 bytes)")
     counts = rejected(endpoint)
     assert {r: counts[r] - base[r] for r in counts if counts[r] != base[r]} == {
         "nesting_too_deep": 1, "field_too_large": 1, "bad_request": 1, "value_too_large": 1,
