@@ -12,7 +12,7 @@ from rich.live import Live
 from raftctl.app import App
 from raftctl.client import AsyncClient
 from raftctl.commands.params import node_address
-from raftctl.errors import RaftctlError
+from raftctl.errors import RaftctlError, Unauthorized
 from raftctl.exitcodes import ExitCode
 from raftctl.options import Seconds, VerbCommand
 from raftctl.output.rows import StatusRow
@@ -48,7 +48,7 @@ def status(app: App, watch: float | None) -> None:
     CONTACT is how long ago the leader last heard from it, when the leader reports it.
     Members that do not answer are shown as unreachable, with the reason. Exit status 1
     when the nodes answer only with an error (such as unauthorized), 3 when no node answers
-    at all (a watch keeps trying instead).
+    at all (a watch keeps trying instead, except when it is unauthorized).
     """
     if watch is None:
         app.printer.status(asyncio.run(collect_status(app.endpoints, app.timeout, **app.access)))
@@ -69,6 +69,8 @@ async def _surveys(app: App, interval: float) -> AsyncIterator[Survey]:
             started = loop.time()
             try:
                 survey: Survey = (await status_rows(client, app.endpoints), None)
+            except Unauthorized:
+                raise  # the nodes answer, and no retry brings the token: end as status does
             except RaftctlError as err:
                 survey = (None, str(err))
             yield survey
