@@ -15,7 +15,10 @@ self-describing (``format``), carries a strong checksum over *every* field (a CR
 guards against disk rot), and holds nothing tied to one node's data dir.
 
 Writing is atomic (temp file, fsync, rename, fsync of the directory): a crash leaves either the
-previous file or the complete new one, never a torn backup under the final name.
+previous file or the complete new one, never a torn backup under the final name. The rename
+replaces a name, so it must only ever replace a regular file: a symlink is followed (its target
+is replaced, the link stays) and a FIFO, device, socket or directory is refused (``target``).
+The file is created with mode 0600: it holds all of the cluster's data.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import msgpack
 
-from raftd.storage.files import OsFileSystem
+from raftd.storage.files import OsFile, OsFileSystem
 
 FORMAT = "rafty-backup"
 VERSION = 1
@@ -37,6 +42,10 @@ TEMP_SUFFIX = ".tmp"
 
 class BackupError(Exception):
     """The file is not a usable backup; the message names the file and says why, in one line."""
+
+
+class BadTarget(Exception):
+    """A backup cannot be saved there: the path exists and is not a regular file (one line)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,26 +119,53 @@ def decode(raw: bytes, origin: str) -> Backup:
     return backup
 
 
-def save(path: str, backup: Backup) -> int:
-    """Write ``backup`` to ``path`` atomically and durably; returns the file's size in bytes.
+def target(path: str) -> str:
+    """The file a backup saved as ``path`` replaces: ``path`` with every symlink followed.
 
-    Raises OSError (or FsyncError) and leaves no temp file behind when the write fails.
+    Raises BadTarget if it exists and is not a regular file (renaming over a FIFO or a device
+    node would destroy it), OSError if it cannot be looked at; writes nothing.
     """
-    fs = OsFileSystem()
-    payload = encode(backup)
-    tmp = path + TEMP_SUFFIX
-    handle = fs.create(tmp)
+    real = os.path.realpath(path)
     try:
-        handle.write(payload)
-        handle.fsync()
+        # stat(path), not stat(real): the kernel follows links that realpath cannot name
+        # (/dev/stdout -> /proc/self/fd/1 -> "pipe:[...]").
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return real  # a new file (or a dangling link's target): created by ``save``
+    if not stat.S_ISREG(mode):
+        shown = f"'{path}'" if real == os.path.abspath(path) else f"'{path}' (-> '{real}')"
+        raise BadTarget(f"{shown} is {_kind(mode)}, not a regular file")
+    return real
+
+
+def save(path: str, backup: Backup) -> int:
+    """Write ``backup`` to ``target(path)`` atomically and durably, mode 0600; returns the
+    file's size in bytes.
+
+    Raises BadTarget (before writing anything) as ``target`` does, OSError (or FsyncError)
+    when the write fails, leaving no temp file behind.
+    """
+    final = target(path)
+    directory = os.path.dirname(final)
+    payload = encode(backup)
+    # mkstemp: mode 0600 (a umask only narrows it), and a fresh name (O_EXCL) that two concurrent
+    # saves, or a symlink planted in a shared directory, cannot collide with.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(final) + ".", suffix=TEMP_SUFFIX,
+                               dir=directory)
+    handle = OsFile(tmp, fd, 0)
+    fs = OsFileSystem()
+    try:
+        try:
+            handle.write(payload)
+            handle.fsync()
+        finally:
+            handle.close()
+        fs.rename(tmp, final)
     except BaseException:
-        handle.close()
         with contextlib.suppress(OSError):
             fs.remove(tmp)
         raise
-    handle.close()
-    fs.rename(tmp, path)
-    fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fs.fsync_dir(directory)
     return len(payload)
 
 
@@ -151,6 +187,20 @@ def _digest(
     h = hashlib.sha256(meta)
     h.update(data)
     return h.hexdigest()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def _strings(value: object) -> TypeGuard[list[str] | tuple[str, ...]]:

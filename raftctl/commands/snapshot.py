@@ -6,6 +6,8 @@ The file format lives in ``raftd.backup``, shared with ``raftd restore``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,16 +38,16 @@ def save(app: App, file: Path) -> None:
     The snapshot is taken by the leader (when it answers) after confirming its leadership,
     so it holds every write acknowledged before the command started. FILE is replaced
     atomically: it is either the old file or the complete new backup, with a sha256 checksum
-    that `raftd restore` verifies. A large state takes a while to transfer: raise --timeout.
-    Prints the position (log index and term), size and checksum of the backup.
+    that `raftd restore` verifies. A symlink is followed (its target is replaced); anything
+    but a regular file is refused. The file is created with mode 0600. A large state takes a
+    while to transfer: raise --timeout. Prints the position (log index and term), size and
+    checksum of the backup.
     """
+    with _writing(app, file):
+        backup.target(str(file))  # refuse a bad FILE before fetching what may be gigabytes
     taken = asyncio.run(_fetch(app))
-    try:
+    with _writing(app, file):
         size = backup.save(str(file), taken)
-    except OSError as err:
-        app.abort(ExitCode.FAILED, f"cannot write {file}: {err.strerror or err}")
-    except FsyncError as err:
-        app.abort(ExitCode.FAILED, str(err))
     record = {
         "file": str(file),
         "index": taken.index,
@@ -62,6 +64,20 @@ def save(app: App, file: Path) -> None:
             f"Saved snapshot at index {taken.index} (term {taken.term}, {size} bytes, "
             f"sha256 {taken.sha256}) to {file}"
         )
+
+
+@contextmanager
+def _writing(app: App, file: Path) -> Iterator[None]:
+    """Errors about FILE as one line: not a regular file is bad input (exit 2, like click's
+    "is a directory"), a failed write is exit 1."""
+    try:
+        yield
+    except backup.BadTarget as err:
+        raise click.BadParameter(str(err), param_hint="'FILE'") from None
+    except OSError as err:
+        app.abort(ExitCode.FAILED, f"cannot write {file}: {err.strerror or err}")
+    except FsyncError as err:
+        app.abort(ExitCode.FAILED, str(err))
 
 
 async def _fetch(app: App) -> backup.Backup:

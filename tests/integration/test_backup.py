@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from raftctl import Client
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, free_ports
+from raftd import backup as backups
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
@@ -133,6 +135,53 @@ def test_restore_refuses_a_used_data_dir_and_a_bad_backup(
 
     bad = raftd("restore", str(backup), "--data-dir", str(tmp_path / "n3"), "--members", "nope")
     assert bad.returncode == 2
+
+
+def test_snapshot_save_follows_a_symlink_and_refuses_what_is_not_a_regular_file(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(1)
+    cluster.start_all()
+    wait_for_leader(cluster)
+    write_all(cluster.endpoints, {"a": 1})
+
+    plain = tmp_path / "plain.rafty"
+    plain.write_bytes(b"previous")
+    plain.chmod(0o644)
+    saved = raftctl(cluster.endpoints, "snapshot", "save", str(plain))
+    assert saved.returncode == 0, saved.stderr
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600  # it holds all of the data
+    assert backups.load(str(plain)).voters == tuple(cluster.endpoints)
+
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.rafty"
+    link.symlink_to("real/backup.rafty")
+    saved = raftctl(cluster.endpoints, "-o", "json", "snapshot", "save", str(link))
+    assert saved.returncode == 0, saved.stderr
+    assert json.loads(saved.stdout)["file"] == str(link)
+    assert link.is_symlink() and os.readlink(link) == "real/backup.rafty"
+    written = tmp_path / "real" / "backup.rafty"
+    assert stat.S_ISREG(written.lstat().st_mode) and stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert backups.load(str(written)).index == json.loads(saved.stdout)["index"]
+
+    fifo = tmp_path / "fifo.rafty"
+    os.mkfifo(fifo)
+    directory = tmp_path / "dir.rafty"
+    directory.mkdir()
+    (directory / "keep").write_bytes(b"mine")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    nobody = [f"127.0.0.1:{free_ports(1)[0]}"]
+    for endpoints, path, says in [
+        (cluster.endpoints, fifo, f"'{fifo}' is a FIFO, not a regular file"),
+        (nobody, fifo, f"'{fifo}' is a FIFO"),  # refused before any request: not exit 3
+        (cluster.endpoints, directory, f"File '{directory}' is a directory"),  # click's check
+    ]:
+        refused = raftctl(endpoints, "snapshot", "save", str(path))
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+        assert f"Error: Invalid value for 'FILE': {says}" in refused.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in directory.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
 
 
 @contextmanager
