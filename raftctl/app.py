@@ -17,7 +17,7 @@ from rich.console import Console
 
 from raftctl.blocking import Client
 from raftctl.exitcodes import ExitCode
-from raftctl.output.printers import Printer, choose
+from raftctl.output.printers import Printer, choose, stdout, writing_stdout
 
 _UNBOUNDED = 1 << 16
 
@@ -28,11 +28,24 @@ class _Console(Console):
         self.quiet = True  # nothing more to print, e.g. when a Live display stops
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
+    def _check_buffer(self) -> None:
+        # Where rich writes; it handles only a closed pipe (above). Other write errors must
+        # reach the error boundary as such, and with stdout closed rich would write nowhere.
+        if not self.quiet:
+            stdout()
+        with writing_stdout():
+            super()._check_buffer()
+
+
+def stdout_isatty() -> bool:
+    # sys.stdout is None when raftctl started with stdout closed (>&-).
+    return sys.stdout is not None and sys.stdout.isatty()
+
 
 def make_console() -> Console:
     """The stdout console for tables."""
     # Into a pipe or file, rich would assume 80 columns and elide cells: never lose data.
-    width = None if sys.stdout.isatty() else _UNBOUNDED
+    width = None if stdout_isatty() else _UNBOUNDED
     # Data must come out exactly as stored: no markup, emoji or number highlighting.
     return _Console(markup=False, emoji=False, highlight=False, width=width)
 

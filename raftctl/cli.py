@@ -24,7 +24,7 @@ from raftctl.commands.snapshot import snapshot
 from raftctl.errors import (
     ClusterUnavailable,
     ConditionFailed,
-    InvalidEndpoint,
+    InvalidArgument,
     RaftctlError,
     RequestTimeout,
     ServerError,
@@ -32,13 +32,14 @@ from raftctl.errors import (
 from raftctl.exitcodes import ExitCode
 from raftctl.fl.cli import fl
 from raftctl.options import OrderedGroup, VerbGroup, global_options, without_globals
+from raftctl.output.printers import OutputError, writing_stdout
 from raftd import __version__
 
 
 def exit_code_for(err: RaftctlError) -> ExitCode:
     if isinstance(err, (ClusterUnavailable, RequestTimeout)):
         return ExitCode.UNREACHABLE
-    if isinstance(err, InvalidEndpoint):
+    if isinstance(err, InvalidArgument):  # refused before sending: nothing was tried
         return ExitCode.USAGE
     return ExitCode.FAILED
 
@@ -67,7 +68,8 @@ class RaftctlGroup(OrderedGroup):
         try:
             result = super().invoke(ctx)
             if sys.stdout is not None:  # None when started with stdout closed (>&-)
-                sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+                with writing_stdout():
+                    sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
             return result
         except RaftctlError as err:
             app = ctx.obj
@@ -85,6 +87,11 @@ class RaftctlGroup(OrderedGroup):
             # send what stdout still buffers to /dev/null, or it fails again at exit.
             _stdout_to_devnull()
             ctx.exit(int(ExitCode.PIPE_CLOSED))
+        except OutputError as err:
+            # Like `echo hi > /dev/full`; what stdout still buffers would fail again at exit.
+            _stdout_to_devnull()
+            click.echo(f"Error: cannot write the output: {err}", err=True)
+            ctx.exit(int(ExitCode.FAILED))
 
 
 def _stdout_to_devnull() -> None:
@@ -105,8 +112,9 @@ def cli() -> None:
 
     Any one reachable endpoint is enough: raftctl finds the leader and follows redirects.
     Data goes to stdout, messages to stderr. Exit status: 0 success; 1 not found, a
-    condition failed, or the cluster answered with an error; 2 usage error; 3 no node
-    reachable or timed out; 130 interrupted (Ctrl-C); 141 stdout closed by its reader.
+    condition failed, the cluster answered with an error, or stdout could not be written;
+    2 usage error; 3 no node reachable or timed out; 130 interrupted (Ctrl-C); 141 stdout
+    closed by its reader.
 
     The options below may also follow the command (raftctl get KEY -o json). Given both
     before and after it, an option takes the value given after it.

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import re
 import socket
 import ssl
 import uuid
@@ -51,6 +52,7 @@ from raftctl.connection import (
     Connection,
     ConnectionLost,
     Response,
+    check_endpoint,
     os_problem,
     parse_endpoints,
     tls_context,
@@ -61,7 +63,7 @@ from raftctl.errors import (
     BadRequest,
     ClusterUnavailable,
     ConditionFailed,
-    InvalidEndpoint,
+    InvalidArgument,
     NoLeader,
     RaftctlError,
     RequestTimeout,
@@ -70,10 +72,16 @@ from raftctl.errors import (
     TooLarge,
 )
 from raftd.backup import Backup, from_snapshot_response
-from raftd.wire.client import RETRYABLE_CODES, ErrorCode, parse_address
+from raftd.wire.client import (
+    MAX_KEY_BYTES,
+    RETRYABLE_CODES,
+    ErrorCode,
+    parse_address,
+    utf8_size,
+)
 from raftd.wire.stream import encode_frame
 
-__all__ = ["AsyncClient", "Item", "Page", "parse_endpoints"]
+__all__ = ["AsyncClient", "Item", "Page", "key_problem", "parse_endpoints"]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -145,6 +153,8 @@ class _Attempts:
         self.sent = 0  # times the request was written to a connection
         self.undecided = False  # an attempt ended without saying whether it took effect
         self.last = ""
+        self.last_answer: Response | None = None
+        """The retryable error the cluster answered last, if nothing happened after it."""
         self.problems: dict[str, str] = {}
         """Each endpoint's latest problem: "no node reachable" names them all, so a refused
         certificate is not hidden behind another node's timeout."""
@@ -159,6 +169,7 @@ class _Attempts:
         ``sent``: the request reached its connection (a failed connect did not)."""
         if endpoint not in self.tried:
             self.tried.append(endpoint)
+        self.last_answer = None
         if answered:
             self.no_leader = no_leader
             if no_leader:
@@ -181,6 +192,13 @@ class _Attempts:
         if self.no_leader:
             return NoLeader("no_leader", f"no leader known after {self.timeout:g}s "
                                          f"({'; '.join(self.problems.values())})")
+        if self.last_answer is not None and not self.undecided:
+            # The cluster kept answering, with an error retries did not clear (a learner to
+            # promote that has not caught up): that answer, not a timeout (exit 3 means
+            # unreachable). A write some attempt may have applied stays a timeout.
+            message = self.last_answer.get("message")
+            return _server_error({**self.last_answer, "message": f"{message} "
+                                  f"(still so after {self.timeout:g}s of retries)"})
         last = f" (last: {self.last})" if self.last else ""
         return RequestTimeout(f"request timed out after {self.timeout:g}s{last}")
 
@@ -240,13 +258,26 @@ class AsyncClient:
     async def set(
         self, key: str, value: Any, *, if_revision: int | None = None, if_absent: bool = False
     ) -> int:
-        """Write ``key``; returns the new revision. ``ConditionFailed`` if a condition fails."""
+        """Write ``key``; returns the new revision. ``ConditionFailed`` if a condition fails.
+
+        ``InvalidArgument`` for a ``value`` msgpack cannot carry (before sending) or whose
+        maps have keys the nodes refuse (not str or bytes).
+        """
         data: dict[str, Any] = {"action": "change", "key": key, "value": value}
         if if_revision is not None:
             data["if_revision"] = if_revision
         if if_absent:
             data["if_absent"] = True
-        response = await self._write(data)
+        try:
+            response = await self._write(data)
+        except BadRequest:
+            # Looked for only once refused: a walk of every write's value would cost more
+            # than encoding it, for the rare value msgpack packs but the nodes cannot decode.
+            problem = (_map_key_problem(value) if isinstance(value, (dict, list, tuple))
+                       else None)
+            if problem is not None:
+                raise InvalidArgument(f"cannot encode the value: {problem}") from None
+            raise
         return _field(response, "revision", int)
 
     async def cas(self, key: str, expected_revision: int, value: Any) -> int:
@@ -348,8 +379,7 @@ class AsyncClient:
     async def diagnostic(self, address: str) -> Response:
         """The diagnostic map of the node at ``address``: one attempt, no redirect."""
         self._check_open()
-        if not valid_address(address):
-            raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
+        check_endpoint(address, "address")
         return _unwrap(await self._diagnose(address, _Attempts(self.timeout)))
 
     async def health(self, address: str | None = None) -> Response:
@@ -360,10 +390,9 @@ class AsyncClient:
         node is asked, with retries until the deadline.
         """
         if address is None:
-            return await self._request({"type": "health"})
+            return _unwrap(await self._request({"type": "health"}))
         self._check_open()
-        if not valid_address(address):
-            raise InvalidEndpoint(f"invalid address {address!r}: expected host:port")
+        check_endpoint(address, "address")
         response = await self._ask_node(address, {"type": "health"}, _Attempts(self.timeout))
         if response.get("type") == "redirect":
             # A member answers with the commit it confirmed; only a node outside the
@@ -537,9 +566,9 @@ class AsyncClient:
                 data.update(
                     client_id=session.client_id, seq=seq, first_unacked_seq=session.first_unacked()
                 )
-                rid, frame = self._frame({"type": "append", "data": data})
                 sent_before = attempts.sent
                 try:
+                    rid, frame = self._frame({"type": "append", "data": data})
                     response, _ = await self._call(rid, frame, attempts, follow=True, write=True)
                 except SessionExpired:
                     if self._session is session:
@@ -547,9 +576,9 @@ class AsyncClient:
                     if attempts.sent - sent_before == 1:
                         continue  # refused without being applied: resend in the new session
                     raise
-                except (TooLarge, BadRequest):
-                    # Refused at the server's edge, so seq 1 opened no session there: the
-                    # next write must open one rather than continue with seq 2.
+                except (TooLarge, BadRequest, InvalidArgument):
+                    # Refused at the server's edge or never sent, so seq 1 opened no session
+                    # there: the next write must open one rather than continue with seq 2.
                     if seq == 1 and self._session is session:
                         self._session = _Session()
                     raise
@@ -595,7 +624,7 @@ class AsyncClient:
         try:
             return rid, encode_frame({**body, "id": rid})
         except (TypeError, ValueError, OverflowError) as exc:
-            raise BadRequest("bad_request", f"cannot encode the request: {exc}") from None
+            raise _encoding_error(body, exc) from None
 
     async def _call(
         self,
@@ -672,6 +701,8 @@ class AsyncClient:
                     attempts.record(endpoint, f"{endpoint}: {code}: {message}")
                     if code == "shutting_down":
                         self._forget(endpoint)
+                    else:
+                        attempts.last_answer = response
                 else:
                     raise ServerError("bad_response", f"unknown response type {kind!r}")
             delay = random.uniform(backoff / 2, backoff)
@@ -733,6 +764,62 @@ class AsyncClient:
         if self._closed:
             raise RaftctlError("the client is closed")
 
+
+
+# -- request helpers ----------------------------------------------------------------------------
+
+
+def key_problem(key: str) -> str | None:
+    """Why the nodes would refuse ``key`` (empty, not UTF-8, too long), or None."""
+    if not key:
+        return "a key must not be empty"
+    size = utf8_size(key)
+    if size is None:
+        return "a key must be valid UTF-8"
+    if size > MAX_KEY_BYTES:
+        return f"a key is at most {MAX_KEY_BYTES} UTF-8 bytes, not {size}"
+    return None
+
+
+def _map_key_problem(value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> str | None:
+    """Why the nodes would refuse ``value``'s maps: msgpack packs any key, but nodes decode
+    with ``strict_map_key`` (str or bytes only). Each container is visited once, so a
+    cycle ends the walk (and the encoder reports it)."""
+    stack: list[Any] = [value]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children = node
+        if isinstance(node, dict):
+            for key in node:
+                if not isinstance(key, (str, bytes)):
+                    return f"map keys must be str or bytes, not {type(key).__name__}"
+            children = node.values()
+        stack.extend(child for child in children if isinstance(child, (dict, list, tuple)))
+    return None
+
+
+def _encoding_error(body: dict[str, Any], exc: Exception) -> InvalidArgument:
+    """``exc``, raised encoding ``body``, in a few words, naming the value if it is the cause."""
+    data = body.get("data")
+    what = "the request"
+    if type(data) is dict and "value" in data:
+        try:
+            encode_frame(data["value"])
+        except (TypeError, ValueError, OverflowError) as value_exc:
+            what, exc = "the value", value_exc
+    if isinstance(exc, OverflowError):
+        problem = "integer out of range (msgpack holds -2**63 .. 2**64-1)"
+    elif match := re.fullmatch(r"can not serialize '(.+)' object", str(exc)):
+        problem = f"{match[1]} is not a msgpack type"
+    elif str(exc).startswith("recursion limit exceeded"):
+        problem = "nested too deep, or it contains itself"
+    else:
+        problem = str(exc)
+    return InvalidArgument(f"cannot encode {what}: {problem}")
 
 
 # -- response helpers ---------------------------------------------------------------------------

@@ -7,7 +7,9 @@ module knows nothing of leaders, retries or sessions.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +23,7 @@ __all__ = [
     "ConnectFailed",
     "Connection",
     "ConnectionLost",
+    "check_endpoint",
     "parse_endpoints",
     "tls_context",
     "valid_address",
@@ -32,7 +35,9 @@ Response = dict[str, Any]
 
 
 def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
-    """``"h:p,h:p"`` or a list of ``"h:p"`` (items may hold commas too) -> unique endpoints."""
+    """``"h:p,h:p"`` or a list of ``"h:p"`` (items may hold commas too) -> unique endpoints.
+
+    Raises ``InvalidEndpoint`` (see `check_endpoint`)."""
     parts = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     result: list[str] = []
     for part in parts:
@@ -42,15 +47,60 @@ def parse_endpoints(endpoints: str | Iterable[str]) -> list[str]:
             item = item.strip()
             if not item:
                 continue
-            try:
-                parse_address(item)
-            except ValueError as exc:
-                raise InvalidEndpoint(f"invalid endpoint {item!r}: {exc}") from None
+            check_endpoint(item)
             if item not in result:
                 result.append(item)
     if not result:
         raise InvalidEndpoint("no endpoint given")
     return result
+
+
+# A DNS name, IDNA-encoded first: letters, digits, '-' inside a label, '_' for the names
+# container runtimes give (not RFC 1123, but resolvers take them); an optional final dot.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+# Characters of some host form (name, IPv4, [IPv6%zone]); anything else is a typo.
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._:%\[\]-]")
+_SEPARATORS = frozenset(";| ")
+
+
+def check_endpoint(endpoint: str, what: str = "endpoint") -> None:
+    """Raise ``InvalidEndpoint`` unless ``endpoint`` is ``host:port`` with a host some node
+    could have, so that a typo (``http://h:p``, ``h:p;h:p``, ``::1:7001``) fails at once
+    rather than as "cannot resolve the host" at the first request."""
+    if "://" in endpoint:
+        raise InvalidEndpoint(f"invalid {what} {endpoint!r}: give host:port, no URL scheme")
+    try:
+        port = parse_address(endpoint)[1]
+    except ValueError as exc:
+        raise InvalidEndpoint(f"invalid {what} {endpoint!r}: {exc}") from None
+    problem = _host_problem(endpoint.rpartition(":")[0], port)
+    if problem is not None:
+        raise InvalidEndpoint(f"invalid {what} {endpoint!r}: {problem}")
+
+
+def _host_problem(host: str, port: int) -> str | None:
+    """Why ``host`` (of host:port) is no host name or IP literal, or None if it may be one."""
+    bad = next((c for c in host if c.isascii() and not _HOST_CHARS.fullmatch(c)), None)
+    if bad is not None:
+        hint = " (separate endpoints with commas)" if bad in _SEPARATORS else ""
+        return f"{bad!r} is not allowed in a host name or IP address{hint}"
+    if host.startswith("[") and host.endswith("]"):
+        return None  # parse_address checked the IPv6 address
+    if "[" in host or "]" in host:
+        return "write IPv6 addresses as [addr]:port"
+    if ":" in host:
+        # Without brackets, where the address ends and the port starts is a guess.
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+        return f"write IPv6 addresses as [addr]:port ([{host}]:{port})"
+    try:
+        name = host.encode("idna").decode("ascii")  # bücher.example: an IDN is fine
+    except UnicodeError:
+        name = ""
+    return None if _HOST_NAME.fullmatch(name) else f"{host!r} is not a valid host name"
 
 
 def tls_context(

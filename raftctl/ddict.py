@@ -15,6 +15,9 @@ Theory of operation:
   refetching, so no concurrent update is lost. ``d[k] += 1`` is *not* atomic.
 - Iterating (``for k in d``, ``d.items()``, ``len(d)``) lists keys page by page; the pages
   also fill the cache. A listing is not a snapshot: keys written meanwhile may be missed.
+- Keys are what the cluster holds: non-empty str of at most 4096 UTF-8 bytes. Any other key
+  is missing, with no round trip (``KeyError``, ``k in d`` is False); writing one raises
+  ``TypeError`` (not a str) or ``InvalidArgument``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from raftctl.blocking import Client
-from raftctl.client import DEFAULT_TIMEOUT, Item
-from raftctl.errors import ConditionFailed
+from raftctl.client import DEFAULT_TIMEOUT, Item, key_problem
+from raftctl.errors import ConditionFailed, InvalidArgument
 
 __all__ = [
     "DistributedDict",
@@ -160,6 +163,8 @@ class DistributedDict(MutableMapping[str, Any]):
         self._write(key, value, lambda: self.client.set(key, value))
 
     def __delitem__(self, key: str) -> None:
+        if not _holdable(key):
+            raise KeyError(key)
         sent_at = self._clock()
         try:
             found = self.client.delete(key)
@@ -257,6 +262,8 @@ class DistributedDict(MutableMapping[str, Any]):
         self.close()
 
     def _read(self, key: str) -> Item | None:
+        if not _holdable(key):
+            return None  # missing, as the cluster cannot hold it: no round trip
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None and self.refresh_policy.allows(
@@ -285,6 +292,11 @@ class DistributedDict(MutableMapping[str, Any]):
         return item
 
     def _write(self, key: str, value: Any, send: Callable[[], int]) -> int:
+        if not isinstance(key, str):
+            raise TypeError(f"DistributedDict keys are str, not {type(key).__name__}")
+        problem = key_problem(key)
+        if problem is not None:
+            raise InvalidArgument(problem)
         sent_at = self._clock()
         try:
             revision = send()
@@ -300,3 +312,8 @@ class DistributedDict(MutableMapping[str, Any]):
             # Answers may arrive out of order between threads: keep the most recent fetch.
             if cached is None or cached.sent_at <= sent_at:
                 self._cache[key] = _Cached(item, sent_at)
+
+
+def _holdable(key: object) -> bool:
+    """Whether the cluster can hold ``key``: a Mapping finds nothing under any other key."""
+    return isinstance(key, str) and key_problem(key) is None

@@ -2,7 +2,8 @@
 
 ```
 RaftctlError
-├── InvalidEndpoint        an endpoint is not host:port (also a ValueError)
+├── InvalidArgument        refused before sending: nothing reached the cluster (a ValueError)
+│   └── InvalidEndpoint    an endpoint is not host:port
 ├── ClusterUnavailable     no endpoint could be reached before the deadline
 ├── RequestTimeout         a node was reached, but the request did not complete in time
 └── ServerError            the cluster answered {"type": "error"} (code, message)
@@ -10,8 +11,8 @@ RaftctlError
     ├── ConditionFailed    condition_failed: a compare-and-set did not match
     ├── SessionExpired     session_expired: the write may or may not have been applied
     ├── TooLarge           too_large
-    ├── Unauthorized       unauthorized: the node wants a client token (--token)
-    └── BadRequest         bad_request, or a value msgpack cannot carry
+    ├── Unauthorized       unauthorized: the node wants a client token (token=)
+    └── BadRequest         bad_request: the server refused the request as malformed
 ```
 
 A write that finally raised may or may not have been applied (DESIGN.md "Python API").
@@ -26,7 +27,12 @@ class RaftctlError(Exception):
     """Base of every error the client library raises."""
 
 
-class InvalidEndpoint(RaftctlError, ValueError):
+class InvalidArgument(RaftctlError, ValueError):
+    """An argument the cluster cannot take (a value msgpack cannot carry, a map key that is
+    not str or bytes, an endpoint no node could have): refused before anything was sent."""
+
+
+class InvalidEndpoint(InvalidArgument):
     """An endpoint is not a ``host:port`` string."""
 
 
@@ -79,9 +85,15 @@ class TooLarge(ServerError):
 class Unauthorized(ServerError):
     """The node requires a client token and the request carried none, or a wrong one."""
 
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        # The node's message names raftctl's option, and raftctl prints it as it is; a
+        # traceback also shows this note, for programs.
+        self.add_note("Client, AsyncClient and DistributedDict take the token as token=...")
+
 
 class BadRequest(ServerError):
-    """The server refused the request as malformed, or the value cannot be encoded."""
+    """The server refused the request as malformed."""
 
 
 ERRORS_BY_CODE: dict[str, type[ServerError]] = {

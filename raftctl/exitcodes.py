@@ -20,11 +20,15 @@ class ExitCode(enum.IntEnum):
     FAILED = (
         1,
         (
-            "The key was not found, a condition failed, or the cluster answered with an error "
-            "(no leader, no quorum)."
+            "The key was not found, a condition failed, the cluster answered with an error "
+            "(no leader, no quorum), or stdout could not be written."
         ),
     )
-    USAGE = 2, "Usage error: unknown command or option, or a bad value."
+    USAGE = (
+        2,
+        "Usage error: unknown command or option, a bad value, or a value the cluster cannot "
+        "hold.",
+    )
     UNREACHABLE = (
         3,
         ("No node was reachable, or the request timed out; the message names the endpoints tried."),

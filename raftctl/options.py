@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from raftctl.app import App
-from raftctl.commands.params import cli_endpoints
-from raftctl.connection import tls_context
+from raftctl.app import App, stdout_isatty
+from raftctl.connection import parse_endpoints, tls_context
 from raftctl.errors import InvalidEndpoint, RaftctlError
 from raftctl.output.printers import FORMATS
 
@@ -33,7 +31,7 @@ HEADING = "Global options (also before the command)"
 
 def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     try:
-        return tuple(cli_endpoints(value))
+        return tuple(parse_endpoints(value))
     except InvalidEndpoint as err:
         raise click.BadParameter(str(err)) from None
 
@@ -208,7 +206,7 @@ def resolve(ctx: click.Context) -> dict[str, Any]:
 
 def make_app(ctx: click.Context, values: Mapping[str, Any]) -> App:
     """The App of the resolved global options; a bad combination is a usage error (exit 2)."""
-    output = values["output"] or ("table" if sys.stdout.isatty() else "plain")
+    output = values["output"] or ("table" if stdout_isatty() else "plain")
     cacert, cert, key = values["cacert"], values["cert"], values["key"]
     if key is not None and cert is None:
         raise click.BadParameter("needs --cert as well", ctx=ctx, param_hint="--key")

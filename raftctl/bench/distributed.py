@@ -8,7 +8,9 @@ prefix ``bench/head/``:
 - once all J registered, the head writes ``RUN/start`` (the joiners' order: each joiner's
   clients get disjoint keys) and samples the cluster's CPU; joiners poll for it every
   ``POLL_S`` and start at once, so starts differ by about one poll interval;
-- each joiner pushes its merged worker results to ``RUN/result/ID`` (histograms: a few KB);
+- each joiner pushes its merged worker results to ``RUN/result/ID`` (histograms: a few KB),
+  or ``{"refused": ...}`` if the cluster refused its requests (`RunFailed`, even before it
+  registered): the head then fails the same way instead of waiting;
 - the head merges them into one report, writes it to disk, and deletes the run's keys.
 
 A joiner only needs one reachable cluster endpoint (HEAD); the members come with the config.
@@ -17,6 +19,7 @@ A joiner only needs one reachable cluster endpoint (HEAD); the members come with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftctl.bench.results import Extras, WorkerResult, merge
-from raftctl.bench.runner import BenchError, LoadSpec, run_load
+from raftctl.bench.runner import BenchError, LoadSpec, RunFailed, run_load
 from raftctl.bench.target import LeaderWatch, Target, find_leader
 from raftctl.client import AsyncClient
+from raftctl.errors import RaftctlError
 
 PREFIX = "bench/head/"
 CONFIG_KEY = PREFIX + "config"
@@ -54,6 +58,15 @@ async def _wait_for(check: Any, limit: float, what: str, interval: float) -> Any
         await asyncio.sleep(interval)
 
 
+async def _results(client: AsyncClient, base: str) -> list[Any]:
+    """The results the joiners pushed so far; raises the first refusal among them."""
+    page = await client.scan(base + "result/")
+    for item in page.items:
+        if isinstance(item.value, dict) and "refused" in item.value:
+            raise RunFailed.from_wire(item.value["refused"])
+    return [item.value for item in page.items]
+
+
 async def _delete_prefix(client: AsyncClient, prefix: str) -> None:
     keys = [item.key async for item in client.items(prefix)]
     await asyncio.gather(*(client.delete(k) for k in keys))
@@ -72,6 +85,7 @@ async def head(
         })
         try:
             async def registered() -> list[str] | None:
+                await _results(client, base)  # a joiner refused before registering
                 page = await client.scan(base + "joined/")
                 names = sorted(item.key.rsplit("/", 1)[1] for item in page.items)
                 return names if len(names) >= joiners else None
@@ -85,10 +99,10 @@ async def head(
             budget = (spec.duration or spec.entries or 0) + 20 * spec.timeout + 60
 
             async def pushed() -> list[WorkerResult] | None:
-                page = await client.scan(base + "result/")
-                if len(page.items) < len(order):
+                values = await _results(client, base)
+                if len(values) < len(order):
                     return None
-                return [WorkerResult.from_wire(item.value) for item in page.items]
+                return [WorkerResult.from_wire(value) for value in values]
 
             results = await _wait_for(pushed, budget, "the joiners' results", REGISTER_POLL_S)
             cluster_after = target.cpu()
@@ -137,9 +151,14 @@ async def join(endpoints: tuple[str, ...], wait: float, timeout: float) -> tuple
             offset: int = start["order"].index(me) * spec.clients
             return offset
 
-        merged, extras = await run_load(
-            spec, target, total_clients=spec.clients * int(config["joiners"]), watch=False,
-            gate=go,
-        )
+        try:
+            merged, extras = await run_load(
+                spec, target, total_clients=spec.clients * int(config["joiners"]),
+                watch=False, gate=go,
+            )
+        except RunFailed as err:
+            with contextlib.suppress(RaftctlError):  # the refusal, not this, is the news
+                await client.set(base + f"result/{me}", {"refused": err.to_wire()})
+            raise
         await client.set(base + f"result/{me}", merged.to_wire())
     return spec, target, merged, extras

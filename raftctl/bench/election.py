@@ -185,7 +185,8 @@ def _trial(cluster: LocalCluster, sig: signal.Signals, timeout: float, k: int) -
             cluster.start(victim)
     if winner is None:
         return Trial(None, None)
-    changes = {cluster.endpoints[i]: parse_role_changes(_read_from(cluster.log_paths[i], offsets[i]))
+    changes = {cluster.endpoints[i]:
+               parse_role_changes(_read_from(cluster.log_paths[i], offsets[i]))
                for i in survivors}
     timing = election_time(changes, winner, killed_at)
     if timing is None:

@@ -67,10 +67,29 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._unpacker.feed(data)
         for obj in self._unpacker:
-            rid = obj.get("id") if type(obj) is dict else None
-            entry = self.pending.pop(rid, None) if type(rid) is int else None
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(obj)
+            if type(obj) is not dict:
+                continue
+            rid = obj.get("id")
+            if type(rid) is int:
+                entry = self.pending.pop(rid, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(obj)
+            elif obj.get("type") == "error":
+                self._refused(obj)
+                return
+
+    def _refused(self, answer: Response) -> None:
+        """Every request carries an ``id``: an error without one means that the server could
+        not parse the stream (a frame over its limit) and is closing it. It answers every
+        request pending here, since a benchmark's requests are alike: resent, each would be
+        refused the same way (and retrying ``too_large`` would never end)."""
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_result(answer)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,7 +190,8 @@ class BenchClient:
     async def _call(self, body: dict[str, Any], *, follow: bool) -> Response:
         """Send until an answer that is final: a result, or an error not worth retrying.
 
-        Gives up with a ``timeout`` error after ten times the timeout (a run must end).
+        Gives up after ten times the timeout (a run must end), with the last retryable error
+        the server sent, or a ``timeout`` error if it sent none.
         """
         rid = next(self._ids)
         body["id"] = rid
@@ -179,6 +199,7 @@ class BenchClient:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 10 * self.timeout
         backoff = _BACKOFF_FIRST
+        last: Response | None = None  # the latest retryable answer: why we give up, if we do
         while True:
             try:
                 link = self.link
@@ -186,6 +207,7 @@ class BenchClient:
                     link = await self._link()
                 response = await link.send(rid, frame)
             except (OSError, LinkLost, TimeoutError):
+                last = None
                 self._rotate()
             else:
                 kind = response.get("type")
@@ -200,9 +222,12 @@ class BenchClient:
                 if kind == "error" and code not in RETRYABLE_CODES:
                     self.tally.errors += 1
                     return response
+                last = response if kind == "error" else None  # a redirect has no code
             if loop.time() >= give_up:
                 self.tally.errors += 1
-                return {"type": "error", "code": "timeout", "message": "gave up"}
+                return last or {"type": "error", "code": ErrorCode.TIMEOUT.value,
+                                "message": f"no answer after {10 * self.timeout:g}s of "
+                                           f"retries (the last to {self.address})"}
             self.tally.retries += 1
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(2 * backoff, _BACKOFF_MAX)

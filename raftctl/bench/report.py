@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from raftctl.bench.runner import LoadSpec
+from raftctl.output.printers import echo
 from raftctl.output.rows import to_json
 
 Record = dict[str, Any]
@@ -44,6 +44,8 @@ def load_rows(record: Record) -> list[tuple[str, str]]:
     cfg = record["config"]
     what = record["benchmark"] + (f" ({cfg['consistency']})" if record["benchmark"] == "read"
                                   else "")
+    first = record["first_error"]
+    failed = [] if first is None else [("first error", _error_text(first))]
     return [
         ("benchmark", what),
         ("cluster", f"{len(record['members'])} members, fsync {_num(record['fsync'])}"),
@@ -51,6 +53,7 @@ def load_rows(record: Record) -> list[tuple[str, str]]:
                   f"{cfg['size']}-byte values, {cfg['workers']} workers")),
         ("requests", (f"{record['requests']:,} ({record['errors']:,} errors, "
                       f"{record['retries']:,} retries)")),
+        *failed,
         ("duration", (f"{record['duration_s']:.2f} s (clients: avg "
                       f"{record['client_duration_avg_s']:.3f} s, stdev "
                       f"{record['client_duration_stdev_s']:.3f} s)")),
@@ -68,6 +71,11 @@ def load_rows(record: Record) -> list[tuple[str, str]]:
         ("leader changes", (f"{_num(record['leader_changes'])} (term changes "
                             f"{_num(record['term_changes'])})")),
     ]
+
+
+def _error_text(error: dict[str, str]) -> str:
+    code, message = error["code"], error["message"]
+    return f"{code}: {message}" if message else code
 
 
 def election_rows(record: Record) -> list[tuple[str, str]]:
@@ -90,12 +98,12 @@ def election_rows(record: Record) -> list[tuple[str, str]]:
 def emit(record: Record, fmt: str, console: Console) -> None:
     """Print ``record`` in format ``fmt`` (json, plain or table) on stdout."""
     if fmt == "json":
-        click.echo(to_json(record))
+        echo(to_json(record))
         return
     rows = election_rows(record) if record["benchmark"] == "election" else load_rows(record)
     if fmt == "plain":
         for label, text in rows:
-            click.echo(f"{label}\t{text}")
+            echo(f"{label}\t{text}")
         return
     table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
     table.add_column(style="bold", no_wrap=True)

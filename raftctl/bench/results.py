@@ -61,6 +61,9 @@ class WorkerResult:
     """Wall-clock time of the start signal (UNIX seconds)."""
     command_bytes: int = 0
     """Bytes one write adds to the log (the encoded command); 0 for reads."""
+    first_error: dict[str, Any] | None = None
+    """The first request that failed: its ``code``, ``message`` and ``t`` (seconds after the
+    start signal); None if none failed."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class WorkerResult:
             "cpu_seconds": self.cpu_seconds,
             "started": self.started,
             "command_bytes": self.command_bytes,
+            "first_error": self.first_error,
         }
 
     @classmethod
@@ -84,6 +88,7 @@ class WorkerResult:
             cpu_seconds=None if cpu is None else float(cpu),
             started=float(data.get("started", 0.0)),
             command_bytes=int(data.get("command_bytes", 0)),
+            first_error=data.get("first_error"),
         )
 
 
@@ -102,6 +107,7 @@ def merge(results: Iterable[WorkerResult]) -> WorkerResult:
     latency = Histogram()
     series: list[Histogram] = []
     cpu: float | None = 0.0
+    errors = [p.first_error for p in parts if p.first_error is not None]
     for part in parts:
         latency.merge(part.latency)
         for k, h in enumerate(part.series):
@@ -117,6 +123,7 @@ def merge(results: Iterable[WorkerResult]) -> WorkerResult:
         cpu_seconds=cpu,
         started=min(p.started for p in parts),
         command_bytes=max(p.command_bytes for p in parts),
+        first_error=min(errors, key=lambda e: e["t"], default=None),
     )
 
 
@@ -148,6 +155,7 @@ def summarize(merged: WorkerResult, extras: Extras) -> dict[str, Any]:
     durations = [c.duration for c in clients]
     wall = max(durations, default=0.0)
     lat = merged.latency
+    first = merged.first_error
     loadgen = merged.cpu_seconds
     if loadgen is not None and extras.parent_cpu_seconds is not None:
         loadgen += extras.parent_cpu_seconds
@@ -156,6 +164,8 @@ def summarize(merged: WorkerResult, extras: Extras) -> dict[str, Any]:
         "errors": sum(c.errors for c in clients),
         "retries": sum(c.retries for c in clients),
         "redirects": sum(c.redirects for c in clients),
+        "first_error": None if first is None else {"code": first["code"],
+                                                   "message": first["message"]},
         "duration_s": round(wall, 6),
         "client_duration_avg_s": round(statistics.fmean(durations), 6) if durations else 0.0,
         "client_duration_stdev_s": round(statistics.pstdev(durations), 6) if durations else 0.0,

@@ -29,6 +29,7 @@ from raftctl.bench.workers import (
 )
 from raftctl.client import AsyncClient
 from raftctl.errors import RaftctlError
+from raftd.wire.client import ErrorCode
 
 READY_TIMEOUT_S = 60.0
 """Spawned workers import Python and connect every client: slow on a loaded machine."""
@@ -68,6 +69,39 @@ class LoadSpec:
 
 class BenchError(RaftctlError):
     """The benchmark itself could not run (a worker failed, nobody answered in time)."""
+
+
+class RunFailed(BenchError):
+    """The cluster failed the run's requests: one with an error no retry can fix (the run
+    stopped there), or every one of them. ``timed_out``: unanswered, rather than refused."""
+
+    def __init__(self, code: str, message: str, *, every: bool) -> None:
+        what = "every request failed" if every else "a request failed"
+        super().__init__(f"{what}: {code}: {message}" if message else f"{what}: {code}")
+        self.code = code
+        self.message = message
+        self.every = every
+
+    @property
+    def timed_out(self) -> bool:
+        return self.code == ErrorCode.TIMEOUT.value
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "every": self.every}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunFailed:
+        return cls(str(data["code"]), str(data["message"]), every=bool(data["every"]))
+
+
+def require_success(summary: dict[str, Any]) -> None:
+    """Raise `RunFailed` for a run (`results.summarize`) in which no request succeeded: its
+    figures would only hide why."""
+    if summary["requests"] > 0:
+        return
+    first = summary["first_error"] or {"code": ErrorCode.TIMEOUT.value,
+                                       "message": "no request was answered"}
+    raise RunFailed(first["code"], first["message"], every=True)
 
 
 async def preload(target: Target, spec: LoadSpec) -> None:
@@ -197,6 +231,8 @@ async def _receive(conn: Connection, timeout: float | None) -> tuple[str, Any]:
         raise BenchError("a load generator exited without a result") from None
     if kind == "failed":
         raise BenchError(str(payload))
+    if kind == "refused":
+        raise RunFailed.from_wire(payload)
     return kind, payload
 
 

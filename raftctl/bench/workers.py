@@ -7,11 +7,16 @@ spawned so that no thread or event loop of the parent leaks into them), each run
 A worker's life, driven by its parent over a pipe:
 
 1. connect every client and send one request each (a write opens the client's session, whose
-   seq 1 must travel alone), not measured; answer ``ready``;
+   seq 1 must travel alone), not measured; answer ``ready``, or ``refused`` if one failed;
 2. on ``go`` (the parent sends it to all workers at once and samples the cluster's CPU), run:
    each client keeps ``pipeline`` requests outstanding and sends the next as soon as one is
    answered (closed loop), until its share of ``entries`` is done or ``duration`` is over;
+   a request still unanswered a timeout after ``duration`` is cut short (an error), and an
+   error no retry can fix (`FINAL_CODES`) stops the run at once: answer ``refused``;
 3. send the ``WorkerResult`` (histograms, per-client counts, its own CPU seconds) and exit.
+
+``refused`` carries a `Refusal`: the error's code and message, and whether every request
+this worker sent failed.
 
 Progress goes through shared memory (one counter per worker, written ten times a second), so
 watching a run costs the hot path nothing.
@@ -36,11 +41,21 @@ from raftctl.bench.procstat import cpu_seconds
 from raftctl.bench.protocol import BenchClient, Response, Tally
 from raftctl.bench.results import ClientResult, WorkerResult
 from raftd.statemachine import SET, encode_command
+from raftd.wire.client import ErrorCode
 
 PROGRESS_INTERVAL = 0.1
 READ_KEY_PREFIX = "bench/read/"
 OPEN_KEY = "bench/open"
 """Where each client's unmeasured first write (which opens its session) goes."""
+FINAL_CODES = frozenset(c.value for c in ErrorCode if not c.retryable) - {
+    ErrorCode.SESSION_EXPIRED.value}
+"""Errors no retry can fix (the request's size or shape, a missing token, a full disk): each
+would come back for every later request, so the run stops. ``session_expired`` is not one:
+the client opens a new session with its next write."""
+
+Refusal = dict[str, Any]
+"""Why a worker stopped: ``{"code", "message", "every"}`` (``every``: no request of this
+worker succeeded)."""
 
 
 class LoadClient(Protocol):
@@ -139,6 +154,11 @@ class _Worker:
         self.start = 0.0
         self.read_keys = [f"{READ_KEY_PREFIX}{i}" for i in range(spec.keys)]
         self.write_keys: list[list[str]] = []  # known at the start signal
+        self.first_error: dict[str, Any] | None = None
+        """The first failed request's code and message, ``t`` seconds after the start."""
+        self.refusal: Refusal | None = None
+        """Set by the first error in `FINAL_CODES`: the lanes stop, the worker answers it."""
+        self.refused = asyncio.Event()
 
     def _write_keys(self, first_client: int) -> list[list[str]]:
         per_client = max(1, self.spec.keys // self.spec.total_clients)
@@ -146,7 +166,13 @@ class _Worker:
                 for c in range(self.spec.clients)]
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._one(i, c) for i, c in enumerate(self.clients)))
+        answers = await asyncio.gather(*(self._one(i, c) for i, c in enumerate(self.clients)))
+        failed = [a for a in answers if a.get("type") != "result"]
+        if failed:
+            # The clients already retried what can be retried: the measured requests, alike,
+            # would fail the same way, so the run stops before it starts.
+            self.conn.send(("refused", _refusal(failed[0], every=len(failed) == len(answers))))
+            return
         self.conn.send(("ready", None))
         go: Go = await self._receive()
         self.write_keys = self._write_keys(go.first_client)
@@ -156,10 +182,18 @@ class _Worker:
         self.start = time.perf_counter()
         started_wall = time.time()
         stop_at = self.start + go.duration if go.duration is not None else None
-        per_client = await asyncio.gather(*(
+        measured = asyncio.gather(*(
             self._client(i, c, stop_at, None if go.quotas is None else go.quotas[i])
             for i, c in enumerate(self.clients)
         ))
+        refused = loop.create_task(self.refused.wait())
+        either: list[asyncio.Future[Any]] = [measured, refused]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if self.refusal is not None:
+            self.conn.send(("refused", self.refusal))
+            return  # leaving the loop cancels the lanes; the parent stops the other workers
+        refused.cancel()
+        per_client = measured.result()
         cpu_after = cpu_seconds(os.getpid())
         ticker.cancel()
         self.progress[self.spec.index] = self.done
@@ -177,6 +211,7 @@ class _Worker:
             cpu_seconds=cpu,
             started=started_wall,
             command_bytes=command_bytes if self.spec.op == "write" else 0,
+            first_error=self.first_error,
         ).to_wire()))
 
     async def _receive(self) -> Any:
@@ -215,16 +250,30 @@ class _Worker:
         self, i: int, client: LoadClient, stop_at: float | None, quota: int | None
     ) -> ClientResult:
         state = _Quota(quota)
-        lanes = [self._lane(i, client, stop_at, state) for _ in range(self.spec.pipeline)]
-        counts = await asyncio.gather(*lanes)
+        lanes = [asyncio.ensure_future(self._lane(i, client, stop_at, state))
+                 for _ in range(self.spec.pipeline)]
+        # A client retries for up to ten timeouts: a request still unanswered a timeout after
+        # the end (a frozen leader, a node refusing every attempt) must not hold the run up.
+        timeout = self.spec.timeout
+        cut = None if stop_at is None else max(0.0, stop_at + timeout - time.perf_counter())
+        done, late = await asyncio.wait(lanes, timeout=cut)
+        for lane in done:
+            lane.result()  # a lane's own failure is the worker's
+        if late:
+            for lane in late:
+                lane.cancel()
+            await asyncio.wait(late)
+            self._failed({"code": ErrorCode.TIMEOUT.value,
+                          "message": f"no answer within {timeout:g}s after the end of the run"})
         duration = (state.last - self.start) if state.last else 0.0
         tally = client.tally
-        return ClientResult(requests=sum(counts), duration=duration, errors=tally.errors,
-                            retries=tally.retries, redirects=tally.redirects)
+        return ClientResult(requests=state.answered, duration=duration,
+                            errors=tally.errors + len(late), retries=tally.retries,
+                            redirects=tally.redirects)
 
     async def _lane(
         self, i: int, client: LoadClient, stop_at: float | None, state: _Quota
-    ) -> int:
+    ) -> None:
         """One outstanding request of a client, reissued as soon as it is answered."""
         clock = time.perf_counter
         write = self.spec.op == "write"
@@ -235,9 +284,9 @@ class _Worker:
         interval = self.spec.interval
         latency = self.latency
         series = self.series
-        n = 0
         k = (i * 7919) % nkeys
-        while state.take() and (stop_at is None or clock() < stop_at):
+        while (state.take() and (stop_at is None or clock() < stop_at)
+               and self.refusal is None):
             k = k + 1 if k + 1 < nkeys else 0
             sent = clock()
             if write:
@@ -247,7 +296,8 @@ class _Worker:
             now = clock()
             state.last = now
             if response.get("type") != "result":
-                continue  # counted in the client's tally as an error
+                self._failed(response)  # counted in the client's tally as an error
+                continue
             took = now - sent
             bucket = bucket_of(took)
             latency.record(took, bucket)
@@ -255,19 +305,28 @@ class _Worker:
             while len(series) <= slot:
                 series.append(Histogram())
             series[slot].record(took, bucket)
-            n += 1
+            state.answered += 1
             self.done += 1
-        return n
+
+    def _failed(self, response: Response) -> None:
+        if self.first_error is None:
+            self.first_error = {**_error(response), "t": time.perf_counter() - self.start}
+        if response.get("code") in FINAL_CODES and self.refusal is None:
+            # Every client's first request succeeded: not every request failed.
+            self.refusal = _refusal(response, every=False)
+            self.refused.set()
 
 
 class _Quota:
-    """Requests a client may still start (None: unlimited), and when it last got an answer."""
+    """Requests a client may still start (None: unlimited), when it last got an answer, and
+    how many of its requests succeeded."""
 
-    __slots__ = ("last", "left")
+    __slots__ = ("answered", "last", "left")
 
     def __init__(self, left: int | None) -> None:
         self.left = left
         self.last = 0.0
+        self.answered = 0
 
     def take(self) -> bool:
         if self.left is None:
@@ -276,6 +335,16 @@ class _Quota:
             return False
         self.left -= 1
         return True
+
+
+def _error(response: Response) -> dict[str, str]:
+    """The code and message of a failed request's answer (peers' clients may omit either)."""
+    return {"code": str(response.get("code") or "error"),
+            "message": str(response.get("message") or "")}
+
+
+def _refusal(response: Response, *, every: bool) -> Refusal:
+    return {**_error(response), "every": every}
 
 
 def split(total: int, parts: int) -> list[int]:

@@ -23,10 +23,12 @@ from raftctl.bench.distributed import head, join
 from raftctl.bench.election import run_election
 from raftctl.bench.report import emit, progress_bar
 from raftctl.bench.results import Extras, WorkerResult, summarize
-from raftctl.bench.runner import LoadSpec, preload, run_load
+from raftctl.bench.runner import LoadSpec, RunFailed, preload, require_success, run_load
 from raftctl.bench.target import Target, existing, local_cluster
 from raftctl.connection import parse_endpoints
+from raftctl.exitcodes import ExitCode
 from raftctl.options import Seconds, VerbGroup
+from raftctl.output.printers import echo
 from raftctl.output.rows import to_json
 
 DEFAULT_DURATION = 10.0
@@ -54,7 +56,8 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      metavar="BYTES", help="Size of each value."),
         click.option("--pipeline", type=click.IntRange(1), default=1, show_default=True,
                      metavar="K", help="Requests each client keeps outstanding."),
-        click.option("--keys", type=click.IntRange(1), default=10_000, show_default=True, metavar="K",
+        click.option("--keys", type=click.IntRange(1), default=10_000, show_default=True,
+                     metavar="K",
                      help="Distinct keys written (split among clients) or read (preloaded)."),
     ]
     for option in reversed(options):
@@ -65,7 +68,8 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _plot_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
                         metavar="FILE.png",
-                        help="Also draw the results with matplotlib (pip install 'rafty[plot]').")(func)
+                        help="Also draw the results with matplotlib "
+                             "(pip install 'rafty[plot]').")(func)
 
 
 def _spec(op: str, *, clients: int, workers: int, entries: int | None, duration: float | None,
@@ -106,15 +110,26 @@ def load_record(spec: LoadSpec, target: Target, merged: WorkerResult, extras: Ex
     }
 
 
+@contextlib.contextmanager
+def _failures(app: App) -> Iterator[None]:
+    """A run whose requests failed: one line and exit 1, or 3 if they went unanswered."""
+    try:
+        yield
+    except RunFailed as err:
+        app.abort(ExitCode.UNREACHABLE if err.timed_out else ExitCode.FAILED, str(err))
+
+
 def _run(app: App, spec: LoadSpec, servers: int | None, fsync: bool, plot: Path | None) -> None:
     if plot is not None:
         plots.require()
-    with _target(app, servers, fsync) as target:
-        if spec.op == "read":
-            uvloop.run(preload(target, spec))
-        with progress_bar(spec, f"bench {spec.op}") as progress:
-            merged, extras = uvloop.run(run_load(spec, target, progress))
-    record = load_record(spec, target, merged, extras, servers)
+    with _failures(app):
+        with _target(app, servers, fsync) as target:
+            if spec.op == "read":
+                uvloop.run(preload(target, spec))
+            with progress_bar(spec, f"bench {spec.op}") as progress:
+                merged, extras = uvloop.run(run_load(spec, target, progress))
+        record = load_record(spec, target, merged, extras, servers)
+        require_success(record)
     emit(record, app.output, app.console)
     if plot is not None:
         plots.plot_load(record, plot)
@@ -205,7 +220,8 @@ def election(app: App, servers: int, trials: int, sigstop: bool, fsync: bool,
               default=Path("bench-report.json"), show_default=True,
               help="With --head: where the merged report (JSON) is written.")
 @click.option("--wait", type=Seconds(), default=300.0,
-              show_default=True, metavar="S", help="Give up waiting for the joiners after S seconds.")
+              show_default=True, metavar="S",
+              help="Give up waiting for the joiners after S seconds.")
 @click.pass_obj
 def serve(app: App, /, head_: bool, servers: int | None, fsync: bool, joiners: int, report: Path,
           wait: float, **load: Any) -> None:
@@ -225,11 +241,14 @@ def serve(app: App, /, head_: bool, servers: int | None, fsync: bool, joiners: i
     with _target(app, servers, fsync) as target:
         click.echo(f"waiting for {joiners} joiner(s): raftctl bench join "
                    f"{','.join(target.members)}", err=True)
-        outcome = uvloop.run(head(spec, target, joiners, wait))
+        with _failures(app):
+            outcome = uvloop.run(head(spec, target, joiners, wait))
     record = load_record(spec, target, outcome.merged, outcome.extras, servers)
     record["joiners"] = outcome.joiners
     report.write_text(to_json(record, indent=2) + "\n", encoding="utf-8")
     click.echo(f"report written to {report}", err=True)
+    with _failures(app):
+        require_success(record)
     emit(record, app.output, app.console)
 
 
@@ -241,7 +260,7 @@ def _host(app: App, servers: int, fsync: bool) -> None:
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         with _target(app, servers, fsync) as target:
-            click.echo(",".join(target.members))
+            echo(",".join(target.members))
             click.echo("serving until interrupted (Ctrl-C)", err=True)
             while True:
                 time.sleep(3600)
@@ -266,5 +285,8 @@ def join_(app: App, head_endpoints: str, wait: float) -> None:
     its own share of the figures.
     """
     endpoints = tuple(parse_endpoints(head_endpoints))
-    spec, target, merged, extras = uvloop.run(join(endpoints, wait, app.timeout))
-    emit(load_record(spec, target, merged, extras, None), app.output, app.console)
+    with _failures(app):
+        spec, target, merged, extras = uvloop.run(join(endpoints, wait, app.timeout))
+        record = load_record(spec, target, merged, extras, None)
+        require_success(record)
+    emit(record, app.output, app.console)

@@ -15,6 +15,7 @@ from raftctl.commands.params import node_address
 from raftctl.errors import RaftctlError, Unauthorized
 from raftctl.exitcodes import ExitCode
 from raftctl.options import Seconds, VerbCommand
+from raftctl.output.printers import echo
 from raftctl.output.rows import StatusRow
 from raftctl.output.watch import StatusWatch
 from raftctl.survey import collect_status, first_diagnostic, health_rows, status_rows
@@ -96,7 +97,7 @@ async def _watch_lines(app: App, interval: float) -> None:
             continue
         app.printer.status(rows)
         if app.output == "plain":
-            click.echo()  # a blank line ends each block
+            echo()  # a blank line ends each block
 
 
 @click.command(cls=VerbCommand, short_help="Show one node's diagnostic map: role, log, rates.")

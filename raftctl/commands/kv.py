@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -33,9 +34,23 @@ def _stdin_value() -> str | bytes:
 
 def _parse_json(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as err:
         raise click.BadParameter(f"not valid JSON: {err}", param_hint="'VALUE'") from None
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json takes NaN, Infinity and -Infinity; JSON does not, nor would `get -o json`.
+    raise ValueError(f"JSON has no {name}")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 is valid JSON, but becomes an infinity
+        raise click.BadParameter(
+            f"number out of range of a 64-bit float: {text}", param_hint="'VALUE'"
+        )
+    return number
 
 
 _IF_REVISION = click.option(

@@ -16,6 +16,7 @@ from raftctl.app import App
 from raftctl.client import AsyncClient
 from raftctl.exitcodes import ExitCode
 from raftctl.options import VerbGroup
+from raftctl.output.printers import echo
 from raftctl.output.rows import to_json
 from raftd import backup
 from raftd.storage.files import FsyncError
@@ -58,9 +59,9 @@ def save(app: App, file: Path) -> None:
         "sha256": taken.sha256,
     }
     if app.output == "json":
-        click.echo(to_json(record))
+        echo(to_json(record))
     else:
-        click.echo(
+        echo(
             f"Saved snapshot at index {taken.index} (term {taken.term}, {size} bytes, "
             f"sha256 {taken.sha256}) to {file}"
         )

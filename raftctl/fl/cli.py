@@ -19,6 +19,7 @@ from rich.table import Table
 from raftctl.app import App
 from raftctl.exitcodes import ExitCode
 from raftctl.options import VerbGroup
+from raftctl.output.printers import echo
 from raftd.federated.state import DEFAULT_STATUS_ROUNDS
 
 EXTRA = "pip install 'rafty[federated]'"
@@ -155,7 +156,7 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
     summary = {"participant": name, "rounds": len(stats.rounds), "resent": stats.resent,
                "aggregators": sorted(stats.aggregators)}
     if app.output == "json":
-        click.echo(json.dumps(summary))
+        echo(json.dumps(summary))
     else:
         _print_rows(app, list(summary), [summary])
 
@@ -178,7 +179,7 @@ def status(app: App, recent: int) -> None:
     view = status_view(st)
     if app.output == "json":
         view["rounds"] = view["rounds"][-recent:] if recent else []
-        click.echo(json.dumps(view))
+        echo(json.dumps(view))
         return
     agg = view["aggregator"] or {}
     acc = view["accuracy"]
@@ -257,11 +258,11 @@ def demo(app: App, servers: int, participants: int, rounds: int, alpha: float | 
 def _print_rows(app: App, header: list[str], rows: list[dict[str, Any]]) -> None:
     """Rows as a rich table, tab-separated lines (plain) or a JSON array of objects."""
     if app.output == "json":
-        click.echo(json.dumps(rows))
+        echo(json.dumps(rows))
         return
     if app.output == "plain":
         for row in rows:
-            click.echo("\t".join(str(row[h]) for h in header))
+            echo("\t".join(str(row[h]) for h in header))
         return
     table = Table(*(h.upper() for h in header), box=None, pad_edge=False)
     for row in rows:

@@ -7,9 +7,13 @@ All of them write to stdout only; messages go to stderr through `App`.
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol, TextIO
 
 import click
 from rich.console import Console
@@ -36,6 +40,43 @@ from raftctl.output.rows import (
 )
 
 FORMATS = ("table", "json", "plain")
+
+
+class OutputError(Exception):
+    """stdout could not be written (a full disk, stdout closed with ``>&-``).
+
+    Not a reader that went away: that stays BrokenPipeError (exit 141, silent).
+    """
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.strerror or str(cause))
+
+
+@contextmanager
+def writing_stdout() -> Iterator[None]:
+    """Around a write to stdout: its OSError becomes OutputError, so that the error boundary
+    (raftctl.cli) never mistakes another OSError for it, nor this one for another."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise OutputError(err) from err
+
+
+def stdout() -> TextIO:
+    """sys.stdout; started with stdout closed, Python sets it to None: writing it fails."""
+    if sys.stdout is None:
+        raise OutputError(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+    return sys.stdout
+
+
+def echo(message: str | bytes = "", *, nl: bool = True) -> None:
+    """Write one piece of data to stdout (bytes exactly)."""
+    stdout()  # click.echo would drop the message silently
+    with writing_stdout():
+        # color=True: into a pipe or file click would strip escape sequences, which are data.
+        click.echo(message, nl=nl, color=True)
 
 
 class Printer(Protocol):
@@ -67,9 +108,9 @@ class Printer(Protocol):
 def _write_value(value: Any) -> None:
     # The value is the data: no decoration, bytes exactly as stored, so `get k > file` works.
     if isinstance(value, bytes):
-        click.echo(value, nl=False)
+        echo(value, nl=False)
     else:
-        click.echo(scalar_text(value))
+        echo(scalar_text(value))
 
 
 class PlainPrinter:
@@ -79,11 +120,11 @@ class PlainPrinter:
         _write_value(item.value)
 
     def done(self, action: str, key: str, revision: int | None) -> None:
-        click.echo("OK")
+        echo("OK")
 
     def items(self, items: Sequence[Item], *, values: bool) -> None:
         for item in items:
-            click.echo("\t".join(item_cells(item, values=values)[: 2 if values else 1]))
+            echo("\t".join(item_cells(item, values=values)[: 2 if values else 1]))
 
     def status(self, rows: Sequence[StatusRow]) -> None:
         _lines(status_cells(rows))
@@ -93,49 +134,49 @@ class PlainPrinter:
 
     def diagnostic(self, address: str, diagnostic: Mapping[str, Any]) -> None:
         for key, text in flatten(diagnostic):
-            click.echo(f"{key}\t{text}")
+            echo(f"{key}\t{text}")
 
     def member(self, action: str, address: str) -> None:
-        click.echo("OK")
+        echo("OK")
 
     def leader(self, address: str) -> None:
-        click.echo(address)
+        echo(address)
 
 
 def _lines(cells: Sequence[Sequence[str]]) -> None:
     for row in cells:
-        click.echo("\t".join(row))
+        echo("\t".join(row))
 
 
 class JsonPrinter:
     """Compact JSON documents, one per command, never styled."""
 
     def value(self, item: Item) -> None:
-        click.echo(to_json(item_record(item)))
+        echo(to_json(item_record(item)))
 
     def done(self, action: str, key: str, revision: int | None) -> None:
         record: dict[str, Any] = {"action": action, "key": key}
         if revision is not None:  # a delete reports none: no "revision": null to misread
             record["revision"] = revision
-        click.echo(to_json(record))
+        echo(to_json(record))
 
     def items(self, items: Sequence[Item], *, values: bool) -> None:
-        click.echo(to_json([item_record(item, values=values) for item in items]))
+        echo(to_json([item_record(item, values=values) for item in items]))
 
     def status(self, rows: Sequence[StatusRow]) -> None:
-        click.echo(to_json(status_records(rows)))
+        echo(to_json(status_records(rows)))
 
     def health(self, rows: Sequence[HealthRow]) -> None:
-        click.echo(to_json(health_records(rows)))
+        echo(to_json(health_records(rows)))
 
     def diagnostic(self, address: str, diagnostic: Mapping[str, Any]) -> None:
-        click.echo(to_json(diagnostic))
+        echo(to_json(diagnostic))
 
     def member(self, action: str, address: str) -> None:
-        click.echo(to_json({"action": action, "address": address}))
+        echo(to_json({"action": action, "address": address}))
 
     def leader(self, address: str) -> None:
-        click.echo(to_json({"leader": address}))
+        echo(to_json({"leader": address}))
 
 
 class TablePrinter(PlainPrinter):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -200,10 +201,22 @@ def item_record(item: Item, *, values: bool = True) -> dict[str, Any]:
 
 
 def item_cells(item: Item, *, values: bool = True) -> tuple[str, ...]:
-    """Cells of one key; a value's text is made one line (tabs and newlines escaped as JSON)."""
+    """Cells of one key; its text is `key_text`, a value's made one line by `one_line`."""
     if not values:
-        return (item.key, str(item.revision))
-    return (item.key, one_line(item.value), str(item.revision))
+        return (key_text(item.key), str(item.revision))
+    return (key_text(item.key), one_line(item.value), str(item.revision))
+
+
+def key_text(key: str) -> str:
+    """A key as it is, or as a JSON string when it holds a character that is not printable
+    (a tab, a line break, another control or invisible one) or starts with a double quote.
+
+    So a key is always one cell of one line, and a cell starting with a double quote is JSON.
+    Inside that JSON string, invisible characters are escaped too (``\\u200b``).
+    """
+    if key.isprintable() and not key.startswith('"'):
+        return key
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in to_json(key))
 
 
 def one_line(value: Any) -> str:
@@ -263,8 +276,38 @@ def scalar_text(value: Any) -> str:
 
 
 def to_json(value: Any, *, indent: int | None = None) -> str:
-    """JSON for anything msgpack carries; bytes that are not UTF-8 become ``{"base64": ...}``."""
-    return json.dumps(value, default=_jsonable, ensure_ascii=False, indent=indent)
+    """JSON for anything msgpack carries. JSON has no bytes, NaN or infinities: bytes that are
+    not UTF-8 become ``{"base64": ...}``, and such floats ``{"float": "NaN"}`` (``"Infinity"``,
+    ``"-Infinity"``). Map keys are strings: a bytes key is decoded, or written ``base64:...``."""
+    try:
+        return _dumps(value, indent)
+    except (ValueError, TypeError):  # NaN or infinity, or a bytes map key: rare, so only now
+        return _dumps(_json_tree(value), indent)
+
+
+def _dumps(value: Any, indent: int | None) -> str:
+    return json.dumps(
+        value, default=_jsonable, ensure_ascii=False, allow_nan=False, indent=indent
+    )
+
+
+def _json_tree(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"}
+    if isinstance(value, Mapping):
+        return {_json_key(key): _json_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_tree(item) for item in value]
+    return value
+
+
+def _json_key(key: Any) -> Any:
+    if isinstance(key, bytes):
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(key).decode("ascii")
+    return key
 
 
 def _jsonable(value: Any) -> Any:

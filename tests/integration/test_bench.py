@@ -6,18 +6,33 @@ shared and its figures are noise here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from raftctl import Client
 from raftctl.localcluster import LocalCluster
+from tests.integration.conftest import ClusterFactory
+from tests.integration.helpers import (
+    DEADLINE,
+    STEADY,
+    current_leader,
+    wait_for_leader,
+    wait_until,
+)
 
 TIMEOUT = 120
+LONG_RUN = "120"
+"""--duration of runs that must stop long before it: a failure to stop shows as a slow test."""
 
 
 def _raftctl(*args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -121,3 +136,128 @@ def test_serve_head_with_two_joiners(cluster: LocalCluster, tmp_path: Path) -> N
     assert len(merged["latency_ms"]) == 4
     # The head's members run here: their CPU is found from their listening sockets.
     assert set(merged["cluster_cpu_by_node"]) == set(cluster.endpoints)
+
+
+def _failure(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a run expected to fail."""
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Kill ``proc`` if the block leaves it running (a failed wait must not leak a run)."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _measuring(cluster: LocalCluster) -> bool:
+    """Whether the run has begun its measured writes (the unmeasured first ones go to
+    ``bench/open``; measured ones under ``bench/CLIENT/``)."""
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        return bool(client.scan("bench/0/", limit=1).items)
+
+
+@pytest.mark.parametrize(("size", "why"), [
+    # Over the frame limit: the server answers without an id and closes the connection.
+    ("2000000", ("too_large: frame exceeds 1114112 bytes: a value may have up to "
+                 "max_entry_bytes (1048576 bytes)")),
+    # Within the frame limit, over max_entry_bytes: the server answers the request itself.
+    ("1048600", "too_large: a value of 1048600 bytes exceeds max_entry_bytes (1048576)"),
+])
+def test_a_value_the_cluster_refuses_stops_the_run_at_once(
+    cluster: LocalCluster, tmp_path: Path, size: str, why: str
+) -> None:
+    started = time.monotonic()
+    status, out, err = _failure(_raftctl(
+        "-e", ",".join(cluster.endpoints), "-o", "json", "bench", "write", "--clients", "2",
+        "--size", size, "--duration", LONG_RUN, cwd=tmp_path))
+    elapsed = time.monotonic() - started
+    assert (status, err, out) == (1, f"Error: every request failed: {why}\n", "")
+    # Retrying would never help: no retry loop, no run of the full --duration.
+    assert elapsed < float(LONG_RUN) / 2, elapsed
+
+
+def test_a_refusal_in_the_middle_of_a_run_stops_it(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    # Node 2 accepts smaller values than the others: the run starts on another leader, and
+    # its writes are refused once node 2 leads.
+    cluster = make_cluster(3, raft=STEADY)
+    config = cluster.config_paths[2]
+    config.write_text(config.read_text().replace("[raft]\n", "[raft]\nmax_entry_bytes = 1000\n"))
+    cluster.start_all()
+    if wait_for_leader(cluster) == 2:
+        with Client(cluster.endpoints, timeout=DEADLINE) as client:
+            client.transfer_leader(cluster.endpoints[0])
+        wait_until(lambda: current_leader(cluster) == 0, "node 0 to lead")
+    started = time.monotonic()
+    proc = _raftctl("-e", ",".join(cluster.endpoints), "-o", "json", "bench", "write",
+                    "--clients", "2", "--size", "2000", "--duration", LONG_RUN, cwd=tmp_path)
+    with _reaped(proc):
+        wait_until(lambda: _measuring(cluster), "the measured writes")
+        with Client(cluster.endpoints, timeout=DEADLINE) as client:
+            client.transfer_leader(cluster.endpoints[2])
+        status, out, err = _failure(proc)
+    elapsed = time.monotonic() - started
+    why = "too_large: a value of 2000 bytes exceeds max_entry_bytes (1000)"
+    assert (status, err, out) == (1, f"Error: a request failed: {why}\n", "")
+    assert elapsed < float(LONG_RUN) / 2, elapsed
+
+
+def test_a_frozen_cluster_cannot_hold_a_run_past_its_duration(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(3, raft=STEADY)
+    cluster.start_all()
+    wait_for_leader(cluster)
+    duration, timeout = 8.0, 2.0  # long enough that the freeze lands inside the run
+    proc = _raftctl("-e", ",".join(cluster.endpoints), "-o", "json", "--timeout", f"{timeout:g}",
+                    "bench", "write", "--clients", "2", "--duration", f"{duration:g}",
+                    cwd=tmp_path)
+    with _reaped(proc):
+        wait_until(lambda: _measuring(cluster), "the measured writes")
+        frozen = time.monotonic()
+        for i in range(len(cluster)):
+            cluster.kill(i, signal.SIGSTOP)  # the fixture's teardown resumes them
+        record = _json(proc)
+    ended = time.monotonic() - frozen
+    # Some writes succeeded before the freeze: the run reports, naming why the rest failed.
+    assert record["requests"] > 0 and record["errors"] > 0
+    assert record["first_error"] == {
+        "code": "timeout", "message": f"no answer within {timeout:g}s after the end of the run"}
+    # Each stuck write is cut a timeout after the end; it used to retry for ten timeouts
+    # (20 s). The rest is the run's teardown (a last poll of the members, at most 1 s).
+    assert ended < duration + timeout + 6, ended
+
+
+def test_a_joiner_refused_by_the_cluster_fails_the_head_too(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    endpoints = ",".join(cluster.endpoints)
+    started = time.monotonic()
+    head = _raftctl("-e", endpoints, "bench", "serve", "--head", "--joiners", "1",
+                    "--size", "2000000", "--duration", LONG_RUN, "--wait", LONG_RUN,
+                    "--report", str(tmp_path / "report.json"), cwd=tmp_path)
+    with _reaped(head):
+        joiner = _failure(_raftctl("bench", "join", cluster.endpoints[1], "--wait", LONG_RUN,
+                                   cwd=tmp_path))
+        status, _, err = _failure(head)
+    why = ("Error: every request failed: too_large: frame exceeds 1114112 bytes: a value may "
+           "have up to max_entry_bytes (1048576 bytes)\n")
+    assert joiner == (1, "", why)
+    # The joiner failed before it registered: the head learns why instead of waiting --wait.
+    assert status == 1 and err.endswith(why), err
+    assert time.monotonic() - started < float(LONG_RUN) / 2
+    assert not (tmp_path / "report.json").exists()
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        assert client.scan("bench/head/").items == []  # the head cleaned up after itself

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
+import traceback
 import uuid
+from pathlib import Path
 
 import msgpack
 import pytest
 
-from raftctl import Client, ClusterUnavailable, TooLarge
+from raftctl import AsyncClient, Client, ClusterUnavailable, TooLarge, Unauthorized
+from raftctl.errors import InvalidArgument
 from raftctl.localcluster import LocalCluster, free_ports
+from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
     diagnostic,
@@ -194,6 +199,56 @@ def test_client_keeps_writing_after_a_refused_first_write(cluster: LocalCluster)
             client.set("big", "x" * TOO_LARGE)
         client.set("after-refusal", 1)
         assert client.get("after-refusal") == 1
+
+
+def test_values_the_nodes_would_refuse_are_refused_by_the_client(cluster: LocalCluster) -> None:
+    """An int key in a map (nodes decode with strict_map_key) or an int beyond 64 bits is a
+    client-side InvalidArgument, not the node's bad_request; bytes keys are fine, and a write
+    after a refused first one still opens its session."""
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        with pytest.raises(InvalidArgument, match="^cannot encode the value: map keys must be "
+                                                  "str or bytes, not int$"):
+            client.set("mk", {1: "a"})
+        with pytest.raises(InvalidArgument, match="not float$"):
+            client.set("mk", [{"a": ({2.5: 1},)}])
+        with pytest.raises(InvalidArgument, match=r"integer out of range \(msgpack holds"):
+            client.set("mk", [2**64])
+        value = {b"raw": [1, {"nested": b"\x00"}], "max": 2**64 - 1, "min": -(2**63)}
+        revision = client.set("mk", value)
+        assert client.get_item("mk") == ("mk", value, revision)
+
+
+def test_health_has_one_shape_whichever_node_is_asked(cluster: LocalCluster) -> None:
+    """``health()`` (any node, retried) and ``health(address)`` both return the cleaned map."""
+    with Client(cluster.endpoints, timeout=DEADLINE) as client:
+        anywhere = client.health()
+        one = client.health(cluster.endpoints[1])
+    assert set(anywhere) == set(one) == {"leader", "commit_index"}
+    assert anywhere["leader"] in cluster.endpoints and type(one["commit_index"]) is int
+
+    async def both() -> tuple[dict[str, object], dict[str, object]]:
+        async with AsyncClient(cluster.endpoints, timeout=DEADLINE) as client:
+            return await client.health(), await client.health(cluster.endpoints[2])
+
+    assert all(set(answer) == {"leader", "commit_index"} for answer in asyncio.run(both()))
+
+
+def test_unauthorized_tells_programs_to_pass_token(
+    make_secure: ClusterFactory, tmp_path: Path
+) -> None:
+    token = "client-token-of-the-api-test-0123"
+    token_file = tmp_path / "client.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    cluster = make_secure(1, access={"token": token},
+                          security={"client_token_file": str(token_file)})
+    with Client(cluster.endpoints, timeout=DEADLINE) as client, \
+            pytest.raises(Unauthorized) as info:
+        client.set("k", "v")
+    assert "requires a client token" in str(info.value)
+    assert "take the token as token=..." in "".join(traceback.format_exception(info.value))
+    with Client(cluster.endpoints, timeout=DEADLINE, token=token) as client:
+        assert client.set("k", "v") > 0
 
 
 # -- wire protocol -----------------------------------------------------------------------------

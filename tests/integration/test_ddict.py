@@ -27,6 +27,7 @@ from raftctl import (
     RefreshPolicyLock,
     RefreshPolicyTime,
 )
+from raftctl.errors import InvalidArgument
 from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import DEADLINE, wait_until
 
@@ -106,6 +107,24 @@ def test_own_writes_and_mapping_methods(dicts: Callable[..., DistributedDict]) -
     assert keys == ["map/b", "map/c", "map/d"] and len(d) >= 3
     assert list(d.prefix_items("map/c")) == [("map/c", {"x": b"\x00\xff"})]
     assert d.revision("map/b") > 0
+
+
+def test_keys_the_cluster_cannot_hold_behave_as_missing(
+    dicts: Callable[..., DistributedDict],
+) -> None:
+    """A Mapping answers False for a key it cannot hold; writing one is the caller's error,
+    not the node's bad_request."""
+    d = dicts()
+    d["holdable"] = 1
+    assert 5 not in d and "" not in d and "holdable" in d
+    assert d.get(5) is None and d.pop("", "gone") == "gone"
+    with pytest.raises(KeyError):
+        d[5]
+    with pytest.raises(TypeError, match="keys are str, not int"):
+        d[5] = 1  # type: ignore[index]
+    with pytest.raises(InvalidArgument, match="a key must not be empty"):
+        d[""] = 1
+    assert dict(d.prefix_items("holdable")) == {"holdable": 1}
 
 
 def test_a_read_of_one_key_never_fetches_the_whole_state(

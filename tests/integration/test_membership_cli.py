@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, free_ports
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import led_since, log_offsets, wait_until
 from tests.integration.test_cli import raftctl
@@ -96,3 +96,18 @@ def test_grow_transfer_and_shrink(make_cluster: ClusterFactory) -> None:
     wait_until(lambda: led_since(cluster, chosen_node, offsets[chosen_node]),
                "the chosen node to take over")
     wait_until(lambda: sorted(members(live)) == sorted(live), "the members without the spare")
+
+
+def test_promoting_a_learner_that_never_caught_up_says_why(make_cluster: ClusterFactory) -> None:
+    """The cluster answers all along (retryable: not caught up yet), so when the retries run
+    out that answer is the error, exit status 1, not a timeout (3: unreachable)."""
+    cluster: LocalCluster = make_cluster(3)
+    cluster.start_all()
+    wait_until(lambda: leader_of(cluster.endpoints), "a first leader")
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"
+    assert raftctl(cluster.endpoints, "add-node", nobody, "--learner").returncode == 0
+    promoted = raftctl(cluster.endpoints, "--timeout", "2", "promote", nobody)
+    assert (promoted.returncode, promoted.stdout) == (1, ""), promoted.stderr
+    assert promoted.stderr.startswith(
+        "Error: the cluster answered with an error: conf_change_in_progress: "), promoted.stderr
+    assert promoted.stderr.endswith(" (still so after 2s of retries)\n"), promoted.stderr

@@ -75,11 +75,11 @@ def test_blocking_client_names_the_endpoints_it_tried() -> None:
         client.get("k")  # closed
 
 
-def test_unencodable_values_raise_bad_request() -> None:
+def test_unencodable_values_raise_invalid_argument() -> None:
     with raftctl.Client(f"127.0.0.1:{closed_port()}", timeout=0.3) as client:
-        with pytest.raises(raftctl.BadRequest):
+        with pytest.raises(raftctl.InvalidArgument, match="set is not a msgpack type"):
             client.set("k", {1, 2})
-        with pytest.raises(raftctl.BadRequest):
+        with pytest.raises(raftctl.InvalidArgument, match="integer out of range"):
             client.set("k", 2**64)
 
 
