@@ -138,17 +138,6 @@ def test_serve_head_with_two_joiners(cluster: LocalCluster, tmp_path: Path) -> N
     assert set(merged["cluster_cpu_by_node"]) == set(cluster.endpoints)
 
 
-def _failure(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of a run expected to fail."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out, err
-
-
 @contextlib.contextmanager
 def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
     """Kill ``proc`` if the block leaves it running (a failed wait must not leak a run)."""
@@ -158,6 +147,13 @@ def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _failure(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a run expected to fail."""
+    with _reaped(proc):
+        out, err = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, out, err
 
 
 def _measuring(cluster: LocalCluster) -> bool:
