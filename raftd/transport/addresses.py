@@ -71,6 +71,8 @@ class PeerAddresses:
     def get(self, node: str) -> Address | None:
         """``node``'s address, or None while it is unknown (a lookup is then under way)."""
         entry = self.entries.get(node)
+        if entry is not None and entry.checked_at == math.inf:
+            return entry.address  # an IP address (or no valid one): never looked up
         if entry is None:
             entry = self.entries[node] = _Entry()
             try:
