@@ -13,6 +13,7 @@ from raftctl.app import App
 from raftctl.commands.params import key_argument, prefix_argument
 from raftctl.exitcodes import ExitCode
 from raftctl.options import VerbCommand
+from raftctl.output.rows import key_text
 
 
 def _stdin_value() -> str | bytes:
@@ -137,7 +138,7 @@ def get(app: App, key: str | None, prefix: str | None, consistency: str) -> None
     with app.client() as client:
         item = client.get_item(key, consistency=consistency)
     if item is None:
-        app.abort(ExitCode.FAILED, f"key not found: {key}")
+        app.abort(ExitCode.FAILED, f"key not found: {key_text(key)}")
     app.printer.value(item)
 
 
@@ -164,5 +165,5 @@ def delete(app: App, key: str, if_revision: int | None) -> None:
     with app.client() as client:
         found = client.delete(key, if_revision=if_revision)
     if not found:
-        app.abort(ExitCode.FAILED, f"key not found: {key}")
+        app.abort(ExitCode.FAILED, f"key not found: {key_text(key)}")
     app.printer.done("delete", key, None)

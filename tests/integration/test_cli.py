@@ -117,6 +117,8 @@ def test_key_value_verbs_in_every_format(cluster: LocalCluster) -> None:
     assert missing.stderr == "Error: key not found: cli/multi\n"
     gone = invoke(eps, "delete", "cli/multi")
     assert gone == (1, "", "Error: key not found: cli/multi\n")
+    # A key holding a line break is named on one line, as list and get --prefix write it.
+    assert invoke(eps, "get", "cli/a\nb") == (1, "", 'Error: key not found: "cli/a\\nb"\n')
 
 
 def test_list_pages_through_many_keys(cluster: LocalCluster) -> None:
