@@ -153,6 +153,9 @@ def _run(job: tuple[int, bool]) -> tuple[int, str | None]:
     return run_checked(*job)
 
 
+# A sweep's budget grows with its seeds (a second each, ten times what one takes here): the
+# suite's 600 s would cut `make sim SEEDS=10000` short.
+@pytest.mark.timeout(600 + len(selected_seeds()))
 def test_seeds() -> None:
     seeds = selected_seeds()
     jobs = ([(s, True) for s in sorted(set(seeds) | set(REGRESSION_SEEDS))]
