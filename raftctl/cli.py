@@ -9,6 +9,7 @@ traceback (etcdctl's cobrautl.ExitWithError).
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any
@@ -143,4 +144,17 @@ cli.add_command(fl)
 
 def main() -> None:
     """Console-script entry point."""
-    cli.main(prog_name="raftctl")
+    try:
+        cli.main(prog_name="raftctl")
+    except OSError as err:
+        # Outside any command: click writing --help or --version into a full device. Commands
+        # report their own (OutputError); of the rest only a file can be full, and stdout is
+        # the one file raftctl writes without handling it.
+        if err.errno not in _FULL:
+            raise
+        _stdout_to_devnull()
+        click.echo(f"Error: cannot write the output: {err.strerror or err}", err=True)
+        sys.exit(int(ExitCode.FAILED))
+
+
+_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))

@@ -199,3 +199,13 @@ def test_plain_values_keep_escape_sequences(cluster: LocalCluster) -> None:
     with Client(cluster.endpoints, timeout=DEADLINE) as client:
         client.set("esc/value", "\x1b[31mred\x1b[0m")
     assert raftctl(cluster.endpoints, "get", "esc/value").stdout == "\x1b[31mred\x1b[0m\n"
+
+
+@needs_dev_full
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["get", "--help"]], ids=" ".join)
+def test_help_into_a_full_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
+    """click prints these before any command runs: the entry point reports them the same."""
+    with open(FULL, "w") as full:
+        done = raftctl(["127.0.0.1:1"], *args, stdout=full)
+    assert (done.returncode, done.stderr) == (
+        1, "Error: cannot write the output: No space left on device\n")
