@@ -769,15 +769,18 @@ class AsyncClient:
 # -- request helpers ----------------------------------------------------------------------------
 
 
-def key_problem(key: str) -> str | None:
-    """Why the nodes would refuse ``key`` (empty, not UTF-8, too long), or None."""
-    if not key:
-        return "a key must not be empty"
+def key_problem(key: str, *, what: str = "a key", may_be_empty: bool = False) -> str | None:
+    """Why the nodes would refuse ``key`` (empty, not UTF-8, too long), or None.
+
+    ``what``/``may_be_empty``: the same rule for a list prefix ("a prefix", empty: all keys).
+    """
+    if not key and not may_be_empty:
+        return f"{what} must not be empty"
     size = utf8_size(key)
     if size is None:
-        return "a key must be valid UTF-8"
+        return f"{what} must be valid UTF-8"
     if size > MAX_KEY_BYTES:
-        return f"a key is at most {MAX_KEY_BYTES} UTF-8 bytes, not {size}"
+        return f"{what} is at most {MAX_KEY_BYTES} UTF-8 bytes, not {size}"
     return None
 
 

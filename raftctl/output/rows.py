@@ -303,17 +303,24 @@ def _json_tree(value: Any) -> Any:
 
 def _json_key(key: Any) -> Any:
     if isinstance(key, bytes):
-        try:
-            return key.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(key).decode("ascii")
+        text = _utf8(key)
+        return text if text is not None else "base64:" + _base64(key)
     return key
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode("ascii")}
+        text = _utf8(value)
+        return text if text is not None else {"base64": _base64(value)}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
