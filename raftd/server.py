@@ -504,6 +504,8 @@ class Server:
         self.scheduled = False
         try:
             self.replica.process(_Outbox(self), time.time_ns() // 1_000_000)
+            if self.replica.wants_turn():
+                self._schedule()  # call_soon: the loop polls the sockets before that turn
             if self.snapshotter.due():
                 self.snapshotter.start()
         except Exception as e:  # noqa: BLE001 - fsync errors included: never retried

@@ -720,6 +720,8 @@ class Simulator:
         assert replica is not None
         try:
             replica.process(node.outbox, self.now * TICK_MS)
+            if replica.wants_turn():  # as raftd.server.Server._process
+                replica.process(node.outbox, self.now * TICK_MS)
             if self.options.snapshot_every:
                 self._snapshot(node, replica)
         except SimulatedCrash:

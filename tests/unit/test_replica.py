@@ -51,7 +51,7 @@ def _exchange(net: Network, replica: Replica, out: _Outbox) -> None:
     replica.process(out, 0)
 
 
-def test_leader_keeps_one_batch_in_flight_and_the_next_grows_meanwhile() -> None:
+def test_leader_keeps_one_batch_in_flight_and_the_next_waits_for_answered_clients() -> None:
     assert BATCHES_IN_FLIGHT == 1
     net = Network(3)
     net.campaign("n1")  # from here on the test runs n1, through its Replica
@@ -67,13 +67,18 @@ def test_leader_keeps_one_batch_in_flight_and_the_next_grows_meanwhile() -> None
         replica.process(out, 0)
     assert leader.raft.log.last_index() == first  # w2..w5 wait for w1's batch
 
-    _exchange(net, replica, out)  # w1 commits; in the same turn w2..w5 go out as one entry
+    _exchange(net, replica, out)  # w1 commits and is answered; w2..w5 wait one more turn
     assert out.responses == {"w1": {"type": "result", "success": True, "revision": 1}}
+    assert leader.raft.log.last_index() == first
+    assert replica.wants_turn()
+    replica.submit_write("w6", encode_command(SET, "k", 6))  # w1's client, writing again
+    replica.process(out, 0)
+    assert not replica.wants_turn()
     assert leader.raft.log.last_index() == first + 1
     _, commands = decode_batch(leader.raft.log.slice(first + 1, first + 2)[0].data)
-    assert [c[2] for c in commands] == [2, 3, 4, 5]
+    assert [c[2] for c in commands] == [2, 3, 4, 5, 6]
 
     _exchange(net, replica, out)
     assert {t: r.get("revision") for t, r in out.responses.items()} == {
-        "w1": 1, "w2": 2, "w3": 3, "w4": 4, "w5": 5}
-    assert replica.sm.get("k") == (True, 5, 5)
+        "w1": 1, "w2": 2, "w3": 3, "w4": 4, "w5": 5, "w6": 6}
+    assert replica.sm.get("k") == (True, 6, 6)
