@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 
 from raftctl.blocking import Client
+from raftctl.connection import Credentials
 from raftctl.exitcodes import ExitCode
 from raftctl.output.printers import Printer, choose, stdout, writing_stdout
 
@@ -57,6 +58,8 @@ class App:
     output: str
     access: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of every client: ``token`` and ``tls`` (global options)."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """The same, as the options gave them (for bench's spawned load generators)."""
     console: Console = field(init=False)
     """stdout, for rich renderables (tables, the live status view)."""
     printer: Printer = field(init=False)

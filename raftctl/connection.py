@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from raftctl.errors import InvalidEndpoint, RaftctlError
@@ -23,6 +24,7 @@ __all__ = [
     "ConnectFailed",
     "Connection",
     "ConnectionLost",
+    "Credentials",
     "check_endpoint",
     "parse_endpoints",
     "tls_context",
@@ -138,6 +140,24 @@ def tls_context(
                 exc, "not a PEM certificate and its key, or the key does not match")
             raise RaftctlError(f"cannot load the client certificate {files}: {problem}") from None
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a client presents to secured nodes (a token, TLS files), as plain values: unlike
+    the SSLContext they make, they cross into spawned processes (bench's load generators)."""
+
+    token: str | None = None
+    tls: bool = False
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """The ``token`` and ``tls`` keyword arguments of a client; raises ``RaftctlError``
+        when a TLS file cannot be loaded (see `tls_context`)."""
+        context = tls_context(self.tls, cacert=self.cacert, cert=self.cert, key=self.key)
+        return {"token": self.token, **({"tls": context} if context is not None else {})}
 
 
 def _tls_file_problem(exc: OSError, ssl_problem: str) -> str:

@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from raftctl.app import App, stdout_isatty
-from raftctl.connection import parse_endpoints, tls_context
+from raftctl.connection import Credentials, parse_endpoints
 from raftctl.errors import InvalidEndpoint, RaftctlError
 from raftctl.output.printers import FORMATS
 
@@ -210,19 +210,17 @@ def make_app(ctx: click.Context, values: Mapping[str, Any]) -> App:
     cacert, cert, key = values["cacert"], values["cert"], values["key"]
     if key is not None and cert is None:
         raise click.BadParameter("needs --cert as well", ctx=ctx, param_hint="--key")
+    credentials = Credentials(token=values["token"], tls=values["tls"], cacert=cacert,
+                              cert=cert, key=key)
     # The TLS files are loaded once, here: a bad one is a usage error, before the verb runs.
     try:
-        context = tls_context(values["tls"], cacert=cacert, cert=cert, key=key)
+        access = credentials.client_options()
     except RaftctlError as err:
         raise click.BadParameter(
             str(err), ctx=ctx, param_hint="--cacert/--cert/--key"
         ) from None
-    access: dict[str, Any] = {"token": values["token"]}
-    if context is not None:
-        access["tls"] = context
-    return App(
-        endpoints=values["endpoints"], timeout=values["timeout"], output=output, access=access
-    )
+    return App(endpoints=values["endpoints"], timeout=values["timeout"], output=output,
+               access=access, credentials=credentials)
 
 
 class VerbCommand(click.Command):

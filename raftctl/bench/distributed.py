@@ -30,6 +30,7 @@ from raftctl.bench.results import Extras, WorkerResult, merge
 from raftctl.bench.runner import BenchError, LoadSpec, RunFailed, run_load
 from raftctl.bench.target import LeaderWatch, Target, find_leader
 from raftctl.client import AsyncClient
+from raftctl.connection import Credentials
 from raftctl.errors import RaftctlError
 
 PREFIX = "bench/head/"
@@ -78,7 +79,8 @@ async def head(
     """Publish the run, wait for ``joiners``, start them, and merge what they push back."""
     run = uuid.uuid4().hex[:12]
     base = f"{PREFIX}{run}/"
-    async with AsyncClient([target.leader, *target.members], spec.timeout) as client:
+    async with AsyncClient([target.leader, *target.members], spec.timeout,
+                           **target.access) as client:
         await client.set(CONFIG_KEY, {
             "run": run, "spec": spec.to_wire(), "joiners": joiners,
             "members": list(target.members), "leader": target.leader,
@@ -92,7 +94,7 @@ async def head(
 
             order = await _wait_for(registered, wait, f"{joiners} joiners", REGISTER_POLL_S)
             order = order[:joiners]
-            watcher = LeaderWatch(target.members, spec.timeout)
+            watcher = LeaderWatch(target.members, spec.timeout, **target.access)
             cluster_before = target.cpu()
             watcher.start()
             await client.set(base + "start", {"order": order})
@@ -119,12 +121,16 @@ async def head(
     return HeadOutcome(merge(results), extras, order)
 
 
-async def join(endpoints: tuple[str, ...], wait: float, timeout: float) -> tuple[
-    LoadSpec, Target, WorkerResult, Extras
-]:
-    """Fetch the head's run, take part in it, push the result; returns what this one measured."""
+async def join(
+    endpoints: tuple[str, ...], wait: float, timeout: float,
+    credentials: Credentials | None = None,
+) -> tuple[LoadSpec, Target, WorkerResult, Extras]:
+    """Fetch the head's run, take part in it, push the result; returns what this one measured.
+    ``credentials``: this joiner's own (the head never publishes its token)."""
     me = f"{socket.gethostname()}-{os.getpid()}"
-    async with AsyncClient(endpoints, timeout) as client:
+    credentials = credentials or Credentials()
+    access = credentials.client_options()
+    async with AsyncClient(endpoints, timeout, **access) as client:
         async def published() -> dict[str, Any] | None:
             value = await client.get(CONFIG_KEY)
             return value if isinstance(value, dict) else None
@@ -134,8 +140,8 @@ async def join(endpoints: tuple[str, ...], wait: float, timeout: float) -> tuple
         spec = LoadSpec.from_wire(config["spec"])
         base = f"{PREFIX}{config['run']}/"
         members = tuple(config["members"])
-        leader, _ = await find_leader(members, timeout)
-        target = Target(members, leader, None)
+        leader, _ = await find_leader(members, timeout, **access)
+        target = Target(members, leader, None, credentials=credentials, access=access)
 
         async def go() -> int:
             await client.set(base + f"joined/{me}", {"host": socket.gethostname(),

@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import random
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -51,11 +52,12 @@ class Link(asyncio.Protocol):
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_RESPONSE_BYTES)
 
     @classmethod
-    async def open(cls, address: str, timeout: float) -> Link:
+    async def open(cls, address: str, timeout: float, tls: ssl.SSLContext | None = None) -> Link:
         host, port = parse_address(address)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            _, link = await loop.create_connection(lambda: cls(address), host, port)
+            _, link = await loop.create_connection(
+                lambda: cls(address), host, port, ssl=tls, server_hostname=host if tls else None)
         return link
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,10 +153,14 @@ class BenchClient:
     redirects move it, connection failures rotate through ``endpoints``.
     """
 
-    def __init__(self, address: str, endpoints: tuple[str, ...], timeout: float) -> None:
+    def __init__(self, address: str, endpoints: tuple[str, ...], timeout: float, *,
+                 token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``token`` and ``tls``: for nodes that require them (as ``AsyncClient``'s)."""
         self.address = address
         self.endpoints = endpoints
         self.timeout = timeout
+        self.token = token
+        self.tls = tls
         self.link: Link | None = None
         self.tally = Tally()
         self._ids = itertools.count(1)
@@ -195,6 +201,8 @@ class BenchClient:
         """
         rid = next(self._ids)
         body["id"] = rid
+        if self.token is not None:
+            body["token"] = self.token
         frame = self._encode(body)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 10 * self.timeout
@@ -240,7 +248,7 @@ class BenchClient:
             self._connecting = asyncio.Lock()
         async with self._connecting:  # pipelined requests share one connect
             if self.link is None or self.link.closed:
-                self.link = await Link.open(self.address, self.timeout)
+                self.link = await Link.open(self.address, self.timeout, self.tls)
             return self.link
 
     def _move(self, address: str) -> None:

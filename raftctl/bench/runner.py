@@ -108,7 +108,8 @@ async def preload(target: Target, spec: LoadSpec) -> None:
     """Write the keys a read benchmark reads, so every read finds its key."""
     value = os.urandom(spec.size)
     gate = asyncio.Semaphore(PRELOAD_CONCURRENCY)
-    async with AsyncClient([target.leader, *target.members], spec.timeout) as client:
+    async with AsyncClient([target.leader, *target.members], spec.timeout,
+                           **target.access) as client:
         async def put(i: int) -> None:
             async with gate:
                 await client.set(f"{READ_KEY_PREFIX}{i}", value)
@@ -149,6 +150,7 @@ async def run_load(
             total_clients=total_clients or spec.clients,
             pipeline=spec.pipeline, size=spec.size, keys=spec.keys,
             timeout=spec.timeout, interval=spec.interval, protocol=spec.protocol,
+            credentials=target.credentials,
         ))
         start += count
     quotas = split(spec.entries, spec.clients) if spec.entries is not None else None
@@ -167,7 +169,7 @@ async def run_load(
             await _expect(conn, "ready", READY_TIMEOUT_S + 10 * spec.timeout)
         if gate is not None:
             client_offset = await gate()
-        watcher = LeaderWatch(target.members, spec.timeout) if watch else None
+        watcher = LeaderWatch(target.members, spec.timeout, **target.access) if watch else None
         cluster_before = target.cpu()
         parent_before = cpu_seconds(os.getpid())
         if watcher is not None:

@@ -17,9 +17,11 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from raftctl.bench.procstat import cpu_seconds, listening_pid
 from raftctl.client import AsyncClient
+from raftctl.connection import Credentials
 from raftctl.errors import NoLeader, RaftctlError
 from raftctl.localcluster import LocalCluster
 from raftctl.output.rows import StatusRow
@@ -40,6 +42,10 @@ class Target:
     """Member address -> PID, for members running on this machine."""
     cluster: LocalCluster | None = None
     """Set when this benchmark started the cluster itself."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """What its nodes require of clients (a token, TLS)."""
+    access: dict[str, Any] = field(default_factory=dict)
+    """``credentials`` as the keyword arguments of a client (``client_options()``)."""
 
     def cpu(self) -> dict[str, float] | None:
         """CPU seconds so far of every member; None unless all of them can be read here."""
@@ -64,12 +70,15 @@ def _leader_of(rows: list[StatusRow]) -> tuple[str | None, int]:
     return None, top
 
 
-async def find_leader(endpoints: tuple[str, ...], timeout: float) -> tuple[str, list[StatusRow]]:
-    """The leader and the member rows, waiting up to LEADER_WAIT_S for an election."""
+async def find_leader(
+    endpoints: tuple[str, ...], timeout: float, **access: Any
+) -> tuple[str, list[StatusRow]]:
+    """The leader and the member rows, waiting up to LEADER_WAIT_S for an election.
+    ``access``: the client's token and TLS."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LEADER_WAIT_S
     while True:
-        rows = await collect_status(list(endpoints), timeout)
+        rows = await collect_status(list(endpoints), timeout, **access)
         leader, _ = _leader_of(rows)
         if leader is not None:
             return leader, rows
@@ -78,10 +87,14 @@ async def find_leader(endpoints: tuple[str, ...], timeout: float) -> tuple[str, 
         await asyncio.sleep(0.1)
 
 
-async def existing(endpoints: tuple[str, ...], timeout: float) -> Target:
-    """Describe a running cluster reached through ``endpoints``."""
-    leader, rows = await find_leader(endpoints, timeout)
-    async with AsyncClient([leader], timeout) as client:
+async def existing(
+    endpoints: tuple[str, ...], timeout: float, credentials: Credentials | None = None
+) -> Target:
+    """Describe a running cluster reached through ``endpoints`` with ``credentials``."""
+    credentials = credentials or Credentials()
+    access = credentials.client_options()
+    leader, rows = await find_leader(endpoints, timeout, **access)
+    async with AsyncClient([leader], timeout, **access) as client:
         fsync = (await client.diagnostic(leader)).get("fsync")
     members = tuple(r.address for r in rows)
     pids = {}
@@ -90,7 +103,8 @@ async def existing(endpoints: tuple[str, ...], timeout: float) -> Target:
         pid = listening_pid(port) if host in LOCAL_HOSTS else None
         if pid is not None:
             pids[address] = pid
-    return Target(members, leader, fsync if type(fsync) is bool else None, pids)
+    return Target(members, leader, fsync if type(fsync) is bool else None, pids,
+                  credentials=credentials, access=access)
 
 
 @contextlib.contextmanager
@@ -114,9 +128,10 @@ def local_cluster(n: int, *, fsync: bool, timeout: float) -> Iterator[Target]:
 class LeaderWatch:
     """Polls the members while a run lasts; counts changes of leader and of term."""
 
-    def __init__(self, members: tuple[str, ...], timeout: float) -> None:
+    def __init__(self, members: tuple[str, ...], timeout: float, **access: Any) -> None:
         self.members = members
         self.timeout = timeout
+        self.access = access
         self.leaders: list[tuple[int, str]] = []
         """Each (term, leader) seen, in order, without repeats."""
         self.first_term: int | None = None
@@ -150,7 +165,8 @@ class LeaderWatch:
 
     async def _poll(self) -> None:
         try:
-            rows = await collect_status(list(self.members), min(self.timeout, 1.0))
+            rows = await collect_status(list(self.members), min(self.timeout, 1.0),
+                                        **self.access)
         except RaftctlError:
             return
         leader, term = _leader_of(rows)

@@ -40,6 +40,7 @@ from raftctl.bench.histogram import Histogram, bucket_of
 from raftctl.bench.procstat import cpu_seconds
 from raftctl.bench.protocol import BenchClient, Response, Tally
 from raftctl.bench.results import ClientResult, WorkerResult
+from raftctl.connection import Credentials
 from raftd.statemachine import SET, encode_command
 from raftd.wire.client import ErrorCode
 
@@ -106,6 +107,8 @@ class WorkerSpec:
     """Width in seconds of the time series' buckets."""
     protocol: str = "rafty"
     """Which client speaks to the cluster (`client_class`)."""
+    credentials: Credentials = Credentials()
+    """What the cluster's nodes require of rafty clients (a token, TLS)."""
 
     @property
     def clients(self) -> int:
@@ -145,7 +148,9 @@ class _Worker:
         self.conn = conn
         self.progress = progress
         cls = client_class(spec.protocol)
-        self.clients: list[LoadClient] = [cls(a, spec.endpoints, spec.timeout)
+        # One TLS context for all of this worker's clients (loading it reads the files).
+        access = spec.credentials.client_options() if spec.credentials != Credentials() else {}
+        self.clients: list[LoadClient] = [cls(a, spec.endpoints, spec.timeout, **access)
                                           for a in spec.addresses]
         self.value = os.urandom(spec.size)
         self.done = 0

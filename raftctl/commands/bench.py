@@ -92,16 +92,7 @@ def _target(app: App, servers: int | None, fsync: bool) -> Iterator[Target]:
         with local_cluster(servers, fsync=fsync, timeout=app.timeout) as target:
             yield target
     else:
-        _without_credentials(app)
-        yield uvloop.run(existing(app.endpoints, app.timeout))
-
-
-def _without_credentials(app: App) -> None:
-    """The load generators speak plain TCP without a token: say so rather than run a load
-    that every node refuses (or that never connects)."""
-    if app.access.get("token") or app.access.get("tls"):
-        raise click.UsageError("bench sends no client token and speaks no TLS yet: benchmark "
-                               "a cluster that requires neither, or one started with --servers")
+        yield uvloop.run(existing(app.endpoints, app.timeout, app.credentials))
 
 
 def load_record(spec: LoadSpec, target: Target, merged: WorkerResult, extras: Extras,
@@ -294,9 +285,9 @@ def join_(app: App, head_endpoints: str, wait: float) -> None:
     its own share of the figures.
     """
     endpoints = tuple(parse_endpoints(head_endpoints))
-    _without_credentials(app)
     with _failures(app):
-        spec, target, merged, extras = uvloop.run(join(endpoints, wait, app.timeout))
+        spec, target, merged, extras = uvloop.run(
+            join(endpoints, wait, app.timeout, app.credentials))
         record = load_record(spec, target, merged, extras, None)
         require_success(record)
     emit(record, app.output, app.console)

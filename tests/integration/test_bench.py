@@ -29,17 +29,22 @@ from tests.integration.helpers import (
     wait_for_leader,
     wait_until,
 )
+from tests.unit.security.certs import make_pki
 
 TIMEOUT = 120
+TOKEN = "bench-client-token-0123456789abcdef"
 LONG_RUN = "120"
 """--duration of runs that must stop long before it: a failure to stop shows as a slow test."""
 
 
-def _raftctl(*args: str, cwd: Path) -> subprocess.Popen[str]:
+def _raftctl(*args: str, cwd: Path, token: str | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "RAFTCTL_ENDPOINTS": ""}
+    env.pop("RAFTCTL_TOKEN", None)
+    if token is not None:
+        env["RAFTCTL_TOKEN"] = token
     return subprocess.Popen(
         [sys.executable, "-m", "raftctl", *args], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, "RAFTCTL_ENDPOINTS": ""},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
     )
 
 
@@ -136,6 +141,45 @@ def test_serve_head_with_two_joiners(cluster: LocalCluster, tmp_path: Path) -> N
     assert len(merged["latency_ms"]) == 4
     # The head's members run here: their CPU is found from their listening sockets.
     assert set(merged["cluster_cpu_by_node"]) == set(cluster.endpoints)
+
+
+def test_a_secured_cluster_with_its_token_and_tls(make_secure: ClusterFactory,
+                                                  tmp_path: Path) -> None:
+    """The load generators, the leader watch, the head and a joiner present the token and
+    TLS files given as for any verb; without the token nothing runs: unauthorized, exit 1."""
+    pki = make_pki(tmp_path / "pki")
+    token_file = tmp_path / "client.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    tls = ["--cacert", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+    cluster = make_secure(3, access={"token": TOKEN, "cacert": str(pki.ca),
+                                     "cert": str(pki.client_cert), "key": str(pki.client_key)},
+                          security={"client_token_file": str(token_file),
+                                    "tls_cert": str(pki.node_cert), "tls_key": str(pki.node_key),
+                                    "tls_ca": str(pki.ca)})
+    endpoints = ",".join(cluster.endpoints)
+
+    record = _json(_raftctl("-e", endpoints, *tls, "-o", "json", "bench", "write", "--clients",
+                            "4", "--entries", "200", cwd=tmp_path, token=TOKEN))
+    _check_load(record)
+    assert record["requests"] == 200
+
+    report = tmp_path / "report.json"
+    head = _raftctl("-e", endpoints, *tls, "-o", "json", "bench", "serve", "--head",
+                    "--joiners", "1", "--clients", "2", "--duration", "1", "--wait", "60",
+                    "--report", str(report), cwd=tmp_path, token=TOKEN)
+    joiner = _raftctl(*tls, "-o", "json", "bench", "join", cluster.endpoints[1], "--wait", "60",
+                      cwd=tmp_path, token=TOKEN)
+    share = _json(joiner)
+    _check_load(share, watched=False)
+    merged = _json(head)
+    assert merged["requests"] == share["requests"]
+    _check_load(merged)
+
+    code, _, err = _failure(_raftctl("-e", endpoints, *tls, "bench", "write", "--clients", "2",
+                                     "--duration", LONG_RUN, cwd=tmp_path))
+    assert code == 1, err
+    assert "unauthorized" in err and "Traceback" not in err
 
 
 @contextlib.contextmanager

@@ -9,15 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from raftctl.bench.histogram import Histogram
 from raftctl.bench.report import load_rows
 from raftctl.bench.results import ClientResult, Extras, WorkerResult, merge, summarize
 from raftctl.bench.runner import RunFailed, require_success
 from raftctl.bench.workers import FINAL_CODES
-from raftctl.cli import cli
-from raftctl.localcluster import free_ports
 from raftd.wire.client import RETRYABLE_CODES, ErrorCode
 
 
@@ -82,15 +79,3 @@ def test_final_codes_are_the_errors_no_retry_fixes() -> None:
     assert not FINAL_CODES & RETRYABLE_CODES
     # The bench client reopens its session on the next write.
     assert ErrorCode.SESSION_EXPIRED.value not in FINAL_CODES
-
-
-@pytest.mark.parametrize("credentials", [["--token", "t" * 20], ["--tls"]])
-@pytest.mark.parametrize("command", [["bench", "write"], ["bench", "join", "127.0.0.1:1"]])
-def test_bench_refuses_credentials_it_cannot_pass_on(credentials: list[str],
-                                                     command: list[str]) -> None:
-    """Its load generators send no token and speak no TLS: a usage error at once, not a run
-    every node refuses (or that never connects)."""
-    (port,) = free_ports(1)
-    result = CliRunner().invoke(cli, ["-e", f"127.0.0.1:{port}", *credentials, *command])
-    assert result.exit_code == 2, result.output
-    assert "bench sends no client token and speaks no TLS yet" in result.stderr
