@@ -739,7 +739,7 @@ class AsyncClient:
                     host, port, ssl=self._tls, server_hostname=host if self._tls else None
                 )
         except (OSError, ValueError) as exc:  # ValueError: e.g. a host name IDNA rejects
-            raise ConnectFailed(f"{endpoint}: {_connect_problem(exc)}") from None
+            raise ConnectFailed(f"{endpoint}: {connect_problem(exc)}") from None
         conn = Connection(endpoint, reader, writer, self._max_frame_bytes)
         if self._closed:
             conn.close()
@@ -834,7 +834,7 @@ def _strip(response: Response) -> Response:
     return response
 
 
-def _connect_problem(exc: Exception) -> str:
+def connect_problem(exc: Exception) -> str:
     """Why a connection failed, in a few words (TLS and name lookups said in their terms)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {exc.verify_message}"

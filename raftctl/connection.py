@@ -7,12 +7,13 @@ module knows nothing of leaders, retries or sessions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import re
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from raftctl.errors import InvalidEndpoint, RaftctlError
@@ -147,7 +148,7 @@ class Credentials:
     """What a client presents to secured nodes (a token, TLS files), as plain values: unlike
     the SSLContext they make, they cross into spawned processes (bench's load generators)."""
 
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     tls: bool = False
     cacert: str | None = None
     cert: str | None = None
@@ -155,9 +156,16 @@ class Credentials:
 
     def client_options(self) -> dict[str, Any]:
         """The ``token`` and ``tls`` keyword arguments of a client; raises ``RaftctlError``
-        when a TLS file cannot be loaded (see `tls_context`)."""
-        context = tls_context(self.tls, cacert=self.cacert, cert=self.cert, key=self.key)
-        return {"token": self.token, **({"tls": context} if context is not None else {})}
+        when a TLS file cannot be loaded (see `tls_context`). The files are read once per
+        process: every later call shares the first one's SSLContext."""
+        return dict(_client_options(self))
+
+
+@functools.lru_cache(maxsize=4)
+def _client_options(credentials: Credentials) -> dict[str, Any]:
+    c = credentials
+    context = tls_context(c.tls, cacert=c.cacert, cert=c.cert, key=c.key)
+    return {"token": c.token, **({"tls": context} if context is not None else {})}
 
 
 def _tls_file_problem(exc: OSError, ssl_problem: str) -> str:

@@ -210,6 +210,9 @@ class Server:
         self.requests: dict[Token, tuple[ClientConnection, int | None, str, float]] = {}
         self.next_token = 0
         self.scheduled = False
+        self.closed = False
+        """Set by ``_shutdown``: the loop may still run a queued turn or tick while it winds
+        down (asyncio.Runner.close), and those must not touch the closed log."""
         self.pack = msgpack.Packer(use_bin_type=True).pack
         """Packs client commands (a Packer of our own: ``packb`` builds one per call). It
         keeps a buffer as large as the largest command, at most about ``max_entry_bytes``."""
@@ -294,6 +297,7 @@ class Server:
 
     def _shutdown(self) -> None:
         log.info("shutting down")
+        self.closed = True
         self.replica.fail_all(
             _Outbox(self), error(ErrorCode.SHUTTING_DOWN, "the node is shutting down")
         )
@@ -317,6 +321,8 @@ class Server:
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_tick(self, due: float) -> None:
+        if self.closed:
+            return
         loop = asyncio.get_running_loop()
         try:
             self.replica.tick(_Outbox(self))
@@ -502,6 +508,8 @@ class Server:
 
     def _process(self) -> None:
         self.scheduled = False
+        if self.closed:
+            return
         try:
             self.replica.process(_Outbox(self), time.time_ns() // 1_000_000)
             if self.replica.wants_turn():

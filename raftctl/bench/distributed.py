@@ -141,7 +141,7 @@ async def join(
         base = f"{PREFIX}{config['run']}/"
         members = tuple(config["members"])
         leader, _ = await find_leader(members, timeout, **access)
-        target = Target(members, leader, None, credentials=credentials, access=access)
+        target = Target(members, leader, None, credentials=credentials)
 
         async def go() -> int:
             await client.set(base + f"joined/{me}", {"host": socket.gethostname(),

@@ -26,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from raftctl.client import connect_problem
 from raftd.wire.client import RETRYABLE_CODES, ErrorCode, parse_address
 from raftd.wire.stream import frame_encoder
 
@@ -38,6 +39,15 @@ Response = dict[str, Any]
 
 class LinkLost(Exception):
     """The connection closed (or was closed by the watchdog) with the request outstanding."""
+
+
+def _failure(exc: Exception) -> str:
+    """Why a request's connection failed, in a few words."""
+    if isinstance(exc, LinkLost):
+        return "connection lost"
+    if isinstance(exc, TimeoutError):
+        return "connecting timed out"
+    return connect_problem(exc)  # TLS problems included
 
 
 class Link(asyncio.Protocol):
@@ -208,16 +218,19 @@ class BenchClient:
         give_up = loop.time() + 10 * self.timeout
         backoff = _BACKOFF_FIRST
         last: Response | None = None  # the latest retryable answer: why we give up, if we do
+        tried, failed = self.address, ""  # the latest attempt's node, and why it failed
         while True:
             try:
                 link = self.link
                 if link is None or link.closed:  # not awaited per request: the usual case
                     link = await self._link()
                 response = await link.send(rid, frame)
-            except (OSError, LinkLost, TimeoutError):
+            except (OSError, LinkLost, TimeoutError) as exc:
                 last = None
+                tried, failed = self.address, f": {_failure(exc)}"
                 self._rotate()
             else:
+                tried, failed = self.address, ""
                 kind = response.get("type")
                 if kind == "result":
                     return response
@@ -235,7 +248,7 @@ class BenchClient:
                 self.tally.errors += 1
                 return last or {"type": "error", "code": ErrorCode.TIMEOUT.value,
                                 "message": f"no answer after {10 * self.timeout:g}s of "
-                                           f"retries (the last to {self.address})"}
+                                           f"retries (the last to {tried}{failed})"}
             self.tally.retries += 1
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(2 * backoff, _BACKOFF_MAX)

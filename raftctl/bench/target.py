@@ -44,8 +44,11 @@ class Target:
     """Set when this benchmark started the cluster itself."""
     credentials: Credentials = field(default_factory=Credentials)
     """What its nodes require of clients (a token, TLS)."""
-    access: dict[str, Any] = field(default_factory=dict)
-    """``credentials`` as the keyword arguments of a client (``client_options()``)."""
+
+    @property
+    def access(self) -> dict[str, Any]:
+        """``credentials`` as the keyword arguments of a client."""
+        return self.credentials.client_options()
 
     def cpu(self) -> dict[str, float] | None:
         """CPU seconds so far of every member; None unless all of them can be read here."""
@@ -104,7 +107,7 @@ async def existing(
         if pid is not None:
             pids[address] = pid
     return Target(members, leader, fsync if type(fsync) is bool else None, pids,
-                  credentials=credentials, access=access)
+                  credentials=credentials)
 
 
 @contextlib.contextmanager
