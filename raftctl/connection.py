@@ -272,6 +272,11 @@ class Connection:
                 decoder.feed(data)
                 for obj in decoder:
                     self._dispatch(obj)
+            if not self.received_at and self._writer.get_extra_info("sslcontext") is None:
+                # A node refuses in words (overloaded, shutting down) except a TLS node, which
+                # cannot: our request bytes failed its handshake, and it just closes. (So does
+                # a node killed after reading our request: hence a question.)
+                reason += " before answering (does it require TLS? --tls, --cacert)"
         except (OSError, DecodeError) as exc:
             reason = str(exc) or type(exc).__name__
         finally:

@@ -270,6 +270,7 @@ def test_tokens_and_mutual_tls(make_secure: ClusterFactory, pki: Pki, tmp_path: 
     assert rogue_cert.exit_code == 3
     plain = raftctl("--token", TOKEN, "get", "k", timeout=refused)  # no TLS to a TLS port
     assert plain.exit_code == 3
+    assert "before answering (does it require TLS? --tls, --cacert)" in plain.stderr, plain.stderr
 
     # Raw attempts with bad tokens, pipelined on one TLS connection: each is answered
     # unauthorized with its id and the connection survives; the right token then works.
