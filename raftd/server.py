@@ -710,8 +710,6 @@ class _Outbox:
         self.server.respond_capture(token, meta, capture)
 
 
-
-
 def run(config: NodeConfig) -> int:
     """Run the node until SIGTERM/SIGINT; returns the process exit status."""
     try:

@@ -123,12 +123,11 @@ async def head(
 
 async def join(
     endpoints: tuple[str, ...], wait: float, timeout: float,
-    credentials: Credentials | None = None,
+    credentials: Credentials = Credentials(),
 ) -> tuple[LoadSpec, Target, WorkerResult, Extras]:
     """Fetch the head's run, take part in it, push the result; returns what this one measured.
     ``credentials``: this joiner's own (the head never publishes its token)."""
     me = f"{socket.gethostname()}-{os.getpid()}"
-    credentials = credentials or Credentials()
     access = credentials.client_options()
     async with AsyncClient(endpoints, timeout, **access) as client:
         async def published() -> dict[str, Any] | None:

@@ -95,20 +95,20 @@ class Link(asyncio.Protocol):
         not parse the stream (a frame over its limit) and is closing it. It answers every
         request pending here, since a benchmark's requests are alike: resent, each would be
         refused the same way (and retrying ``too_large`` would never end)."""
-        self.closed = True
-        pending, self.pending = self.pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_result(answer)
+        for future in self._take_pending():
+            future.set_result(answer)
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for future in self._take_pending():
+            future.set_exception(LinkLost(f"{self.address}: connection lost"))
+
+    def _take_pending(self) -> list[asyncio.Future[Response]]:
+        """Close the link to new requests; returns the requests still waiting on it."""
         self.closed = True
         pending, self.pending = self.pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(LinkLost(f"{self.address}: connection lost"))
+        return [future for future, _ in pending.values() if not future.done()]
 
     def send(self, rid: int, frame: bytes) -> asyncio.Future[Response]:
         future: asyncio.Future[Response] = self.loop.create_future()

@@ -91,10 +91,9 @@ async def find_leader(
 
 
 async def existing(
-    endpoints: tuple[str, ...], timeout: float, credentials: Credentials | None = None
+    endpoints: tuple[str, ...], timeout: float, credentials: Credentials = Credentials()
 ) -> Target:
     """Describe a running cluster reached through ``endpoints`` with ``credentials``."""
-    credentials = credentials or Credentials()
     access = credentials.client_options()
     leader, rows = await find_leader(endpoints, timeout, **access)
     async with AsyncClient([leader], timeout, **access) as client:

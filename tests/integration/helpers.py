@@ -69,11 +69,6 @@ def holds_throughout(check: Callable[[], str | None], seconds: float) -> None:
 # -- raw client protocol ---------------------------------------------------------------------------
 
 
-def split_address(endpoint: str) -> tuple[str, int]:
-    """(host, port) to connect to: ``[::1]:7001`` gives ``("::1", 7001)``."""
-    return parse_address(endpoint)
-
-
 def read_frames(sock: socket.socket, count: int | None = None) -> list[Any]:
     """Read msgpack objects from ``sock``: ``count`` of them, or (None) all until EOF."""
     unpacker = msgpack.Unpacker(raw=False)
@@ -95,7 +90,7 @@ def one_shot(
     Raises OSError (``TimeoutError`` included) when the node does not answer and close in time.
     """
     data = payload if isinstance(payload, bytes) else msgpack.packb(payload, use_bin_type=True)
-    with socket.create_connection(split_address(endpoint), timeout=timeout) as sock:
+    with socket.create_connection(parse_address(endpoint), timeout=timeout) as sock:
         sock.sendall(data)
         return read_frames(sock)
 

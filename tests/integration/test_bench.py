@@ -207,6 +207,17 @@ def _measuring(cluster: LocalCluster) -> bool:
         return bool(client.scan("bench/0/", limit=1).items)
 
 
+@contextlib.contextmanager
+def _measuring_run(cluster: LocalCluster, tmp_path: Path,
+                   *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``raftctl -o json ARGS`` against ``cluster``, once its measured writes have begun
+    (killed if the block leaves it running)."""
+    proc = _raftctl("-e", ",".join(cluster.endpoints), "-o", "json", *args, cwd=tmp_path)
+    with _reaped(proc):
+        wait_until(lambda: _measuring(cluster), "the measured writes")
+        yield proc
+
+
 @pytest.mark.parametrize(("size", "why"), [
     # Over the frame limit: the server answers without an id and closes the connection.
     ("2000000", ("too_large: frame exceeds 1114112 bytes: a value may have up to "
@@ -241,10 +252,8 @@ def test_a_refusal_in_the_middle_of_a_run_stops_it(
             client.transfer_leader(cluster.endpoints[0])
         wait_until(lambda: current_leader(cluster) == 0, "node 0 to lead")
     started = time.monotonic()
-    proc = _raftctl("-e", ",".join(cluster.endpoints), "-o", "json", "bench", "write",
-                    "--clients", "2", "--size", "2000", "--duration", LONG_RUN, cwd=tmp_path)
-    with _reaped(proc):
-        wait_until(lambda: _measuring(cluster), "the measured writes")
+    with _measuring_run(cluster, tmp_path, "bench", "write", "--clients", "2", "--size",
+                        "2000", "--duration", LONG_RUN) as proc:
         with Client(cluster.endpoints, timeout=DEADLINE) as client:
             client.transfer_leader(cluster.endpoints[2])
         status, out, err = _failure(proc)
@@ -261,11 +270,8 @@ def test_a_frozen_cluster_cannot_hold_a_run_past_its_duration(
     cluster.start_all()
     wait_for_leader(cluster)
     duration, timeout = 8.0, 2.0  # long enough that the freeze lands inside the run
-    proc = _raftctl("-e", ",".join(cluster.endpoints), "-o", "json", "--timeout", f"{timeout:g}",
-                    "bench", "write", "--clients", "2", "--duration", f"{duration:g}",
-                    cwd=tmp_path)
-    with _reaped(proc):
-        wait_until(lambda: _measuring(cluster), "the measured writes")
+    with _measuring_run(cluster, tmp_path, "--timeout", f"{timeout:g}", "bench", "write",
+                        "--clients", "2", "--duration", f"{duration:g}") as proc:
         frozen = time.monotonic()
         for i in range(len(cluster)):
             cluster.kill(i, signal.SIGSTOP)  # the fixture's teardown resumes them

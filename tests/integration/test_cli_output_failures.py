@@ -8,7 +8,6 @@ unambiguous cell each. Each command is a fresh ``python -m raftctl`` process.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -23,6 +22,7 @@ from raftctl import Client
 from raftctl.exitcodes import ExitCode
 from raftctl.localcluster import LocalCluster
 from tests.integration.helpers import DEADLINE
+from tests.unit.cli.readers import read_key, strict_json
 
 FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full here")
@@ -43,15 +43,6 @@ def raftctl(
         command, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         env=env, timeout=2 * DEADLINE, check=False,
     )
-
-
-def strict_json(text: str) -> Any:
-    """json.loads as JSON itself (and JavaScript's JSON.parse) reads it: no NaN, no Infinity."""
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 OUTPUTS = [
@@ -166,11 +157,6 @@ KEYS = [
     "esc/h\\nb",  # a backslash and an n: printable, so as it is
     "esc/é\u200bz",
 ]
-
-
-def read_key(cell: str) -> str:
-    """The documented rule for a key cell: JSON when it starts with a double quote."""
-    return json.loads(cell) if cell.startswith('"') else cell
 
 
 def test_keys_are_unambiguous_in_plain_output(cluster: LocalCluster) -> None:

@@ -15,6 +15,7 @@ import pytest
 from raftctl import AsyncClient, Client, ClusterUnavailable, TooLarge, Unauthorized
 from raftctl.errors import InvalidArgument
 from raftctl.localcluster import LocalCluster, free_ports
+from raftd.wire.client import parse_address
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
     DEADLINE,
@@ -23,7 +24,6 @@ from tests.integration.helpers import (
     leader_diagnostic,
     one_shot,
     read_frames,
-    split_address,
     wait_for_leader,
     wait_until,
 )
@@ -64,7 +64,7 @@ def to_leader(cluster: LocalCluster, request: dict[str, object]) -> dict[str, ob
 
 
 def connect(endpoint: str) -> socket.socket:
-    return socket.create_connection(split_address(endpoint), timeout=DEADLINE)
+    return socket.create_connection(parse_address(endpoint), timeout=DEADLINE)
 
 
 def send(sock: socket.socket, request: dict[str, object]) -> None:

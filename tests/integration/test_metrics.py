@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftctl import Client
 from raftctl.localcluster import LocalCluster
+from raftd.wire.client import parse_address
 from tests.integration.helpers import (
     DEADLINE,
     diagnostic,
     leader_diagnostic,
     one_shot,
-    split_address,
     wait_for_leader,
     wait_until,
 )
@@ -120,7 +120,7 @@ def test_scrape_leader_and_follower(metered: LocalCluster) -> None:
     endpoint = metered.endpoints[follower]
     dropped_before = dropped(other)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.sendto(b"\xc1 not a peer message", split_address(endpoint))
+        udp.sendto(b"\xc1 not a peer message", parse_address(endpoint))
     (answer,) = one_shot(endpoint, {"type": "get", "key": 7})
     assert answer["code"] == "bad_request"
     refused = wait_until(

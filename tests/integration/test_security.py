@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from raftctl import Client, Unauthorized
 from raftctl.cli import cli as raftctl_cli
 from raftctl.localcluster import LocalCluster
-from raftd.wire.client import MAX_KEY_BYTES
+from raftd.wire.client import MAX_KEY_BYTES, parse_address
 from raftd.wire.limits import MAX_CONNECTIONS, MAX_NESTING_DEPTH, MAX_PENDING_PER_CONNECTION
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
@@ -37,7 +37,6 @@ from tests.integration.helpers import (
     freeze,
     one_shot,
     read_frames,
-    split_address,
     thaw,
     wait_diagnostic,
     wait_for_leader,
@@ -218,7 +217,7 @@ def tls_socket(endpoint: str, pki: Pki, *, cert: bool = True) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=str(pki.ca))
     if cert:
         context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
-    host, port = split_address(endpoint)
+    host, port = parse_address(endpoint)
     raw = socket.create_connection((host, port), timeout=DEADLINE)
     return context.wrap_socket(raw, server_hostname=host)
 
@@ -361,7 +360,7 @@ def test_every_limit_answers_its_error_code_and_is_counted(make_secure: ClusterF
         "field_too_large": {"type": "get", "id": 2, "key": "k" * (MAX_KEY_BYTES + 1)},
         "bad_request": {"type": "get", "id": 3, "key": 7},
     }
-    with socket.create_connection(split_address(endpoint), timeout=DEADLINE) as sock:
+    with socket.create_connection(parse_address(endpoint), timeout=DEADLINE) as sock:
         for reason, frame in frames.items():
             sock.sendall(msgpack.packb(frame))
             (answer,) = read_frames(sock, 1)
@@ -399,7 +398,7 @@ def test_pending_requests_beyond_the_limit_are_overloaded(make_secure: ClusterFa
     for f in followers:
         freeze(cluster, f)  # no quorum: every write stays pending on the leader
     try:
-        with socket.create_connection(split_address(cluster.endpoints[leader]),
+        with socket.create_connection(parse_address(cluster.endpoints[leader]),
                                       timeout=DEADLINE) as sock:
             sock.sendall(writes)
             early = read_frames(sock, extra)
@@ -431,11 +430,11 @@ def test_connections_beyond_the_limit_are_overloaded_and_closed(
     held: list[socket.socket] = []
     try:
         for _ in range(MAX_CONNECTIONS):
-            held.append(socket.create_connection(split_address(endpoint), timeout=DEADLINE))
+            held.append(socket.create_connection(parse_address(endpoint), timeout=DEADLINE))
         held[-1].sendall(msgpack.packb({"type": "diagnostic", "id": 1}))
         (answer,) = read_frames(held[-1], 1)  # the last one admitted is served
         assert answer["clientConnections"] == MAX_CONNECTIONS
-        with socket.create_connection(split_address(endpoint), timeout=DEADLINE) as extra:
+        with socket.create_connection(parse_address(endpoint), timeout=DEADLINE) as extra:
             frames = read_frames(extra)  # answered at once, then closed by the node
         assert [f["code"] for f in frames] == ["overloaded"]
     finally:
@@ -484,7 +483,7 @@ def test_garbage_on_tcp_and_udp_never_stops_a_node(make_secure: ClusterFactory,
     rng = random.Random(seed)
     cluster = make_secure(3, secret=secret)
     target = cluster.endpoints[wait_for_leader(cluster)]
-    address = split_address(target)
+    address = parse_address(target)
 
     def counted() -> int | None:
         diag = diagnostic(target)

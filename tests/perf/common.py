@@ -22,7 +22,8 @@ from typing import Any
 import msgpack
 
 from raftctl.localcluster import LocalCluster
-from tests.integration.helpers import split_address, wait_for_leader
+from raftd.wire.client import parse_address
+from tests.integration.helpers import wait_for_leader
 
 
 def count_and_fsync(doc: str, count: str, default: int) -> tuple[int, bool]:
@@ -54,7 +55,7 @@ async def load(
     """Write every item to the leader at ``endpoint`` over one pipelined connection, with up
     to ``window`` writes in flight (raw ``append`` requests, no client session: the fastest
     way to fill a node). Returns the number written; raises on any refused write."""
-    host, port = split_address(endpoint)
+    host, port = parse_address(endpoint)
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
     gate = asyncio.Semaphore(window)
     done = 0
@@ -116,7 +117,7 @@ class LagProbe:
     _stop: bool = False
 
     async def run(self) -> None:
-        host, port = split_address(self.endpoint)
+        host, port = parse_address(self.endpoint)
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
         unpacker = msgpack.Unpacker(raw=False)
         rid = 0

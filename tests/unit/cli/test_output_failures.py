@@ -8,7 +8,6 @@ cannot be written, are in tests/integration/test_cli_output_failures.py.
 from __future__ import annotations
 
 import base64
-import json
 import math
 from typing import Any
 
@@ -22,20 +21,7 @@ from raftctl.cli import cli
 from raftctl.exitcodes import ExitCode
 from raftctl.localcluster import free_ports
 from raftctl.output.rows import item_cells, key_text, to_json
-
-
-def strict_json(text: str) -> Any:
-    """json.loads as JSON itself (and JavaScript's JSON.parse) reads it: no NaN, no Infinity."""
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def read_key(cell: str) -> str:
-    """The documented rule for a key cell: JSON when it starts with a double quote."""
-    return json.loads(cell) if cell.startswith('"') else cell
+from tests.unit.cli.readers import read_key, strict_json
 
 
 @given(st.text(min_size=1))
