@@ -1,17 +1,20 @@
 """The hard-state file: ``current_term``, ``voted_for`` and ``catching_up``, durable and atomic.
 
 Theory of operation. The file holds two fixed-size *slots*, each ``[magic][u32 crc][u64 seq]
-[u32 length][payload]`` zero-padded to ``SLOT_BYTES``, the payload a msgpack map carrying
-``version``. ``HardStateFile.save`` overwrites the slot NOT holding the newest state and makes
-it durable with one fdatasync: a vote costs one sync instead of the four of a replace
-(temp file, fsync, rename, directory fsync), which is what elections wait for. A crash tearing
+[u32 length][payload]`` zero-padded to ``SLOT_BYTES`` (a page each), the payload a msgpack
+map carrying ``version``. ``HardStateFile.save`` overwrites the slot NOT holding the newest
+state and makes it durable with one fdatasync: a vote costs one sync instead of the four of a
+replace (temp file, fsync, rename, directory fsync), which is what elections wait for. This
+departs from DESIGN.md's replace-per-save for that reason; the crash argument is the same
+one-valid-copy-at-every-moment as a rename's. A crash tearing
 that write leaves a slot whose CRC fails, so ``load`` falls back to the other slot: the state
 before the unfinished save, which was never acknowledged. Raft must not answer a vote before
 the vote is on disk (Raft Figure 2): ``save`` returns only after the sync.
 
-The file itself is created (or upgraded from the version-1 format, ``[u32 crc][payload]``)
-by an atomic replace: ``hardstate.tmp`` written and fsync'd, renamed over ``hardstate``, the
-directory fsync'd. The module-level ``save`` always does that (tools such as restore use it).
+The file itself is created (or upgraded from the version-1 format, ``[u32 crc][payload]``,
+or from the first slotted files, whose two 512-byte slots shared a page) by an atomic
+replace: ``hardstate.tmp`` written and fsync'd, renamed over ``hardstate``, the directory
+fsync'd. The module-level ``save`` always does that (tools such as restore use it).
 
 Saves are rare (a new term or a vote), so they are always fsync'd, even when the node runs
 with ``fsync = false`` for its log.
@@ -42,7 +45,12 @@ VERSION = 1
 """Of the payload map (the same in both file formats)."""
 
 SLOT_MAGIC = b"RHS2"
-SLOT_BYTES = 512
+SLOT_BYTES = 4096
+"""A page per slot: the device writes back the pages a save dirtied, and a torn write of one
+page can then only damage the slot being written, never the other (the last durable state)."""
+FIRST_SLOT_BYTES = 512
+"""Slots of the first two-slot files (both in one page), still read; the next save replaces
+such a file by one of page-sized slots."""
 _SLOT_HEADER = struct.Struct("<4sIQI")  # magic, crc32(seq, length, payload), seq, length
 _SLOT_SEQ = struct.Struct("<QI")
 
@@ -85,46 +93,54 @@ class HardStateFile:
     def __init__(self, fs: FileSystem, dir: str) -> None:
         self._fs = fs
         self._dir = dir
-        self._seq = _newest_slot_seq(fs, dir)
-        """Sequence number of the newest valid slot; 0 when the file must be (re)created."""
+        self._seq, self._newest = _newest_slot(fs, dir)
+        """Sequence number of the newest valid slot; 0 when the file must be (re)created
+        (missing, of the version-1 format, or of 512-byte slots)."""
 
     def save(self, hs: HardState) -> None:
         if self._seq == 0:
             save(self._fs, self._dir, hs)
-            self._seq = 1
+            self._seq, self._newest = 1, 0
             return
-        seq = self._seq + 1
-        handle = self._fs.open_at(os.path.join(self._dir, FILE_NAME), (seq % 2) * SLOT_BYTES)
+        # Always the slot not holding the newest state: a torn write falls back to it.
+        other = 1 - self._newest
+        handle = self._fs.open_at(os.path.join(self._dir, FILE_NAME), other * SLOT_BYTES)
         try:
-            handle.write(_slot(seq, _payload(hs)))
+            handle.write(_slot(self._seq + 1, _payload(hs)))
             handle.fsync()
         finally:
             handle.close()
-        self._seq = seq
+        self._seq, self._newest = self._seq + 1, other
 
 
-def _newest_slot_seq(fs: FileSystem, dir: str) -> int:
+def _newest_slot(fs: FileSystem, dir: str) -> tuple[int, int]:
+    """(seq, slot number) of the newest valid slot; seq 0 when the file must be (re)created."""
     path = os.path.join(dir, FILE_NAME)
     if not fs.exists(path):
-        return 0
+        return 0, 0
     data = fs.read(path)
-    slots = _valid_slots(data)
-    return max(seq for seq, _ in slots) if slots else 0
+    slots = _valid_slots(data) if len(data) == 2 * SLOT_BYTES else []
+    if not slots:
+        return 0, 0
+    seq, _, slot = max(slots)
+    return seq, slot
 
 
-def _valid_slots(data: bytes) -> list[tuple[int, bytes]]:
-    """(seq, payload) of each slot whose magic and CRC hold; [] for a version-1 file."""
-    if len(data) != 2 * SLOT_BYTES:
+def _valid_slots(data: bytes) -> list[tuple[int, bytes, int]]:
+    """(seq, payload, slot number) of each slot whose magic and CRC hold; [] for a version-1
+    file."""
+    if len(data) not in (2 * SLOT_BYTES, 2 * FIRST_SLOT_BYTES):
         return []
+    size = len(data) // 2
     slots = []
-    for offset in (0, SLOT_BYTES):
+    for slot, offset in enumerate((0, size)):
         magic, crc, seq, length = _SLOT_HEADER.unpack_from(data, offset)
         start = offset + _SLOT_HEADER.size
-        if magic != SLOT_MAGIC or start + length > offset + SLOT_BYTES:
+        if magic != SLOT_MAGIC or start + length > offset + size:
             continue
         payload = data[start : start + length]
         if zlib.crc32(_SLOT_SEQ.pack(seq, length) + payload) == crc:
-            slots.append((seq, payload))
+            slots.append((seq, payload, slot))
     return slots
 
 
@@ -167,7 +183,8 @@ def _read(fs: FileSystem, dir: str, name: str) -> dict[str, object] | None:
     if not fs.exists(path):
         return None
     data = fs.read(path)
-    if len(data) == 2 * SLOT_BYTES:  # a version-1 file is never this long
+    # Only the hard state has slots; the configuration file's length depends on its members.
+    if name == FILE_NAME and len(data) in (2 * SLOT_BYTES, 2 * FIRST_SLOT_BYTES):
         slots = _valid_slots(data)
         if not slots:
             raise CorruptHardState(f"{path}: no slot passes its checksum; refusing to start")

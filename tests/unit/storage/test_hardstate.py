@@ -10,7 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from raftd.core.state import HardState
+from raftd.core.state import ConfState, HardState
 from raftd.storage import hardstate
 from raftd.storage.files import FsyncError, OsFileSystem, UnsupportedVersion
 from raftd.storage.hardstate import CorruptHardState
@@ -68,7 +68,8 @@ def test_corrupt_file_refused_naming_path(tmp_path: Path) -> None:
         "version": 1, "current_term": NEW.current_term, "voted_for": NEW.voted_for,
         "catching_up": NEW.catching_up,
     }))
-    for pos in range(len(full)):
+    # Every byte of the slot in use and around it, then a stride through padding and slot 1.
+    for pos in [*range(covered + 64), *range(covered + 64, len(full), 37), len(full) - 1]:
         data = bytearray(full)
         data[pos] ^= 0x21
         path.write_bytes(bytes(data))
@@ -77,8 +78,12 @@ def test_corrupt_file_refused_naming_path(tmp_path: Path) -> None:
                 hardstate.load(fs, str(tmp_path))
         else:  # padding, or the empty slot
             assert hardstate.load(fs, str(tmp_path)) == NEW
-    for cut in range(len(full)):
+    for cut in [*range(covered + 64), *range(covered + 64, len(full), 37), len(full) - 1,
+                2 * hardstate.FIRST_SLOT_BYTES]:
         path.write_bytes(full[:cut])
+        if cut == 2 * hardstate.FIRST_SLOT_BYTES:  # the length of the first slotted files
+            assert hardstate.load(fs, str(tmp_path)) == NEW
+            continue
         with pytest.raises(CorruptHardState, match=str(path)):
             hardstate.load(fs, str(tmp_path))
 
@@ -92,23 +97,26 @@ def test_in_place_saves_cost_one_sync_and_survive_a_crash_at_every_step() -> Non
     writer.save(states[1])
     in_place_ops = fs.ops - before
     assert in_place_ops <= 3  # open/write, sync: no rename, no directory sync
-    for crash_at in range(in_place_ops + 1):
-        for seed in range(10):
-            fs = SimFileSystem()
-            writer = hardstate.HardStateFile(fs, ".")
-            for hs in states[:3]:
-                writer.save(hs)
-            fs.crash_after = crash_at
-            try:
-                writer.save(states[3])
-                completed = True
-            except SimulatedCrash:
-                completed = False
-            fs.crash(random.Random(seed))
-            loaded = hardstate.load(fs, ".")
-            assert loaded == states[3] if completed else loaded in (states[2], states[3])
-            hardstate.HardStateFile(fs, ".").save(states[4])  # and it goes on from there
-            assert hardstate.load(fs, ".") == states[4]
+    # The first in-place save after the file was created, and later ones, in either slot.
+    for done in (1, 2, 3):
+        for crash_at in range(in_place_ops + 1):
+            for seed in range(10):
+                fs = SimFileSystem()
+                writer = hardstate.HardStateFile(fs, ".")
+                for hs in states[:done]:
+                    writer.save(hs)
+                fs.crash_after = crash_at
+                try:
+                    writer.save(states[done])
+                    completed = True
+                except SimulatedCrash:
+                    completed = False
+                fs.crash(random.Random(seed))
+                loaded = hardstate.load(fs, ".")
+                expected = (states[done],) if completed else (states[done - 1], states[done])
+                assert loaded in expected, (done, crash_at, seed)
+                hardstate.HardStateFile(fs, ".").save(states[4])  # and it goes on from there
+                assert hardstate.load(fs, ".") == states[4]
 
 
 def test_a_version_1_file_is_read_and_upgraded_by_the_next_save(tmp_path: Path) -> None:
@@ -121,6 +129,55 @@ def test_a_version_1_file_is_read_and_upgraded_by_the_next_save(tmp_path: Path) 
     writer.save(OLD)
     assert hardstate.load(fs, str(tmp_path)) == OLD
     assert (tmp_path / "hardstate").stat().st_size == 2 * hardstate.SLOT_BYTES
+
+
+def test_a_file_of_512_byte_slots_is_read_and_upgraded_by_the_next_save(tmp_path: Path) -> None:
+    fs = OsFileSystem()
+    path = tmp_path / "hardstate"
+    slot = hardstate._slot(5, msgpack.packb(
+        {"version": 1, "current_term": 9, "voted_for": "n2", "catching_up": False}))
+    path.write_bytes(slot[:hardstate.FIRST_SLOT_BYTES] + bytes(hardstate.FIRST_SLOT_BYTES))
+    assert hardstate.load(fs, str(tmp_path)) == HardState(current_term=9, voted_for="n2")
+    writer = hardstate.HardStateFile(fs, str(tmp_path))
+    for hs in (NEW, OLD):
+        writer.save(hs)
+        assert hardstate.load(fs, str(tmp_path)) == hs
+        assert path.stat().st_size == 2 * hardstate.SLOT_BYTES
+
+
+def test_each_slot_has_a_page_of_its_own(tmp_path: Path) -> None:
+    """A torn write of the page holding one slot leaves the other slot's page intact."""
+    fs = OsFileSystem()
+    writer = hardstate.HardStateFile(fs, str(tmp_path))
+    writer.save(OLD)
+    writer.save(NEW)  # slot 1, the second page
+    path = tmp_path / "hardstate"
+    data = path.read_bytes()
+    assert hardstate.SLOT_BYTES % 4096 == 0
+    path.write_bytes(data[:hardstate.SLOT_BYTES] + bytes(b ^ 0x5A for b in data[4096:]))
+    assert hardstate.load(fs, str(tmp_path)) == OLD
+
+
+@pytest.mark.parametrize("length", [2 * hardstate.FIRST_SLOT_BYTES, 2 * hardstate.SLOT_BYTES])
+def test_a_configuration_file_as_long_as_a_slot_file_is_read_as_one(
+    tmp_path: Path, length: int
+) -> None:
+    fs = OsFileSystem()
+    for voters in range(1, 400):
+        conf = ConfState(voters=tuple(f"node-{i:03}.example.org:7001" for i in range(voters)))
+        hardstate.save_conf(fs, str(tmp_path), conf, 12)
+        size = (tmp_path / hardstate.CONF_FILE_NAME).stat().st_size
+        if size >= length - 40:
+            break
+    # Lengthen the last name until the file is exactly `length` bytes long.
+    first = conf.voters
+    for pad in range(length - size + 1):
+        conf = ConfState(voters=first[:-1] + (first[-1] + "x" * pad,))
+        hardstate.save_conf(fs, str(tmp_path), conf, 12)
+        if (tmp_path / hardstate.CONF_FILE_NAME).stat().st_size == length:
+            break
+    assert (tmp_path / hardstate.CONF_FILE_NAME).stat().st_size == length
+    assert hardstate.load_conf(fs, str(tmp_path)) == (conf, 12)
 
 
 def write_payload(path: Path, payload: bytes) -> None:
