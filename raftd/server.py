@@ -405,18 +405,22 @@ class Server:
     def _on_request(self, conn: ClientConnection, req: Request) -> None:
         self.connections.add(conn)
         if isinstance(req, DiagnosticRequest):
-            conn.respond(self.diagnostic(), req.id)
+            self._answer(conn, req.id, "diagnostic", time.perf_counter(), self.diagnostic())
             return
         if isinstance(req, AppRequest):
+            # Counted under the application's name: its request types come from clients, and
+            # a metric label per type a client made up would grow without bound.
+            started = time.perf_counter()
             app = self.apps.get(req.app)
             if app is None:
                 setting = APP_SETTINGS.get(req.app)
                 hint = f" (its config needs {setting})" if setting else ""
-                conn.respond(error(ErrorCode.BAD_REQUEST,
-                                   f"application {req.app!r} is not enabled on this node{hint}"),
-                             req.id)
+                self._answer(conn, req.id, req.app, started, error(
+                    ErrorCode.BAD_REQUEST,
+                    f"application {req.app!r} is not enabled on this node{hint}"))
                 return
-            app.handle(req, lambda response: conn.respond(response, req.id))
+            app.handle(req, lambda response: self._answer(conn, req.id, req.app, started,
+                                                          response))
             return
         token = self.next_token
         self.next_token += 1
@@ -566,14 +570,18 @@ class Server:
             callback(response)
             return
         conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
-        if conn is None:
-            return
+        if conn is not None:
+            self._answer(conn, request_id, kind, started, response)
+
+    def _answer(self, conn: ClientConnection, request_id: int | None, kind: str,
+                started: float, response: dict[str, Any], limit: int | None = None) -> None:
+        """Answer one client request, counting it by type and outcome for the metrics."""
         outcome = response.get("code", "ok") if response["type"] == "error" else (
             "redirect" if response["type"] == "redirect" else "ok")
         self.answered[(kind, outcome)] = self.answered.get((kind, outcome), 0) + 1
         if self.metrics is not None:
             self.metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
-        conn.respond(response, request_id)
+        conn.respond(response, request_id, limit=limit)
 
     def respond_capture(self, token: Token, meta: SnapshotMeta, capture: Capture) -> None:
         """Serialize a state capture in a worker thread, then answer with it."""
@@ -593,8 +601,8 @@ class Server:
                               learners=list(conf.learners), data=data)
             conn, request_id, kind, started = self.requests.pop(token, (None, None, "", 0.0))
             if conn is not None:
-                self.answered[(kind, "ok")] = self.answered.get((kind, "ok"), 0) + 1
-                conn.respond(response, request_id, limit=MAX_SNAPSHOT_RESPONSE_BYTES)
+                self._answer(conn, request_id, kind, started, response,
+                             limit=MAX_SNAPSHOT_RESPONSE_BYTES)
 
         future.add_done_callback(done)
 

@@ -109,6 +109,11 @@ def test_scrape_leader_and_follower(metered: LocalCluster) -> None:
     assert summed(metered, "raft_client_requests_total", type="write", result="ok") >= 20
     assert summed(metered, "raft_client_requests_total", type="read", result="ok") >= 2
     assert summed(metered, "raft_request_seconds_count", type="write") >= 20
+    # Requests answered outside the log count too: diagnostics (as above), applications.
+    assert summed(metered, "raft_client_requests_total", type="diagnostic", result="ok") >= 2
+    (refused_app,) = one_shot(metered.endpoints[0], {"type": "fl_status"})
+    assert refused_app["code"] == "bad_request", refused_app
+    assert summed(metered, "raft_client_requests_total", type="fl", result="bad_request") == 1
 
     follower, other, _ = scrape_in_role(metered, "follower", commit)
     assert value(other, "raft_role", role="follower") == 1
