@@ -24,7 +24,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    MutableMapping,
+    ValuesView,
+)
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -183,6 +190,14 @@ class DistributedDict(MutableMapping[str, Any]):
         """Counts the keys by listing them all: O(number of keys) on the wire."""
         return sum(1 for _ in self)
 
+    def items(self) -> ItemsView[str, Any]:
+        """Iterated page by page: the values come with the keys, never one read per key."""
+        return _PagedItems(self)
+
+    def values(self) -> ValuesView[Any]:
+        """Iterated page by page, as ``items()``."""
+        return _PagedValues(self)
+
     def __repr__(self) -> str:
         return (
             f"DistributedDict({self.client.endpoints!r}, refresh_policy={self.refresh_policy!r})"
@@ -312,6 +327,22 @@ class DistributedDict(MutableMapping[str, Any]):
             # Answers may arrive out of order between threads: keep the most recent fetch.
             if cached is None or cached.sent_at <= sent_at:
                 self._cache[key] = _Cached(item, sent_at)
+
+
+class _PagedItems(ItemsView[str, Any]):
+    _mapping: DistributedDict
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for item in self._mapping._scan(""):
+            yield item.key, item.value
+
+
+class _PagedValues(ValuesView[Any]):
+    _mapping: DistributedDict
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._mapping._scan(""):
+            yield item.value
 
 
 def _holdable(key: object) -> bool:

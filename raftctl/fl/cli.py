@@ -124,7 +124,7 @@ def participate(app: App, data_path: Path, test_path: Path | None, name: str | N
     Elections, crashed nodes and a cluster without quorum (no leader) are waited out. Exit
     status 1 at once when the cluster answers with an error retrying cannot fix (such as no
     [federated] enabled, or a wrong --token); 3 once no node has answered for twice
-    --timeout (checked after each request, which long-polls for up to 8 s).
+    --timeout (checked after each request, which long-polls for up to 2 s).
     """
     _need_extra(app)
     from raftctl.client import AsyncClient

@@ -253,5 +253,19 @@ def test_iteration_pages_and_fills_the_cache(make: Any, cluster: Cluster) -> Non
     assert "RefreshPolicyCount(5)" in repr(d)
 
 
+def test_items_and_values_come_with_the_pages_even_when_every_read_asks(
+    make: Any, cluster: Cluster
+) -> None:
+    d = make(RefreshPolicyAlways())
+    for i in range(1500):
+        cluster.other_client_writes(f"k{i:04}", i)
+    assert dict(d.items()) == {f"k{i:04}": i for i in range(1500)}
+    assert sum(d.values()) == sum(range(1500))
+    assert ("k0007", 7) in d.items() and ("k0007", 8) not in d.items()
+    assert len(d.items()) == len(d.values()) == 1500
+    # Two pages per listing, no read per key but the membership tests' own two.
+    assert cluster.asked.count("scan after None") == 4 and reads(cluster) == 2
+
+
 def test_default_policy_is_always(make: Any) -> None:
     assert isinstance(make().refresh_policy, RefreshPolicyAlways)
