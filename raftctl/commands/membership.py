@@ -38,7 +38,10 @@ def add_node(app: App, address: str, learner: bool) -> None:
 @click.argument("address", callback=node_address)
 @click.pass_obj
 def promote(app: App, address: str) -> None:
-    """Make the learner at ADDRESS a voter; exit status 1 if it is not a learner."""
+    """Make the learner at ADDRESS a voter, once it can vote safely: it answered within the
+    last election timeout and its log is within promote_lag_entries of the leader's. Until
+    then the cluster answers that it has not caught up yet, and the request is retried
+    until --timeout. Exit status 1 if it is not a learner, or has not caught up by then."""
     with app.client() as client:
         client.promote(address)
     app.printer.member("promote", address)

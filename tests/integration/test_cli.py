@@ -181,7 +181,12 @@ def test_status_and_diagnostic(cluster: LocalCluster) -> None:
                              "diagnostic LEADER to show a leader")
     leader = eps[index]
     assert set(diag["stats"]) >= {"reads", "writes", "append"}
+    for series in diag["stats"].values():  # [UNIX second, count] per second, the last 10
+        assert len(series) <= 10 and all(
+            type(second) is int and abs(second - time.time()) < 3600 and count >= 0
+            for second, count in series), series
     assert set(diag["persist"]) == {"votedFor", "currentTerm"}
+    assert {"index", "term", "bytes"} <= set(diag["snapshot"]) and diag["stateHash"]
     assert f"diagnostic of {leader}" in invoke(eps, "-o", "table", "diagnostic", leader)[1]
     assert "log.commitIndex\t" in invoke(eps, "diagnostic")[1]
 
@@ -297,6 +302,49 @@ def test_bad_arguments_exit_2(cluster: LocalCluster) -> None:
     assert (done.returncode, done.stdout) == (2, "")
     assert "exclude each other" in done.stderr
     assert raftctl(cluster.endpoints, "get", "--prefix").returncode == 2
+
+
+@pytest.mark.parametrize("output", ["json", "plain"])
+def test_status_watch_prints_a_block_per_refresh_and_ends_on_sigint(
+    cluster: LocalCluster, output: str
+) -> None:
+    """Without a terminal: ``-o json`` one array per line, ``-o plain`` rows then a blank
+    line, each refresh; SIGINT (Ctrl-C) ends it with exit status 0."""
+    wait_for_leader(cluster)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
+    env["RAFTCTL_ENDPOINTS"] = ",".join(cluster.endpoints)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftctl", "-o", output, "status", "--watch", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    blocks: list[list[str]] = []
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        lines: list[str] = []
+        while len(blocks) < 3:  # a refresh every 0.2 s; pytest-timeout bounds a hang
+            line = proc.stdout.readline()
+            assert line, f"raftctl ended early: {proc.wait()} {proc.stderr.read()}"
+            if output == "json":
+                blocks.append([line])
+            elif line.strip():
+                lines.append(line)
+            else:
+                blocks.append(lines)
+                lines = []
+        proc.send_signal(signal.SIGINT)  # our own child
+        _, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    for block in blocks:
+        if output == "json":
+            rows = json.loads(block[0])
+            assert sorted(r["address"] for r in rows) == sorted(cluster.endpoints)
+            assert all(DESIGN_STATUS_FIELDS <= set(r) for r in rows)
+        else:
+            assert sorted(line.split("\t")[0] for line in block) == sorted(cluster.endpoints)
 
 
 # -- status --watch in a pseudo-terminal -----------------------------------------------------------
