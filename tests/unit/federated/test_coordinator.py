@@ -79,9 +79,9 @@ async def until(check: Callable[[], Any], what: str) -> None:
         await asyncio.sleep(0.005)
 
 
-async def aggregator(net: Network, **settings: Any) -> tuple[FederatedApp, Server]:
-    """n1 of ``net``, just elected, with a model to train and participant p1 registered: its
-    coordinator once it has committed its aggregator record (round 1 may still be opening)."""
+def coordinator_of(net: Network, **settings: Any) -> tuple[FederatedApp, Server]:
+    """The coordinator of n1 of ``net``, with a model to train and participant p1
+    registered; leader or not, as ``net`` has it."""
     state = FederatedState()
     state.apply({"op": "init", "spec": SPEC.to_dict(),
                  "model": encode_params(initial_params(SPEC))}, 0)
@@ -89,6 +89,13 @@ async def aggregator(net: Network, **settings: Any) -> tuple[FederatedApp, Serve
     server = Server(net, "n1", state)
     app = FederatedApp(server,  # type: ignore[arg-type]
                        FederatedSection(enabled=True, **settings), state)
+    return app, server
+
+
+async def aggregator(net: Network, **settings: Any) -> tuple[FederatedApp, Server]:
+    """n1 of ``net``, just elected, with a model to train and participant p1 registered: its
+    coordinator once it has committed its aggregator record (round 1 may still be opening)."""
+    app, server = coordinator_of(net, **settings)
     raft = server.node.raft
     assert raft.role is StateRole.LEADER
     app.on_role_change(raft.role, raft.current_term)
@@ -204,6 +211,119 @@ def test_rotation_waits_while_a_membership_change_or_another_transfer_is_in_flig
             app._maybe_rotate()
             assert server.transfers == ["n2"]  # the next voter after n1
         finally:
+            app.close()
+
+    asyncio.run(scenario())
+
+
+class ThreadLog:
+    """Wraps functions so each call records the thread it ran on; the real function runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.calls: dict[str, list[threading.Thread]] = {}
+
+    def watch(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        threads = self.calls.setdefault(name, [])
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread())
+            return original(*args, **kwargs)
+
+        self.monkeypatch.setattr(owner, name, recorded)
+
+    def assert_in_workers(self, loop_thread: threading.Thread) -> None:
+        """Every watched function ran, each time in one of the app's worker threads."""
+        for name, threads in self.calls.items():
+            assert threads, f"{name} never ran"
+            assert loop_thread not in threads, f"{name} ran on the event loop"
+            assert all(t.name.startswith("fl") for t in threads), (name, threads)
+
+
+def test_decryption_validation_and_averaging_run_in_worker_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads = ThreadLog(monkeypatch)
+    threads.watch(coordinator, "_open_update")
+    threads.watch(crypto, "open_sealed")  # decryption...
+    threads.watch(coordinator, "decode_update")  # ...and validation, inside _open_update
+    threads.watch(coordinator, "_average")
+    threads.watch(coordinator, "fedavg")
+
+    async def scenario() -> None:
+        app, server = await aggregator(leader_net(), min_updates=1, rotate_after_s=3600)
+        try:
+            trained = [np.full_like(p, 0.25) for p in initial_params(SPEC)]
+            answers: list[dict[str, Any]] = []
+            app.handle(update_request(app, "p1", 1, trained), answers.append)
+            await until(lambda: answers and server.state.round == 1, "round 1 to commit")
+            assert answers == [result(round=1, updates=1, min_updates=1)]
+            assert server.state.model is not None
+            assert all(np.array_equal(a, b) for a, b in zip(
+                decode_params(server.state.model), trained, strict=True))  # FedAvg of one
+            threads.assert_in_workers(threading.current_thread())
+        finally:
+            app.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def other_key() -> RSAPrivateKey:
+    return crypto.generate_private_key()
+
+
+def test_a_key_pair_is_ready_before_the_node_leads_and_the_next_starts_once_it_is_spent(
+    monkeypatch: pytest.MonkeyPatch, rsa_key: RSAPrivateKey, other_key: RSAPrivateKey
+) -> None:
+    """The first key is generated in a worker while n1 still follows; leading, n1 commits its
+    record with that key at once and generates the next one in a worker meanwhile (held open
+    here: the record commits without waiting for it)."""
+    gate = threading.Event()
+    made = iter([rsa_key, other_key])
+    generation: list[threading.Thread] = []
+
+    def generate() -> RSAPrivateKey:
+        generation.append(threading.current_thread())
+        if len(generation) > 1:
+            gate.wait(DEADLINE)
+        return next(made)
+
+    monkeypatch.setattr(crypto, "generate_private_key", generate)
+
+    async def scenario() -> None:
+        net = Network(3)
+        app, server = coordinator_of(net, rotate_after_s=3600)
+        try:
+            assert server.node.raft.role is StateRole.FOLLOWER
+            await until(app.next_key.done, "the first key pair")
+            first = app.next_key
+            key, der = first.result()
+            assert key is rsa_key and der == crypto.public_der(rsa_key)
+            assert generation[0] is not threading.current_thread()
+
+            net.campaign("n1")
+            raft = server.node.raft
+            assert raft.role is StateRole.LEADER
+            app.on_role_change(raft.role, raft.current_term)
+            await until(lambda: app.active, "the aggregator record to commit")
+            assert app.key is key and app.key_id == crypto.key_id(der)
+            assert server.state.aggregator is not None
+            assert server.state.aggregator["public_key"] == der
+            assert server.state.aggregator["term"] == raft.current_term
+
+            # The spent key is replaced: the next pair is being generated, in a worker.
+            assert app.next_key is not first
+            await until(lambda: len(generation) == 2, "the next key pair to start")
+            assert not app.next_key.done()
+            gate.set()
+            await until(app.next_key.done, "the next key pair")
+            assert app.next_key.result()[0] is other_key
+            assert threading.current_thread() not in generation
+            assert all(t.name.startswith("fl") for t in generation), generation
+        finally:
+            gate.set()
             app.close()
 
     asyncio.run(scenario())

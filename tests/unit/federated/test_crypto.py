@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from raftctl.client import AsyncClient
-from raftctl.fl.participant import Participant, Training
+from raftctl.fl.participant import RESEND, Participant, Training
 from raftd.federated import crypto
 from raftd.federated.coordinator import model_context, update_context
 from raftd.federated.data import Shard
@@ -24,6 +24,8 @@ from raftd.federated.model import (
 )
 from tests.unit.client.fakenode import FakeNode
 
+DEADLINE_S = 10.0
+"""Longest a scripted participant run may take before the test fails."""
 
 @cache
 def key(n: int) -> RSAPrivateKey:
@@ -104,31 +106,52 @@ class RecordingNode(FakeNode):
             writer.close()
 
 
+def aggregator_record(private: RSAPrivateKey, *, term: int, node: str) -> dict[str, Any]:
+    """The ``aggregator`` field of an fl_status answer, as the state keeps it."""
+    der = crypto.public_der(private)
+    return {"term": term, "node": node, "round": 0, "public_key": der,
+            "key_id": crypto.key_id(der)}
+
+
+def scripted_answer(spec: ModelSpec, state: dict[str, Any],
+                    req: dict[str, Any]) -> dict[str, Any] | None:
+    """The scripted node's answer to everything but fl_update (None for fl_update): the
+    status of round ``state["round"]`` under ``state["aggregator"]``, and the initial model
+    sealed to the key the participant registered."""
+    kind = req["type"]
+    if kind == "fl_register":
+        state["participant_key"] = req["public_key"]
+        return {"type": "result", "success": True}
+    if kind == "fl_status":
+        return {"type": "result", "success": True, "round": state["round"],
+                "spec": spec.to_dict(), "accepting": True, "stale": False,
+                "aggregator": state["aggregator"]}
+    if kind == "fl_model":
+        sealed = crypto.seal(crypto.load_public(state["participant_key"]),
+                             encode_params(initial_params(spec)),
+                             model_context(req["participant"], 0))
+        return {"type": "result", "success": True, "round": 0, "sealed": sealed}
+    assert kind == "fl_update"
+    return None
+
+
+def small_shard() -> Shard:
+    rng = np.random.default_rng(0)
+    return Shard(rng.random((60, 64)), rng.integers(0, 10, 60))
+
+
 def test_the_bytes_a_participant_sends_hold_no_plaintext_weight() -> None:
     """One real round of a Participant against a scripted aggregator that records the wire."""
     spec = ModelSpec()
     aggregator = key(3)
-    agg_der = crypto.public_der(aggregator)
-    rng = np.random.default_rng(0)
-    shard = Shard(rng.random((60, 64)), rng.integers(0, 10, 60))
-    state: dict[str, Any] = {"round": 0, "participant_key": None, "update": None}
+    shard = small_shard()
+    state: dict[str, Any] = {"round": 0, "participant_key": None, "update": None,
+                             "aggregator": aggregator_record(aggregator, term=1, node="n1")}
 
     def answer(req: dict[str, Any]) -> dict[str, Any]:
-        kind = req["type"]
-        if kind == "fl_register":
-            state["participant_key"] = req["public_key"]
-            return {"type": "result", "success": True}
-        if kind == "fl_status":
-            return {"type": "result", "success": True, "round": state["round"],
-                    "spec": spec.to_dict(), "accepting": True, "stale": False,
-                    "aggregator": {"term": 1, "node": "n1", "round": 0, "public_key": agg_der,
-                                   "key_id": crypto.key_id(agg_der)}}
-        if kind == "fl_model":
-            sealed = crypto.seal(crypto.load_public(state["participant_key"]),
-                                 encode_params(initial_params(spec)),
-                                 model_context(req["participant"], 0))
-            return {"type": "result", "success": True, "round": 0, "sealed": sealed}
-        assert kind == "fl_update"
+        scripted = scripted_answer(spec, state, req)
+        if scripted is not None:
+            return scripted
         state["update"], state["round"] = req, 1
         return {"type": "result", "success": True, "round": 1, "updates": 1}
 
@@ -156,3 +179,54 @@ def test_the_bytes_a_participant_sends_hold_no_plaintext_weight() -> None:
         # Each 8-byte weight on its own: a chance match in random ciphertext is ~2^-50 here.
         leaked = [v for v in w.ravel() if v != 0 and v.tobytes() in wire]
         assert not leaked, f"{len(leaked)} weights appear in clear on the wire"
+
+
+@pytest.mark.parametrize("refusal", sorted(RESEND))
+def test_an_update_refused_for_a_new_aggregator_is_sealed_again_to_its_key(refusal: str) -> None:
+    """The aggregator changes mid-round: the node refuses the update sealed to the old key
+    (``refusal``, one that means "wait for the next aggregator record") and then reports the
+    new aggregator. The participant seals the same update to the NEW key and sends it again."""
+    spec = ModelSpec()
+    old, new = key(4), key(5)
+    state: dict[str, Any] = {"round": 0, "participant_key": None, "updates": [],
+                             "aggregator": aggregator_record(old, term=1, node="n1")}
+    new_record = aggregator_record(new, term=2, node="n2")
+
+    def answer(req: dict[str, Any]) -> dict[str, Any]:
+        scripted = scripted_answer(spec, state, req)
+        if scripted is not None:
+            return scripted
+        state["updates"].append(req)
+        if req["key_id"] != new_record["key_id"]:
+            state["aggregator"] = new_record  # n1 lost its leadership; n2 committed its record
+            return {"type": "result", "success": False, "reason": refusal,
+                    "message": "the aggregator changed", "key_id": new_record["key_id"]}
+        state["round"] = 1
+        return {"type": "result", "success": True, "round": 1, "updates": 1}
+
+    said: list[str] = []
+    with RecordingNode(answer) as node:
+        async def run() -> Any:
+            async with AsyncClient([node.address], timeout=5) as client:
+                participant = Participant(client, "p1", small_shard(), spec=spec, give_up_s=5,
+                                          training=Training(epochs=2), say=said.append)
+                return await asyncio.wait_for(participant.run(1), DEADLINE_S)
+
+        stats = asyncio.run(run())
+
+    first, second = state["updates"]
+    assert (first["key_id"], second["key_id"]) == (crypto.key_id(crypto.public_der(old)),
+                                                   new_record["key_id"])
+    context = update_context("p1", 1)
+    assert crypto.open_sealed(new, second["sealed"], context)  # sealed to the new key...
+    with pytest.raises(crypto.CryptoError):
+        crypto.open_sealed(old, second["sealed"], context)  # ...and not to the old one
+    # The same update both times: only the encryption is redone, not the training.
+    reference = initial_params(spec)
+    sent = [decode_update(crypto.open_sealed(k, u["sealed"], context), participant="p1",
+                          round=1, reference=reference).params
+            for k, u in ((old, first), (new, second))]
+    assert all(np.array_equal(a, b) for a, b in zip(*sent, strict=True))
+    assert stats.resent == 1
+    assert stats.rounds == [1] and stats.aggregators == {"n2"}
+    assert "round 1: aggregator changed; sealing the update again" in said
