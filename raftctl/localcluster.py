@@ -16,14 +16,17 @@ object started are ever signalled, by PID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -41,6 +44,21 @@ from raftd.config import (
 
 HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.05
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep_on: tuple[type[BaseException], ...]) -> Iterator[Path]:
+    """A temporary directory for a cluster, removed afterwards unless one of ``keep_on``
+    escapes: those errors name the node logs inside it, which must still be there to read."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    except keep_on:
+        raise
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    shutil.rmtree(base, ignore_errors=True)
 _SOURCE_ROOT = Path(raftd.__file__).resolve().parent.parent
 
 
@@ -106,7 +124,8 @@ class LocalCluster:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(f'\n[metrics]\naddress = "{address}"\n')
         # JSON renders these scalars (bool, int, float) exactly as TOML spells them.
-        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (federated or {}).items())
+        lines = "".join(f"{key} = {json.dumps(value)}\n"
+                        for key, value in (federated or {}).items())
         self._extra = f"\n[federated]\n{lines}" if federated else ""
         if security:
             self._extra += "\n[security]\n" + "".join(

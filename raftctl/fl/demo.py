@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from rich.console import Console
 
 from raftctl.blocking import Client
 from raftctl.errors import RaftctlError
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, scratch_dir
 from raftd.federated import crypto
 from raftd.federated.coordinator import MAX_STATUS_ROUNDS, model_context
 from raftd.federated.data import Shard, Split, write_split
@@ -180,7 +179,7 @@ class FederatedRun:
         response = self._until(30.0, "fl_model", lambda: self.client.request(
             {"type": "fl_model", "participant": self.observer}))
         if response.get("success") is False:
-            raise DemoFailed(f"fl_model refused: {response.get('message')}")
+            raise DemoFailed(f"fl_model refused: {response.get('message')}; {self.where()}")
         rnd = response["round"]
         plain = crypto.open_sealed(self.key, response["sealed"], model_context(self.observer, rnd))
         return rnd, Model(self.spec, decode_params(plain))
@@ -205,8 +204,8 @@ def run_demo(console: Console, *, servers: int, participants: int, rounds: int,
              alpha: float | None, model: str, rotate_after_s: float,
              kill_at: int | None) -> None:
     """The ``raftctl fl demo`` command (see its help)."""
-    with tempfile.TemporaryDirectory(prefix="rafty-fl-demo-") as tmp:
-        run = FederatedRun(Path(tmp), servers=servers, participants=participants, rounds=rounds,
+    with scratch_dir("rafty-fl-demo-", keep_on=(DemoFailed,)) as tmp:
+        run = FederatedRun(tmp, servers=servers, participants=participants, rounds=rounds,
                            alpha=alpha, model=model, rotate_after_s=rotate_after_s)
         with run:
             _demo(console, run, kill_at)
