@@ -58,8 +58,10 @@ class Node:
 
 class Network:
     def __init__(self, n: int, *, seed: int = 1, blank: bool = False, pre_vote: bool = True,
-                 check_quorum: bool = True) -> None:
-        ids = tuple(f"n{i}" for i in range(1, n + 1))
+                 check_quorum: bool = True, ids: tuple[str, ...] | None = None) -> None:
+        """``n`` nodes named n1..n``n``, or named ``ids`` when given (``n`` must match)."""
+        ids = ids or tuple(f"n{i}" for i in range(1, n + 1))
+        assert len(ids) == n
         self.nodes = {
             i: Node(i, ids, seed=seed * 100 + k, blank=blank, pre_vote=pre_vote,
                     check_quorum=check_quorum)
