@@ -42,7 +42,7 @@ from raftd.core import (
     StateRole,
 )
 from raftd.core.messages import MsgApp, MsgSnap
-from raftd.core.state import Entry, HardState, Snapshot, SnapshotMeta
+from raftd.core.state import ENTRY_OVERHEAD_BYTES, Entry, HardState, Snapshot, SnapshotMeta
 from raftd.metrics import Metrics, RateStats, Sample
 from raftd.replica import Replica, Token
 from raftd.snapshotter import SnapshotPolicy, Snapshotter
@@ -178,7 +178,8 @@ class Server:
             self.node,
             MeteredStorage(self.storage, self.metrics),
             state_machine,
-            max_entry_bytes=batch_bytes,
+            # An entry of a batch alone in its MsgApp still fits the datagram.
+            max_entry_bytes=batch_bytes - ENTRY_OVERHEAD_BYTES,
             request_timeout_ticks=REQUEST_TIMEOUT_MS // raft.tick_ms,
         )
         self.snapshotter = Snapshotter(

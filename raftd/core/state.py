@@ -28,8 +28,10 @@ class Entry:
     data: bytes = b""
 
 
-ENTRY_OVERHEAD_BYTES = 16
-"""Rough encoded size of an entry beyond its data; used to cut batches to a datagram."""
+ENTRY_OVERHEAD_BYTES = 25
+"""Encoded size of an entry beyond its data at worst (msgpack: array header 1, term and index
+9 each as uint64, type 1, bin32 header 5); used to cut batches to a datagram, which an entry
+of a long-lived cluster (terms past 2**16, indexes past 2**32) must not overflow."""
 
 
 def entry_size(entry: Entry) -> int:

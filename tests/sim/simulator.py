@@ -64,7 +64,7 @@ from raftd.core import (
     StateRole,
 )
 from raftd.core.messages import MsgSnap, MsgTimeoutNow, MsgVote
-from raftd.core.state import SnapshotMeta
+from raftd.core.state import ENTRY_OVERHEAD_BYTES, SnapshotMeta
 from raftd.replica import Replica
 from raftd.server import REQUEST_TIMEOUT_MS, peer_header_bytes
 from raftd.statemachine import Capture, DictStateMachine
@@ -956,7 +956,7 @@ class Simulator:
             raw,
             _Storage(self, node, storage),
             state_machine,
-            max_entry_bytes=self._batch_bytes,
+            max_entry_bytes=self._batch_bytes - ENTRY_OVERHEAD_BYTES,  # as raftd.server
             request_timeout_ticks=self.options.request_timeout_ticks,
             on_apply=partial(self.checker.on_apply if self._trace is None else self._on_apply,
                              node.id),
