@@ -73,35 +73,51 @@ class BenchError(RaftctlError):
 
 class RunFailed(BenchError):
     """The cluster failed the run's requests: one with an error no retry can fix (the run
-    stopped there), or every one of them. ``timed_out``: unanswered, rather than refused."""
+    stopped there), or every one of them. ``timed_out``: unanswered, rather than refused;
+    the message then names ``endpoints``, the members the clients tried (as raftctl does
+    for every request that timed out, exit status 3)."""
 
-    def __init__(self, code: str, message: str, *, every: bool) -> None:
+    def __init__(self, code: str, message: str, *, every: bool,
+                 endpoints: tuple[str, ...] = ()) -> None:
         what = "every request failed" if every else "a request failed"
-        super().__init__(f"{what}: {code}: {message}" if message else f"{what}: {code}")
+        text = f"{what}: {code}: {message}" if message else f"{what}: {code}"
+        if endpoints and code == ErrorCode.TIMEOUT.value:
+            text += f"; endpoints tried: {', '.join(endpoints)}"
+        super().__init__(text)
         self.code = code
         self.message = message
         self.every = every
+        self.endpoints = endpoints
 
     @property
     def timed_out(self) -> bool:
         return self.code == ErrorCode.TIMEOUT.value
 
+    def tried(self, endpoints: tuple[str, ...]) -> RunFailed:
+        """The same failure, naming ``endpoints`` (unless it already names some)."""
+        if self.endpoints:
+            return self
+        return RunFailed(self.code, self.message, every=self.every, endpoints=endpoints)
+
     def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "every": self.every}
+        return {"code": self.code, "message": self.message, "every": self.every,
+                "endpoints": list(self.endpoints)}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunFailed:
-        return cls(str(data["code"]), str(data["message"]), every=bool(data["every"]))
+        return cls(str(data["code"]), str(data["message"]), every=bool(data["every"]),
+                   endpoints=tuple(str(e) for e in data.get("endpoints", ())))
 
 
 def require_success(summary: dict[str, Any]) -> None:
     """Raise `RunFailed` for a run (`results.summarize`) in which no request succeeded: its
-    figures would only hide why."""
+    figures would only hide why. A record's ``members`` are the endpoints tried."""
     if summary["requests"] > 0:
         return
     first = summary["first_error"] or {"code": ErrorCode.TIMEOUT.value,
                                        "message": "no request was answered"}
-    raise RunFailed(first["code"], first["message"], every=True)
+    raise RunFailed(first["code"], first["message"], every=True,
+                    endpoints=tuple(summary.get("members", ())))
 
 
 async def preload(target: Target, spec: LoadSpec) -> None:
@@ -183,9 +199,11 @@ async def run_load(
         parent_after = cpu_seconds(os.getpid())
         if watcher is not None:
             await watcher.stop()
-    except BaseException:  # Ctrl-C, a failed worker: the others have nothing left to do
+    except BaseException as exc:  # Ctrl-C, a failed worker: the others have nothing left to do
         for proc in procs:
             proc.kill()
+        if isinstance(exc, RunFailed):  # a worker's refusal: only the run knows the members
+            raise exc.tried(target.members) from None
         raise
     finally:
         for proc in procs:

@@ -171,6 +171,10 @@ class _Worker:
                 for c in range(self.spec.clients)]
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The watchdog covers the unmeasured requests too: a node that accepts connections
+        # but never answers (frozen) must fail them after their retries, not hang the worker.
+        ticker = loop.create_task(self._tick())
         answers = await asyncio.gather(*(self._one(i, c) for i, c in enumerate(self.clients)))
         failed = [a for a in answers if a.get("type") != "result"]
         if failed:
@@ -181,8 +185,6 @@ class _Worker:
         self.conn.send(("ready", None))
         go: Go = await self._receive()
         self.write_keys = self._write_keys(go.first_client)
-        loop = asyncio.get_running_loop()
-        ticker = loop.create_task(self._tick())
         cpu_before = cpu_seconds(os.getpid())
         self.start = time.perf_counter()
         started_wall = time.time()

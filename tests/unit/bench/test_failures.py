@@ -67,11 +67,32 @@ def test_a_run_in_which_no_request_succeeded_fails_with_the_first_error(
     assert caught.value.timed_out is timed_out  # exit status 3 rather than 1
 
 
+def test_an_unanswered_run_names_the_members_it_tried() -> None:
+    """Exit status 3 comes with the endpoints tried, as for any raftctl request."""
+    summary = summarize(merge([_worker(0, 2, {"code": "timeout", "message": "no answer within "
+                                              "1s after the end of the run", "t": 1.0})]),
+                        Extras())
+    with pytest.raises(RunFailed) as caught:
+        require_success({**_record(summary), "members": ["h:1", "h:2", "h:3"]})
+    assert str(caught.value) == ("every request failed: timeout: no answer within 1s after the "
+                                 "end of the run; endpoints tried: h:1, h:2, h:3")
+    assert caught.value.timed_out
+
+
 def test_a_refusal_crosses_processes_and_machines_intact() -> None:
     refusal = RunFailed("unauthorized", "this node requires a client token", every=False)
     again = RunFailed.from_wire(refusal.to_wire())
     assert str(again) == "a request failed: unauthorized: this node requires a client token"
     assert again.code == "unauthorized" and not again.timed_out
+    # A refusal is its own reason: only a failure to answer names the endpoints.
+    named = again.tried(("h:1", "h:2"))
+    assert str(named) == str(again) and named.endpoints == ("h:1", "h:2")
+    # A joiner's unanswered run reaches the head naming the members the joiner tried.
+    unanswered = RunFailed("timeout", "no answer after 5s of retries", every=True).tried(("h:1",))
+    again = RunFailed.from_wire(unanswered.to_wire())
+    assert str(again) == ("every request failed: timeout: no answer after 5s of retries; "
+                          "endpoints tried: h:1")
+    assert again.tried(("h:9",)).endpoints == ("h:1",)
 
 
 def test_final_codes_are_the_errors_no_retry_fixes() -> None:

@@ -56,6 +56,11 @@ def run(
         (["get", "k"], {"RAFTCTL_TIMEOUT": "nan"}, "RAFTCTL_TIMEOUT"),
         (["status", "--watch", "nan"], {}, "'nan' is not a finite number of seconds"),
         (["bench", "write", "--duration", "inf"], {}, "'inf' is not a finite number of seconds"),
+        (["bench", "write", "--entries", "5", "--duration", "1"], {},
+         "give --entries or --duration, not both"),
+        (["bench", "read", "--entries", "5", "--duration", "1"], {},
+         "give --entries or --duration, not both"),
+        (["bench", "serve"], {}, "bench serve needs --head, or --servers N to host a cluster"),
         (["-e", "http://127.0.0.1:21401", "get", "k"], {}, "no URL scheme"),
         (["-e", "127.0.0.1:1;127.0.0.1:2", "get", "k"], {}, "separate endpoints with commas"),
         (["-e", "a/b:1", "get", "k"], {}, "'/' is not allowed in a host name"),
@@ -112,6 +117,8 @@ VERBS = [
     ["promote", "127.0.0.1:1"],
     ["remove-node", "127.0.0.1:1"],
     ["transfer-leader"],
+    ["bench", "write"],
+    ["bench", "read"],
 ]
 
 
@@ -124,6 +131,16 @@ def test_nothing_listening_exits_3_naming_the_endpoints(args: list[str]) -> None
     message = result.stderr.strip()
     assert message.startswith("Error: no node reachable") and "\n" not in message
     assert all(e in message for e in endpoints)
+
+
+def test_bench_join_with_nothing_listening_exits_3_naming_the_head() -> None:
+    heads = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    result = run("--timeout", "0.5", "bench", "join", ",".join(heads), "--wait", "5")
+    assert result.exit_code == 3, result.output
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert message.startswith("Error: no node reachable") and "\n" not in message
+    assert all(h in message for h in heads)
 
 
 def test_help_of_every_verb_reads_well() -> None:
@@ -364,7 +381,8 @@ def test_membership_verbs(members: list[tuple[str, ...]]) -> None:
     ]
     dup = run("add-node", C)
     assert (dup.exit_code, dup.stdout) == (1, "")
-    assert dup.stderr == f"Error: the cluster answered with an error: bad_request: {C} is already a member\n"
+    assert dup.stderr == (f"Error: the cluster answered with an error: bad_request: {C} is "
+                          "already a member\n")
     late = run("transfer-leader", "127.0.0.1:9")
     assert late.exit_code == 1 and "timeout: the transfer timed out" in late.stderr
 
