@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from raftctl.bench.histogram import percentile, share_below
 from raftctl.bench.protocol import Link, LinkLost
 from raftctl.bench.runner import BenchError
 from raftctl.errors import RaftctlError
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, scratch_dir
 from raftctl.survey import collect_status
 
 PROBE_INTERVAL_S = 0.003
@@ -155,7 +154,7 @@ def run_election(
     """Run ``trials`` trials on a fresh local cluster of ``servers`` nodes; the record."""
     sig = signal.SIGSTOP if sigstop else signal.SIGKILL
     results: list[Trial] = []
-    with (tempfile.TemporaryDirectory(prefix="raftctl-bench-election-") as base,
+    with (scratch_dir("raftctl-bench-election-", keep_on=(BenchError,)) as base,
           LocalCluster(servers, base, fsync=fsync) as cluster):
         cluster.start_all()
         try:
@@ -211,11 +210,12 @@ async def _wait_stable(cluster: LocalCluster, timeout: float) -> int:
     """Wait until every member answers, agrees on one leader, and has the same commit index."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STABLE_LIMIT_S
+    seen = "no answer"
     while loop.time() < deadline:
         try:
             rows = await collect_status(list(cluster.endpoints), min(timeout, 1.0))
-        except RaftctlError:
-            rows = []
+        except RaftctlError as exc:
+            rows, seen = [], str(exc)
         leaders = {r.leader for r in rows}
         commits = {r.commit_index for r in rows}
         if (len(rows) == len(cluster) and all(r.reachable for r in rows)
@@ -223,9 +223,13 @@ async def _wait_stable(cluster: LocalCluster, timeout: float) -> int:
                 and sum(r.role == "leader" for r in rows) == 1):
             leader = next(r.address for r in rows if r.role == "leader")
             return cluster.endpoints.index(leader)
+        if rows:
+            seen = "; ".join(
+                f"{r.address} {r.role} term {r.term} leader {r.leader} commit {r.commit_index}"
+                if r.reachable else f"{r.address} unreachable: {r.error}" for r in rows)
         await asyncio.sleep(0.05)
-    raise BenchError(f"the cluster did not settle within {STABLE_LIMIT_S:g}s "
-                     f"(node logs: {', '.join(str(p) for p in cluster.log_paths)})")
+    raise BenchError(f"the cluster did not settle within {STABLE_LIMIT_S:g}s (last seen: "
+                     f"{seen}; node logs: {', '.join(str(p) for p in cluster.log_paths)})")
 
 
 async def _probe(survivors: list[str], k: int) -> tuple[str | None, float]:

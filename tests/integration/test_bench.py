@@ -6,10 +6,12 @@ shared and its figures are noise here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -23,8 +25,10 @@ import pytest
 from rich.console import Console
 
 from raftctl import Client
+from raftctl.bench import election
 from raftctl.bench.procstat import listening_pid
 from raftctl.bench.report import emit
+from raftctl.bench.runner import BenchError
 from raftctl.localcluster import LocalCluster
 from raftd.wire.client import parse_address
 from tests.integration.conftest import ClusterFactory
@@ -183,6 +187,23 @@ def test_election_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str], sig
         "failover shares": ["% < 250 ms", "% < 400 ms"],
         "winner's rounds": ["pre-vote p50", "vote p50"],
     })
+
+
+def test_a_cluster_that_never_settles_is_described(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each trial the election benchmark waits for one agreed leader; when that never
+    comes the error says what the members looked like and where their logs are."""
+    monkeypatch.setattr(election, "STABLE_LIMIT_S", 2.0)
+    with LocalCluster(3, tmp_path) as cluster:
+        cluster.start(0)  # a fresh cluster forms only once all its members started
+        with pytest.raises(BenchError) as failed:
+            asyncio.run(election._wait_stable(cluster, 1.0))
+    message = str(failed.value)
+    assert "did not settle within 2s (last seen: " in message, message
+    assert f"{cluster.endpoints[1]} unreachable" in message, message
+    assert re.search(rf"{re.escape(cluster.endpoints[0])} \w+ term \d+ leader None", message)
+    assert str(cluster.log_paths[0]) in message
 
 
 @pytest.mark.parametrize(("consistency", "spread"), [("linearizable", False), ("stale", True)])

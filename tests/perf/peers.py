@@ -56,7 +56,7 @@ from rich.table import Table
 from raftctl.bench.election import run_election
 from raftctl.bench.procstat import total_cpu
 from raftctl.bench.results import Extras, summarize
-from raftctl.bench.runner import LoadSpec, run_load
+from raftctl.bench.runner import BenchError, LoadSpec, run_load
 from raftctl.bench.target import Target, local_cluster
 from tests.perf.peer_etcd import EtcdCluster, etcd_version
 from tests.perf.peer_pysyncobj import PySyncObjCluster
@@ -310,7 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.election_trials > 0:
         print(f"  rafty election: 5 servers, {args.election_trials} trials", file=sys.stderr,
               flush=True)
-        election = run_election(5, args.election_trials, sigstop=False, fsync=True, timeout=5.0)
+        try:
+            election = run_election(5, args.election_trials, sigstop=False, fsync=True,
+                                    timeout=5.0)
+        except BenchError as exc:  # the write table is still worth printing
+            print(f"  rafty election failed: {exc}", file=sys.stderr, flush=True)
 
     console = Console(width=130)
     header = (f"make bench-peers: 3 nodes on 127.0.0.1, {SIZE}-byte values, "
