@@ -344,6 +344,9 @@ class _PagedValues(ValuesView[Any]):
         for item in self._mapping._scan(""):
             yield item.value
 
+    def __contains__(self, value: object) -> bool:
+        return any(v is value or v == value for v in self)  # ValuesView's reads each key
+
 
 def _holdable(key: object) -> bool:
     """Whether the cluster can hold ``key``: a Mapping finds nothing under any other key."""

@@ -44,6 +44,7 @@ from raftd.config import (
 
 HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.05
+_SOURCE_ROOT = Path(raftd.__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
@@ -59,7 +60,6 @@ def scratch_dir(prefix: str, keep_on: tuple[type[BaseException], ...]) -> Iterat
         shutil.rmtree(base, ignore_errors=True)
         raise
     shutil.rmtree(base, ignore_errors=True)
-_SOURCE_ROOT = Path(raftd.__file__).resolve().parent.parent
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:

@@ -420,8 +420,10 @@ class Server:
                     ErrorCode.BAD_REQUEST,
                     f"application {req.app!r} is not enabled on this node{hint}"))
                 return
+            # A long poll waits on purpose: it would only blur the latency histogram.
+            timed = "wait_s" not in req.body
             app.handle(req, lambda response: self._answer(conn, req.id, req.app, started,
-                                                          response))
+                                                          response, timed=timed))
             return
         token = self.next_token
         self.next_token += 1
@@ -575,12 +577,14 @@ class Server:
             self._answer(conn, request_id, kind, started, response)
 
     def _answer(self, conn: ClientConnection, request_id: int | None, kind: str,
-                started: float, response: dict[str, Any], limit: int | None = None) -> None:
-        """Answer one client request, counting it by type and outcome for the metrics."""
+                started: float, response: dict[str, Any], limit: int | None = None,
+                timed: bool = True) -> None:
+        """Answer one client request, counting it by type and outcome for the metrics (and
+        its latency unless not ``timed``)."""
         outcome = response.get("code", "ok") if response["type"] == "error" else (
             "redirect" if response["type"] == "redirect" else "ok")
         self.answered[(kind, outcome)] = self.answered.get((kind, outcome), 0) + 1
-        if self.metrics is not None:
+        if self.metrics is not None and timed:
             self.metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
         conn.respond(response, request_id, limit=limit)
 

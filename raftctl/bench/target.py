@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from raftctl.bench.procstat import cpu_seconds, listening_pid
 from raftctl.client import AsyncClient
 from raftctl.connection import Credentials
 from raftctl.errors import NoLeader, RaftctlError
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, scratch_dir
 from raftctl.output.rows import StatusRow
 from raftctl.survey import collect_status
 from raftd.wire.client import parse_address
@@ -109,13 +108,21 @@ async def existing(
                   credentials=credentials)
 
 
+class ClusterDidNotStart(RaftctlError):
+    """The local cluster of a run elected no leader; the message names the node logs, and
+    their directory is kept."""
+
+
 @contextlib.contextmanager
 def local_cluster(n: int, *, fsync: bool, timeout: float) -> Iterator[Target]:
     """Start ``n`` raftd processes in a temporary directory; stop them (by PID) afterwards."""
-    with (tempfile.TemporaryDirectory(prefix="raftctl-bench-") as base,
+    with (scratch_dir("raftctl-bench-", keep_on=(ClusterDidNotStart,)) as base,
           LocalCluster(n, base, fsync=fsync) as cluster):
         cluster.start_all()
-        cluster.wait_for_leader(LEADER_WAIT_S)
+        try:
+            cluster.wait_for_leader(LEADER_WAIT_S)
+        except TimeoutError as exc:
+            raise ClusterDidNotStart(str(exc)) from None
         target = asyncio.run(existing(tuple(cluster.endpoints), timeout))
         pids = {}
         for i, address in enumerate(cluster.endpoints):

@@ -112,7 +112,10 @@ class FederatedRun:
     def start(self, timeout: float = 30.0) -> None:
         """Start the nodes, register the observer, then start the participants."""
         self.cluster.start_all()
-        self.cluster.wait_for_leader(timeout)
+        try:
+            self.cluster.wait_for_leader(timeout)
+        except TimeoutError as exc:  # it names the node logs: keep them (run_demo)
+            raise DemoFailed(f"{exc}; {self.where()}") from None
         self._until(timeout, "the observer to register", lambda: self.client.request({
             "type": "fl_register", "participant": self.observer,
             "public_key": crypto.public_der(self.key)}))

@@ -583,6 +583,16 @@ def _replay_records(
     return off
 
 
+def valid_end(data: bytes) -> int:
+    """Where the valid records of a segment's bytes end: its logical size, since segments are
+    preallocated (the rest is zeros, or a torn tail). For tools that measure log growth."""
+    view = memoryview(data)
+    off = _HEADER.size
+    while (payload := _record_at(view, off)) is not None:
+        off += _RECORD.size + len(payload)
+    return off
+
+
 def _record_at(view: memoryview, off: int) -> memoryview | None:
     """The payload of the record at ``off`` if it is complete and its CRC matches."""
     if off + _RECORD.size > len(view):

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from raftctl.bench import election
 from raftctl.bench.procstat import listening_pid
 from raftctl.bench.report import emit
 from raftctl.bench.runner import BenchError
-from raftctl.localcluster import LocalCluster
+from raftctl.localcluster import LocalCluster, free_ports
 from raftd.wire.client import parse_address
 from tests.integration.conftest import ClusterFactory
 from tests.integration.helpers import (
@@ -40,6 +40,7 @@ from tests.integration.helpers import (
     wait_for_leader,
     wait_until,
 )
+from tests.unit.client.fakenode import FakeNode
 from tests.unit.security.certs import make_pki
 
 TIMEOUT = 120
@@ -197,6 +198,7 @@ def test_a_cluster_that_never_settles_is_described(
     monkeypatch.setattr(election, "STABLE_LIMIT_S", 2.0)
     with LocalCluster(3, tmp_path) as cluster:
         cluster.start(0)  # a fresh cluster forms only once all its members started
+        wait_diagnostic(cluster.endpoints[0])
         with pytest.raises(BenchError) as failed:
             asyncio.run(election._wait_stable(cluster, 1.0))
     message = str(failed.value)
@@ -430,7 +432,7 @@ def test_a_frozen_cluster_cannot_hold_a_run_past_its_duration(
     # --duration: long enough that the freeze lands inside the run. --timeout: ten of them
     # (how long a request retries) end after the run's own end plus one.
     with _measuring_run(cluster, tmp_path, "--timeout", f"{timeout:g}", "bench", "write",
-                        "--clients", str(clients), "--duration", "4") as proc:
+                        "--clients", str(clients), "--duration", "8") as proc:
         for i in range(len(cluster)):
             cluster.kill(i, signal.SIGSTOP)  # the fixture's teardown resumes them
         record = _json(proc)
@@ -444,33 +446,44 @@ def test_a_frozen_cluster_cannot_hold_a_run_past_its_duration(
     assert record["errors"] >= clients
 
 
-def _spawned(pid: int) -> bool:
-    """Whether process ``pid`` has started a child (bench: its load generators)."""
-    tasks = Path(f"/proc/{pid}/task")
-    return any((task / "children").read_text().strip() for task in tasks.iterdir())
+def _leader_that_never_commits(members: list[str]) -> Callable[[dict[str, Any]], Any]:
+    """Answers of a node that says it leads ``members`` (itself first) and answers
+    diagnostics, but never a write: a cluster that accepts requests and never commits."""
+    me = members[0]
+
+    def answer(request: dict[str, Any]) -> dict[str, Any] | None:
+        if request.get("type") != "diagnostic":
+            return None
+        return {
+            "type": "result", "success": True, "status": "leader",
+            "persist": {"votedFor": me, "currentTerm": 2},
+            "volatile": {"leaderId": me, "cluster": members, "voters": members,
+                         "learners": [], "address": me},
+            "log": {"commitIndex": 5, "appliedIndex": 5, "lastLogIndex": 5, "lastLogTerm": 2,
+                    "firstIndex": 1},
+            "stats": {"reads": [], "writes": [], "append": []},
+            "catchingUp": False, "matchIndex": {m: 5 for m in members}, "lastContactMs": {},
+        }
+
+    return answer
 
 
-def test_a_run_no_request_of_which_is_answered_names_every_member(
-    make_cluster: ClusterFactory, tmp_path: Path
-) -> None:
+def test_a_run_no_request_of_which_is_answered_names_every_member(tmp_path: Path) -> None:
     """Exit 3, and the message names the endpoints tried: every member, not only -e's."""
-    cluster = make_cluster(3)
-    cluster.start_all()
-    wait_for_leader(cluster)
-    proc = _raftctl("-e", cluster.endpoints[0], "--timeout", "0.5", "bench", "write",
-                    "--duration", "1", cwd=tmp_path)
-    with _reaped(proc):
-        # The load generators start once the target is known: freeze the cluster before they
-        # import, connect and send their first (unmeasured) writes. The nodes still accept
-        # connections (the kernel does) and never answer.
-        wait_until(lambda: proc.poll() is None and _spawned(proc.pid), "the load generators")
-        for i in range(len(cluster)):
-            cluster.kill(i, signal.SIGSTOP)  # the fixture's teardown resumes them
-        status, out, err = _failure(proc)
+    others = [f"127.0.0.1:{port}" for port in free_ports(2)]  # nothing listens there
+    node = FakeNode(lambda request: None)
+    with node:
+        members = [node.address, *others]
+        node.answer = _leader_that_never_commits(members)
+        proc = _raftctl("-e", node.address, "--timeout", "0.5", "bench", "write",
+                        "--duration", "1", cwd=tmp_path)
+        with _reaped(proc):
+            status, out, err = _failure(proc)
     assert (status, out) == (3, ""), err
     assert err.startswith("Error: every request failed: timeout: ") and err.count("\n") == 1
     tried = err.rpartition("; endpoints tried: ")[2].rstrip("\n").split(", ")
-    assert sorted(tried) == sorted(cluster.endpoints), err
+    assert sorted(tried) == sorted(members), err
+    assert "append" in node.types()  # the load generators did send writes
 
 
 def test_a_joiner_refused_by_the_cluster_fails_the_head_too(

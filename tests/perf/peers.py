@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in pso_names.values():
         pair(rows, by_c["rafty-nofsync"], name, "fsync off")
 
-    election = None
+    election, election_failed = None, False
     if args.election_trials > 0:
         print(f"  rafty election: 5 servers, {args.election_trials} trials", file=sys.stderr,
               flush=True)
@@ -315,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     timeout=5.0)
         except BenchError as exc:  # the write table is still worth printing
             print(f"  rafty election failed: {exc}", file=sys.stderr, flush=True)
+            election_failed = True
 
     console = Console(width=130)
     header = (f"make bench-peers: 3 nodes on 127.0.0.1, {SIZE}-byte values, "
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "clients": r.clients, "ratio": r.ratio, **r.record} for r in rows],
             "election": election,
         }, indent=2) + "\n")
-    return 0
+    return 1 if election_failed else 0
 
 
 if __name__ == "__main__":

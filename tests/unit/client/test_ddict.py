@@ -262,9 +262,10 @@ def test_items_and_values_come_with_the_pages_even_when_every_read_asks(
     assert dict(d.items()) == {f"k{i:04}": i for i in range(1500)}
     assert sum(d.values()) == sum(range(1500))
     assert ("k0007", 7) in d.items() and ("k0007", 8) not in d.items()
+    assert 1499 in d.values() and -1 not in d.values()
     assert len(d.items()) == len(d.values()) == 1500
-    # Two pages per listing, no read per key but the membership tests' own two.
-    assert cluster.asked.count("scan after None") == 4 and reads(cluster) == 2
+    # Two pages per listing, no read per key but the items membership tests' own two.
+    assert cluster.asked.count("scan after None") == 6 and reads(cluster) == 2
 
 
 def test_default_policy_is_always(make: Any) -> None:

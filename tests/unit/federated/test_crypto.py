@@ -24,7 +24,7 @@ from raftd.federated.model import (
 )
 from tests.unit.client.fakenode import FakeNode
 
-DEADLINE_S = 10.0
+DEADLINE_S = 30.0
 """Longest a scripted participant run may take before the test fails."""
 
 @cache

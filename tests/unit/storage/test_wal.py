@@ -12,7 +12,7 @@ import pytest
 from raftd.core.errors import CorruptLog
 from raftd.core.state import Entry, EntryType
 from raftd.storage.files import FileSystem, FsyncError, OsFileSystem, UnsupportedVersion
-from raftd.storage.wal import WAL
+from raftd.storage.wal import WAL, valid_end
 from tests.sim.disk import SimFileSystem, SimulatedCrash
 
 HEADER = 8
@@ -83,6 +83,15 @@ def test_round_trip(tmp_path: Path) -> None:
     wal.sync()
     wal.close()
     assert reopen(fs, str(tmp_path)) == written
+
+
+def test_valid_end_is_where_the_records_end_in_a_preallocated_segment(tmp_path: Path) -> None:
+    _, full = write_one_segment(tmp_path, batch(1, 20), "current")
+    end = record_offsets(full)[-1]
+    assert len(full) > end and not any(full[end:])  # preallocated: zeros after the records
+    assert valid_end(full) == end
+    assert valid_end(full[: end - 1]) == record_offsets(full)[-2]  # a torn last record
+    assert valid_end(full[:HEADER]) == HEADER
 
 
 def test_many_batches_with_conflicts_and_restarts(tmp_path: Path) -> None:
