@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -66,27 +67,48 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
     """`count` distinct ports free for both TCP and UDP on `host` right now.
 
     A node binds UDP (peers) and TCP (clients) on one port, so both are reserved together;
-    all stay bound until every port is chosen, so none is handed out twice.
+    all stay bound until every port is chosen, so none is handed out twice. The ports lie
+    below the kernel's ephemeral range: a port from that range can become the source port of
+    any outgoing connection or datagram socket on the machine while a killed node is down,
+    and the node's restart would then fail with "address in use".
     """
+    rng = random.Random(os.urandom(8))  # parallel test runs draw different ports
+    below = _ephemeral_low() - 1
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
-        while len(ports) < count:
+        for _ in range(100 * count):
+            port = rng.randint(_LOWEST_PORT, below)
+            if port in ports:
+                continue
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(tcp)
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
+            held += [tcp, udp]
             try:
+                tcp.bind((host, port))
                 udp.bind((host, port))
             except OSError:
-                continue  # UDP side taken: keep this TCP port held and draw another
+                continue  # taken on one side: draw another
             ports.append(port)
+            if len(ports) == count:
+                return ports
+        raise OSError(f"no {count} free ports between {_LOWEST_PORT} and {below} on {host}")
     finally:
         for sock in held:
             sock.close()
-    return ports
+
+
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    """The lowest port the kernel hands out as a source port (32768 when it does not say)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return max(low, _LOWEST_PORT + 1000)
 
 
 class LocalCluster:
