@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 from typing import Any
 
@@ -144,6 +145,10 @@ cli.add_command(fl)
 
 def main() -> None:
     """Console-script entry point."""
+    # SIGTERM (kill, timeout(1), a service manager) unwinds like Ctrl-C: a command that started
+    # local nodes or load generators (bench --servers, fl demo) stops them before it exits,
+    # instead of leaving them running. The exit status is still the signal's, 128 + 15.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(prog_name="raftctl")
     except OSError as err:
@@ -158,3 +163,7 @@ def main() -> None:
 
 
 _FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(int(ExitCode.TERMINATED))

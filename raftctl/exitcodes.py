@@ -39,3 +39,8 @@ class ExitCode(enum.IntEnum):
         141,
         "The reader of stdout went away (raftctl list | head -1); nothing more is printed.",
     )
+    TERMINATED = (
+        143,
+        "Terminated (SIGTERM), after stopping the local nodes and load generators it started; "
+        "a write may or may not have been applied.",
+    )

@@ -348,13 +348,18 @@ def test_a_secured_cluster_with_its_token_and_tls(make_secure: ClusterFactory,
 
 @contextlib.contextmanager
 def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
-    """Kill ``proc`` if the block leaves it running (a failed wait must not leak a run)."""
+    """Stop ``proc`` if the block leaves it running (a failed wait must not leak a run):
+    SIGTERM first, so that it stops the nodes it started, then SIGKILL."""
     try:
         yield
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _failure(proc: subprocess.Popen[str]) -> tuple[int, str, str]:

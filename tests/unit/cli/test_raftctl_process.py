@@ -6,6 +6,7 @@ process, against a silent socket or one real ``raftd`` node.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -188,3 +189,39 @@ def test_ctrl_c_stops_a_benchmark_and_its_workers_quietly(node: str) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert (proc.returncode, err) == (130, "Interrupted\n"), err
+
+
+def _children(pid: int) -> set[int]:
+    """The PIDs of ``pid``'s children (its threads' too), from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def test_sigterm_stops_the_nodes_a_benchmark_started(tmp_path: Path) -> None:
+    """``timeout 60 raftctl bench write --servers 1`` must not leave its node running: SIGTERM
+    unwinds like Ctrl-C, stopping the local cluster, and exits 143 (128 + SIGTERM)."""
+    proc = subprocess.Popen(
+        [*RAFTCTL, "bench", "write", "--servers", "1", "--duration", "3600", "--clients", "2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, start_new_session=True)
+    try:
+        def node_started() -> set[int] | None:
+            assert proc.poll() is None, proc.communicate()
+            nodes = {c for c in _children(proc.pid)
+                     if b"raftd" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            return nodes or None
+
+        nodes = wait_until(node_started, "the benchmark's node")
+        proc.send_signal(signal.SIGTERM)  # to raftctl only, not its process group
+        _, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group is left
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    for pid in nodes:  # stopped and reaped by raftctl before it exited
+        assert not Path(f"/proc/{pid}").exists() or b"raftd" not in (
+            Path(f"/proc/{pid}/cmdline").read_bytes()), f"node {pid} outlived raftctl"
