@@ -56,10 +56,8 @@ class App:
     endpoints: tuple[str, ...]
     timeout: float
     output: str
-    access: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of every client: ``token`` and ``tls`` (global options)."""
     credentials: Credentials = field(default_factory=Credentials)
-    """The same, as the options gave them (for bench's spawned load generators)."""
+    """``--token`` and the TLS options, as given (bench passes them to its load generators)."""
     console: Console = field(init=False)
     """stdout, for rich renderables (tables, the live status view)."""
     printer: Printer = field(init=False)
@@ -67,6 +65,12 @@ class App:
     def __post_init__(self) -> None:
         self.console = make_console()
         self.printer = choose(self.output, self.console)
+
+    @property
+    def access(self) -> dict[str, Any]:
+        """Keyword arguments of every client: ``token`` and ``tls`` (the TLS files are read
+        once per process)."""
+        return self.credentials.client_options()
 
     def client(self) -> Client:
         """A blocking client of the cluster; use it as a context manager."""

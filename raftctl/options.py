@@ -214,13 +214,13 @@ def make_app(ctx: click.Context, values: Mapping[str, Any]) -> App:
                               cert=cert, key=key)
     # The TLS files are loaded once, here: a bad one is a usage error, before the verb runs.
     try:
-        access = credentials.client_options()
+        credentials.client_options()
     except RaftctlError as err:
         raise click.BadParameter(
             str(err), ctx=ctx, param_hint="--cacert/--cert/--key"
         ) from None
     return App(endpoints=values["endpoints"], timeout=values["timeout"], output=output,
-               access=access, credentials=credentials)
+               credentials=credentials)
 
 
 class VerbCommand(click.Command):
