@@ -93,54 +93,50 @@ class HardStateFile:
     def __init__(self, fs: FileSystem, dir: str) -> None:
         self._fs = fs
         self._dir = dir
-        self._seq, self._newest = _newest_slot(fs, dir)
+        self._seq = _newest_slot_seq(fs, dir)
         """Sequence number of the newest valid slot; 0 when the file must be (re)created
-        (missing, of the version-1 format, or of 512-byte slots)."""
+        (missing, of the version-1 format, or of 512-byte slots). Slot ``(seq - 1) % 2``
+        holds state ``seq``: the file is created with state 1 in slot 0."""
 
     def save(self, hs: HardState) -> None:
         if self._seq == 0:
             save(self._fs, self._dir, hs)
-            self._seq, self._newest = 1, 0
+            self._seq = 1
             return
-        # Always the slot not holding the newest state: a torn write falls back to it.
-        other = 1 - self._newest
-        handle = self._fs.open_at(os.path.join(self._dir, FILE_NAME), other * SLOT_BYTES)
+        # The slot not holding the newest state (seq): a torn write falls back to it.
+        handle = self._fs.open_at(os.path.join(self._dir, FILE_NAME),
+                                  (self._seq % 2) * SLOT_BYTES)
         try:
             handle.write(_slot(self._seq + 1, _payload(hs)))
             handle.fsync()
         finally:
             handle.close()
-        self._seq, self._newest = self._seq + 1, other
+        self._seq += 1
 
 
-def _newest_slot(fs: FileSystem, dir: str) -> tuple[int, int]:
-    """(seq, slot number) of the newest valid slot; seq 0 when the file must be (re)created."""
+def _newest_slot_seq(fs: FileSystem, dir: str) -> int:
     path = os.path.join(dir, FILE_NAME)
     if not fs.exists(path):
-        return 0, 0
+        return 0
     data = fs.read(path)
     slots = _valid_slots(data) if len(data) == 2 * SLOT_BYTES else []
-    if not slots:
-        return 0, 0
-    seq, _, slot = max(slots)
-    return seq, slot
+    return max(seq for seq, _ in slots) if slots else 0
 
 
-def _valid_slots(data: bytes) -> list[tuple[int, bytes, int]]:
-    """(seq, payload, slot number) of each slot whose magic and CRC hold; [] for a version-1
-    file."""
+def _valid_slots(data: bytes) -> list[tuple[int, bytes]]:
+    """(seq, payload) of each slot whose magic and CRC hold; [] for a version-1 file."""
     if len(data) not in (2 * SLOT_BYTES, 2 * FIRST_SLOT_BYTES):
         return []
     size = len(data) // 2
     slots = []
-    for slot, offset in enumerate((0, size)):
+    for offset in (0, size):
         magic, crc, seq, length = _SLOT_HEADER.unpack_from(data, offset)
         start = offset + _SLOT_HEADER.size
         if magic != SLOT_MAGIC or start + length > offset + size:
             continue
         payload = data[start : start + length]
         if zlib.crc32(_SLOT_SEQ.pack(seq, length) + payload) == crc:
-            slots.append((seq, payload, slot))
+            slots.append((seq, payload))
     return slots
 
 
@@ -161,7 +157,7 @@ def save_conf(fs: FileSystem, dir: str, conf: ConfState, index: int) -> None:
 
 def load_conf(fs: FileSystem, dir: str) -> tuple[ConfState, int] | None:
     """The configuration applied last and its log index, or None when none was saved."""
-    fields = _read(fs, dir, CONF_FILE_NAME)
+    fields = _read(fs, dir, CONF_FILE_NAME, slotted=False)
     if fields is None:
         return None
     path = os.path.join(dir, CONF_FILE_NAME)
@@ -178,13 +174,14 @@ def load_conf(fs: FileSystem, dir: str) -> tuple[ConfState, int] | None:
     return ConfState(voters=voters, learners=learners, auto_promote=auto), index
 
 
-def _read(fs: FileSystem, dir: str, name: str) -> dict[str, object] | None:
+def _read(fs: FileSystem, dir: str, name: str, *, slotted: bool) -> dict[str, object] | None:
+    """The fields of file ``name``: a ``[crc][payload]`` file, or (``slotted``: the hard
+    state) a two-slot one, told apart by its length."""
     path = os.path.join(dir, name)
     if not fs.exists(path):
         return None
     data = fs.read(path)
-    # Only the hard state has slots; the configuration file's length depends on its members.
-    if name == FILE_NAME and len(data) in (2 * SLOT_BYTES, 2 * FIRST_SLOT_BYTES):
+    if slotted and len(data) in (2 * SLOT_BYTES, 2 * FIRST_SLOT_BYTES):
         slots = _valid_slots(data)
         if not slots:
             raise CorruptHardState(f"{path}: no slot passes its checksum; refusing to start")
@@ -208,7 +205,7 @@ def _read(fs: FileSystem, dir: str, name: str) -> dict[str, object] | None:
 
 def load(fs: FileSystem, dir: str) -> HardState | None:
     """The saved hard state, or None when none was ever saved in ``dir``."""
-    fields = _read(fs, dir, FILE_NAME)
+    fields = _read(fs, dir, FILE_NAME, slotted=True)
     if fields is None:
         return None
     path = os.path.join(dir, FILE_NAME)
