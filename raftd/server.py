@@ -106,6 +106,10 @@ class ServerApp(Protocol):
 
     def handle(self, request: AppRequest, reply: Reply) -> None: ...
 
+    def long_polls(self, request: AppRequest) -> bool:
+        """Whether ``request`` waits on purpose for news: its latency is not measured."""
+        ...
+
     def on_role_change(self, role: StateRole, term: int) -> None: ...
 
     def close(self) -> None: ...
@@ -212,8 +216,10 @@ class Server:
         self.next_token = 0
         self.scheduled = False
         self.closed = False
-        """Set by ``_shutdown``: the loop may still run a queued turn or tick while it winds
-        down (asyncio.Runner.close), and those must not touch the closed log."""
+        """Set by ``_shutdown``: the loop may still run a queued turn while it winds down
+        (asyncio.Runner.close), and that must not touch the closed log."""
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        """The tick and the stats timer, each re-armed by itself: ``_shutdown`` cancels them."""
         self.pack = msgpack.Packer(use_bin_type=True).pack
         """Packs client commands (a Packer of our own: ``packb`` builds one per call). It
         keeps a buffer as large as the largest command, at most about ``max_entry_bytes``."""
@@ -266,8 +272,8 @@ class Server:
             f"; metrics on {self.config.metrics.address}" if self.metrics is not None else "",
         )
         next_tick = loop.time() + self.tick_s
-        loop.call_at(next_tick, self._on_tick, next_tick)
-        loop.call_later(1.0, self._on_stats_timer)
+        self.timers["tick"] = loop.call_at(next_tick, self._on_tick, next_tick)
+        self.timers["stats"] = loop.call_later(1.0, self._on_stats_timer)
         await self.stopping.wait()
         await self._hand_over_leadership()
         self._shutdown()
@@ -299,6 +305,8 @@ class Server:
     def _shutdown(self) -> None:
         log.info("shutting down")
         self.closed = True
+        for timer in self.timers.values():
+            timer.cancel()
         self.replica.fail_all(
             _Outbox(self), error(ErrorCode.SHUTTING_DOWN, "the node is shutting down")
         )
@@ -322,8 +330,6 @@ class Server:
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_tick(self, due: float) -> None:
-        if self.closed:
-            return
         loop = asyncio.get_running_loop()
         try:
             self.replica.tick(_Outbox(self))
@@ -332,7 +338,7 @@ class Server:
         self._schedule()
         # Skip ticks missed during a stall instead of bursting them: a late election is safe.
         due = max(due + self.tick_s, loop.time())
-        loop.call_at(due, self._on_tick, due)
+        self.timers["tick"] = loop.call_at(due, self._on_tick, due)
 
     def _on_stats_timer(self) -> None:
         self.stats.sample(int(time.time()), {
@@ -345,7 +351,7 @@ class Server:
             self.storage.retry_space()
         except Exception as e:  # noqa: BLE001 - only a failure other than ENOSPC gets here
             self._fatal("preallocating the next WAL segment failed", e)
-        asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
+        self.timers["stats"] = asyncio.get_running_loop().call_later(1.0, self._on_stats_timer)
 
     def _refuses_for_space(self) -> bool:
         """Whether a write must be answered ``no_space``: this node leads and its disk is full.
@@ -420,8 +426,7 @@ class Server:
                     ErrorCode.BAD_REQUEST,
                     f"application {req.app!r} is not enabled on this node{hint}"))
                 return
-            # A long poll waits on purpose: it would only blur the latency histogram.
-            timed = "wait_s" not in req.body
+            timed = not app.long_polls(req)  # a wait on purpose would blur the histogram
             app.handle(req, lambda response: self._answer(conn, req.id, req.app, started,
                                                           response, timed=timed))
             return

@@ -196,6 +196,9 @@ class FederatedApp:
         except BadBody as exc:
             reply(error(ErrorCode.BAD_REQUEST, f"{request.kind}: {exc}"))
 
+    def long_polls(self, request: AppRequest) -> bool:
+        return "wait_s" in request.body  # fl_status waiting for the next round or term
+
     def on_role_change(self, role: StateRole, term: int) -> None:
         self._stop_leading()
         if role is StateRole.LEADER:
