@@ -165,7 +165,8 @@ class Credentials:
 def _client_options(credentials: Credentials) -> dict[str, Any]:
     c = credentials
     context = tls_context(c.tls, cacert=c.cacert, cert=c.cert, key=c.key)
-    return {"token": c.token, **({"tls": context} if context is not None else {})}
+    options: dict[str, Any] = {} if c.token is None else {"token": c.token}
+    return options if context is None else {**options, "tls": context}
 
 
 def _tls_file_problem(exc: OSError, ssl_problem: str) -> str:

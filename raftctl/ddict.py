@@ -333,16 +333,14 @@ class _PagedItems(ItemsView[str, Any]):
     _mapping: DistributedDict
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        for item in self._mapping._scan(""):
-            yield item.key, item.value
+        return self._mapping.prefix_items("")
 
 
 class _PagedValues(ValuesView[Any]):
     _mapping: DistributedDict
 
     def __iter__(self) -> Iterator[Any]:
-        for item in self._mapping._scan(""):
-            yield item.value
+        return (value for _, value in self._mapping.prefix_items(""))
 
     def __contains__(self, value: object) -> bool:
         return any(v is value or v == value for v in self)  # ValuesView's reads each key

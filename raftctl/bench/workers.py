@@ -149,7 +149,7 @@ class _Worker:
         self.progress = progress
         cls = client_class(spec.protocol)
         # One TLS context for all of this worker's clients (loading it reads the files).
-        access = spec.credentials.client_options() if spec.credentials != Credentials() else {}
+        access = spec.credentials.client_options()
         self.clients: list[LoadClient] = [cls(a, spec.endpoints, spec.timeout, **access)
                                           for a in spec.addresses]
         self.value = os.urandom(spec.size)
