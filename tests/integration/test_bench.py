@@ -480,10 +480,8 @@ def test_a_run_no_request_of_which_is_answered_names_every_member(tmp_path: Path
     with node:
         members = [node.address, *others]
         node.answer = _leader_that_never_commits(members)
-        proc = _raftctl("-e", node.address, "--timeout", "0.5", "bench", "write",
-                        "--duration", "1", cwd=tmp_path)
-        with _reaped(proc):
-            status, out, err = _failure(proc)
+        status, out, err = _failure(_raftctl("-e", node.address, "--timeout", "0.5", "bench",
+                                             "write", "--duration", "1", cwd=tmp_path))
     assert (status, out) == (3, ""), err
     assert err.startswith("Error: every request failed: timeout: ") and err.count("\n") == 1
     tried = err.rpartition("; endpoints tried: ")[2].rstrip("\n").split(", ")

@@ -28,7 +28,7 @@ from raftd.server import peer_header_bytes
 from raftd.statemachine import encode_batch
 from raftd.wire.auth import PeerAuth
 from raftd.wire.peer import encode_peer
-from tests.unit.core.test_replication import Recorder, log_of
+from tests.unit.core.harness import Recorder, log_of
 
 IDS = {
     "ipv4": ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from typing import Any
 
 from raftd.core import (
     ConfChange,
@@ -163,3 +164,33 @@ class Network:
         index = self.nodes[id].node.propose(data)
         self.stabilize()
         return index
+
+
+class Recorder(Network):
+    """The harness network, also recording every message sent; messages on the paths in
+    ``held`` wait in ``waiting``, undelivered, until ``release``."""
+
+    def __init__(self, n: int, **kwargs: Any) -> None:
+        super().__init__(n, **kwargs)
+        self.sent: list[Message] = []
+        self.held: set[tuple[str, str]] = set()
+        self.waiting: list[Message] = []
+
+    def send(self, m: Message) -> None:
+        self.sent.append(m)
+        if (m.src, m.dst) in self.held:
+            self.waiting.append(m)
+            return
+        super().send(m)
+
+    def release(self, count: int | None = None) -> None:
+        """Deliver the first ``count`` held messages (all by default), then stabilize."""
+        count = len(self.waiting) if count is None else count
+        released, self.waiting = self.waiting[:count], self.waiting[count:]
+        self.queue.extend(released)
+        self.stabilize()
+
+
+def log_of(net: Network, id: str) -> list[tuple[int, int]]:
+    s = net[id].storage
+    return [(e.index, e.term) for e in s.entries(s.first_index(), s.last_index() + 1)]

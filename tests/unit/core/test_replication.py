@@ -11,50 +11,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from raftd.core import ConfState, HardState, MemoryStorage, Message, StateRole
+from raftd.core import ConfState, HardState, MemoryStorage, StateRole
 from raftd.core.messages import MsgApp, MsgAppResp
 from raftd.core.progress import ProgressState
 from raftd.core.state import Entry
-from tests.unit.core.harness import Network
-
-
-class Recorder(Network):
-    """The harness network, also recording every message sent; messages on the paths in
-    ``held`` wait in ``waiting``, undelivered, until ``release``."""
-
-    def __init__(self, n: int, **kwargs: Any) -> None:
-        super().__init__(n, **kwargs)
-        self.sent: list[Message] = []
-        self.held: set[tuple[str, str]] = set()
-        self.waiting: list[Message] = []
-
-    def send(self, m: Message) -> None:
-        self.sent.append(m)
-        if (m.src, m.dst) in self.held:
-            self.waiting.append(m)
-            return
-        super().send(m)
-
-    def release(self, count: int | None = None) -> None:
-        """Deliver the first ``count`` held messages (all by default), then stabilize."""
-        count = len(self.waiting) if count is None else count
-        released, self.waiting = self.waiting[:count], self.waiting[count:]
-        self.queue.extend(released)
-        self.stabilize()
+from tests.unit.core.harness import Recorder, log_of
 
 
 def appends(net: Recorder, dst: str) -> list[MsgApp]:
     """The MsgApps carrying entries that were sent to ``dst`` (heartbeat-like empty ones not)."""
     return [m for m in net.sent if isinstance(m, MsgApp) and m.dst == dst and m.entries]
-
-
-def log_of(net: Network, id: str) -> list[tuple[int, int]]:
-    s = net[id].storage
-    return [(e.index, e.term) for e in s.entries(s.first_index(), s.last_index() + 1)]
 
 
 def test_a_silent_follower_gets_at_most_the_window_then_acks_resume_it() -> None:
